@@ -1,0 +1,57 @@
+"""Device mesh and the shardings the training code uses (DESIGN.md §4).
+
+The mesh has two axes: ``data`` (pure data parallelism) and ``fsdp`` (data parallelism whose
+parameters may also be sharded). The batch is sharded over both; parameters are replicated
+unless a stage asks for FSDP. Axis types are ``Auto`` so plain ``jax.jit`` with NamedShardings
+propagates shardings (jax.make_mesh defaults to Explicit since 0.7).
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+BATCH_AXES = ("data", "fsdp")
+PMAP_AXIS = "batch"
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
+  """A ('data', 'fsdp') mesh over ``devices`` (default: all); ``data=-1`` takes what is left."""
+  devices = list(jax.devices() if devices is None else devices)
+  n = len(devices)
+  if fsdp < 1 or n % fsdp:
+    raise ValueError(f"mesh fsdp={fsdp} must divide the {n} devices")
+  if data == -1:
+    data = n // fsdp
+  if data * fsdp != n:
+    raise ValueError(f"mesh data={data} x fsdp={fsdp} != {n} devices; use data=-1 to fill")
+  return jax.make_mesh(
+      (data, fsdp), BATCH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices
+  )
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over every mesh axis; the rest replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def pmap_sharding(devices=None) -> NamedSharding:
+  """Layout of a pmap input [num_local_devices, per_device_batch, ...]: row i on device i."""
+  devices = np.asarray(jax.local_devices() if devices is None else devices)
+  return NamedSharding(Mesh(devices, (PMAP_AXIS,)), P(PMAP_AXIS))
+
+
+def check_batch_size(global_batch: int, mesh: Mesh | None = None) -> int:
+  """Per-process batch size; raises a clear error when the batch does not split evenly."""
+  n_dev = mesh.size if mesh is not None else jax.device_count()
+  n_proc = jax.process_count()
+  if global_batch % n_dev:
+    raise ValueError(
+        f"batch_size={global_batch} is not divisible by the {n_dev} devices of the mesh; "
+        f"set --config.batch_size to a multiple of {n_dev}"
+    )
+  return global_batch // n_proc
