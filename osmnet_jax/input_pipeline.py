@@ -143,7 +143,10 @@ def make_dataset(
   mean, std = pose_stats(builder)
   # Seeds differ per process so hosts do not draw identical windows from different files.
   seed = int(seed) * 1000 + process_index
-  read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1)
+  # No per-iteration reshuffling: the stream must be the same every time the dataset object is
+  # iterated (repeat() comes before the example shuffle, so epochs still differ in order).
+  read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False,
+                                interleave_cycle_length=1)
   ds = builder.as_dataset(
       split=sub_split, shuffle_files=shuffle_buffer > 0, read_config=read_config,
       decoders={"frames": tfds.decode.SkipDecoding()},
@@ -153,7 +156,7 @@ def make_dataset(
   if repeat:
     ds = ds.repeat()
   if shuffle_buffer > 0:
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
   ds = ds.enumerate()
   if start_step:
     ds = ds.skip(int(start_step) * batch_size)

@@ -63,13 +63,15 @@ def _blinks(rng: np.random.Generator, n: int) -> np.ndarray:
   return track
 
 
-def generate_clip(spec: SynthSpec, split: str, index: int, render: bool = True) -> dict:
+def generate_clip(spec: SynthSpec, split: str, index: int, render: bool = True,
+                  tracks: bool = False) -> dict:
   """Generate clip ``index`` of ``split``.
 
   Returns the schema fields (data/schema.py) plus synth-only ground truth:
   ``mouth_open`` [T], ``stress`` [T] (stressed-syllable onsets, drives nods), ``framing`` [3]
   (identity's resting tx, ty, scale). With ``render=False`` frames/landmarks are omitted (cheap:
-  used for pose statistics).
+  used for pose statistics). ``tracks=True`` adds ``_tracks`` (identity, mouth_round, blink:
+  what is needed to re-render the clip with other expressions; not a dataset field).
   """
   n_ids = spec.num_train_ids if split == "train" else spec.num_test_ids
   ident_idx = index % n_ids
@@ -95,6 +97,8 @@ def generate_clip(spec: SynthSpec, split: str, index: int, render: bool = True) 
     ex["frames"] = frames
     ex["landmarks"] = lm
     ex["mel"] = audio_lib.log_mel(ex["audio"], t_len)
+  if tracks:
+    ex["_tracks"] = {"identity": ident, "mouth_round": info["mouth_round"], "blink": blink}
   return ex
 
 
