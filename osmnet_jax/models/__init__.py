@@ -1,0 +1,1 @@
+"""Flax models: the FOMM-compatible renderer (stage A) and the OSM-Net motion models (stage B)."""

@@ -1,0 +1,96 @@
+"""FOMM occlusion-aware generator, channels-last.
+
+source [B,H,W,C] -> 'first' 7x7 SameBlock -> down blocks -> warp features by the dense flow
+(bilinearly resized to the feature size if needed) -> multiply by the occlusion map (bilinearly
+resized if needed, as torch `F.interpolate(..., mode='bilinear')`, align_corners=False) ->
+'bottleneck' residual blocks -> up blocks -> 'final' 7x7 conv -> sigmoid.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from osmnet_jax.models.dense_motion import DenseMotionNetwork
+from osmnet_jax.nn.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, conv
+from osmnet_jax.nn.grid_sample import grid_sample, resize_bilinear
+
+
+def deform_input(x: jax.Array, deformation: jax.Array) -> jax.Array:
+  """Warps x [B,H,W,C] with a flow [B,h,w,2] resized bilinearly to (H, W) when needed."""
+  _, h, w, _ = x.shape
+  if deformation.shape[1:3] != (h, w):
+    deformation = resize_bilinear(deformation, (h, w))
+  return grid_sample(x, deformation)
+
+
+class Bottleneck(nn.Module):
+  """torch.nn.Sequential of ResBlock2d named 'r0', 'r1', ..."""
+
+  num_blocks: int
+  train: bool = False
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    for i in range(self.num_blocks):
+      x = ResBlock2d(3, 1, self.train, self.bn_axis_name, name=f"r{i}")(x)
+    return x
+
+
+class OcclusionAwareGenerator(nn.Module):
+  """Submodules 'dense_motion_network', 'first', 'down_blocks_i', 'bottleneck', 'up_blocks_i',
+  'final' (FOMM attribute names)."""
+
+  num_channels: int = 3
+  num_kp: int = 10
+  block_expansion: int = 64
+  max_features: int = 512
+  num_down_blocks: int = 2
+  num_bottleneck_blocks: int = 6
+  estimate_occlusion_map: bool = True
+  dense_motion_params: Any = None  # dict(block_expansion, num_blocks, max_features, scale_factor)
+  train: bool = False
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, source: jax.Array, kp_drv: dict, kp_src: dict) -> dict[str, jax.Array]:
+    """Returns prediction [B,H,W,C] and, with dense motion: mask, sparse_deformed,
+    occlusion_map, deformation (at dense-motion resolution) and deformed (source warped)."""
+    ax = self.bn_axis_name
+    out = SameBlock2d(self.block_expansion, 7, 3, self.train, ax, name="first")(source)
+    for i in range(self.num_down_blocks):
+      f = min(self.max_features, self.block_expansion * (2 ** (i + 1)))
+      out = DownBlock2d(f, 3, 1, self.train, ax, name=f"down_blocks_{i}")(out)
+
+    output = {}
+    if self.dense_motion_params is not None:
+      dense = DenseMotionNetwork(
+          num_kp=self.num_kp,
+          estimate_occlusion_map=self.estimate_occlusion_map,
+          train=self.train,
+          bn_axis_name=ax,
+          name="dense_motion_network",
+          **dict(self.dense_motion_params),
+      )(source, kp_drv, kp_src)
+      output["mask"] = dense["mask"]
+      output["sparse_deformed"] = dense["sparse_deformed"]
+      deformation = dense["deformation"]
+      output["deformation"] = deformation
+      out = deform_input(out, deformation)
+      if "occlusion_map" in dense:
+        occ = dense["occlusion_map"]
+        output["occlusion_map"] = occ
+        if occ.shape[1:3] != out.shape[1:3]:
+          occ = resize_bilinear(occ, out.shape[1:3])
+        out = out * occ
+      output["deformed"] = deform_input(source, deformation)
+
+    out = Bottleneck(self.num_bottleneck_blocks, self.train, ax, name="bottleneck")(out)
+    for i in range(self.num_down_blocks):
+      f = min(self.max_features, self.block_expansion * (2 ** (self.num_down_blocks - i - 1)))
+      out = UpBlock2d(f, 3, 1, self.train, ax, name=f"up_blocks_{i}")(out)
+    out = conv(self.num_channels, 7, 3, "final")(out)
+    output["prediction"] = jax.nn.sigmoid(out)
+    return output
+

@@ -1,0 +1,1 @@
+"""Layers with PyTorch semantics used by the FOMM-compatible renderer (NHWC)."""

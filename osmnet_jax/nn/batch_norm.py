@@ -1,0 +1,57 @@
+"""BatchNorm with PyTorch `nn.BatchNorm2d` semantics, channels-last.
+
+Differences from `flax.linen.BatchNorm` that matter for checkpoint/training parity with FOMM:
+  * eps 1e-5 as torch; momentum is expressed the Flax way: `momentum=0.9` here == torch `momentum=0.1` (ra <- 0.9 ra + 0.1 batch).
+  * the running variance is updated with the *unbiased* batch variance (n / (n - 1)) as torch does,
+    while the batch itself is normalised with the biased variance.
+  * the variance is computed two-pass (mean of squared deviations) rather than E[x^2] - E[x]^2.
+FOMM's BatchNorm2d is affine=True: a learned `scale` (torch `weight`) and `bias`.
+
+Under `jax.pmap` / `shard_map` pass `axis_name` so batch statistics are averaged over devices
+(`lax.pmean`); under `jax.jit` with a sharded batch the statistics are global already.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over all axes but the last; variables 'scale', 'bias', 'mean', 'var'."""
+
+  use_running_average: bool = True
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+
+    if self.use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      reduce_axes = tuple(range(x.ndim - 1))
+      xf = x.astype(jnp.float32)
+      mean = jnp.mean(xf, axis=reduce_axes)
+      n = x.size // c
+      if self.axis_name is not None and not self.is_initializing():
+        mean = jax.lax.pmean(mean, self.axis_name)
+        n = n * jax.lax.psum(1, self.axis_name)
+      var = jnp.mean(jnp.square(xf - mean), axis=reduce_axes)
+      if self.axis_name is not None and not self.is_initializing():
+        var = jax.lax.pmean(var, self.axis_name)
+      if not self.is_initializing():
+        unbiased = var * (n / jnp.maximum(n - 1, 1))
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+
+    inv = jax.lax.rsqrt(var + self.epsilon) * scale
+    y = (x - mean.astype(x.dtype)) * inv.astype(x.dtype) + bias.astype(x.dtype)
+    return y

@@ -1,0 +1,224 @@
+"""FOMM building blocks in Flax linen, channels-last (NHWC).
+
+Submodule names mirror the PyTorch attribute names of the public First Order Motion Model
+(`conv`, `norm`, `conv1`, `norm2`, `down_blocks_0`, ...): a torch key `encoder.down_blocks.0.conv.
+weight` is the Flax path `encoder/down_blocks_0/conv/kernel` (see `osmnet_jax.convert`).
+
+Every conv uses explicit symmetric padding equal to torch's `padding=p` (Flax 'SAME' differs for
+even kernels and when the torch module pads by less than k // 2, e.g. FOMM's padding-0 heads).
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from osmnet_jax.nn.batch_norm import BatchNorm
+
+# torch's default Conv2d init: kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
+torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def conv(features: int, kernel: int, padding: int, name: str, **kw) -> nn.Conv:
+  """`nn.Conv2d(in, features, kernel, padding=padding)` as a Flax conv."""
+  return nn.Conv(
+      features,
+      (kernel, kernel),
+      padding=((padding, padding), (padding, padding)),
+      kernel_init=torch_conv_init,
+      name=name,
+      **kw,
+  )
+
+
+def upsample_nearest2x(x: jax.Array) -> jax.Array:
+  """`F.interpolate(x, scale_factor=2)` (mode 'nearest'): [B,H,W,C] -> [B,2H,2W,C]."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def avg_pool2x(x: jax.Array) -> jax.Array:
+  """`nn.AvgPool2d(2)`: floor division of odd sizes, like torch."""
+  return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+
+
+def antialias_kernel(scale: float) -> tuple[np.ndarray, int, int, int]:
+  """FOMM's AntiAliasInterpolation2d Gaussian kernel for a downscale factor `scale` (< 1).
+
+  sigma = (1/scale - 1) / 2, kernel size 2 * round(4 sigma) + 1 (always odd in practice; the even
+  case pads (ka, ka - 1) as FOMM does). Returns (kernel [k, k] float32 summing to 1, ka, kb,
+  integer stride 1/scale).
+  """
+  sigma = (1.0 / scale - 1.0) / 2.0
+  size = 2 * round(sigma * 4) + 1
+  ka = size // 2
+  kb = ka - 1 if size % 2 == 0 else ka
+  # Computed in float32 like torch (meshgrid of float32 aranges).
+  grid = np.arange(size, dtype=np.float32)
+  mean = (size - 1) / 2
+  g = np.exp(-((grid - mean) ** 2) / np.float32(2 * sigma**2)).astype(np.float32)
+  kernel = (g[:, None] * g[None, :]).astype(np.float32)
+  kernel = kernel / kernel.sum()
+  return kernel.astype(np.float32), ka, kb, int(1.0 / scale)
+
+
+class AntiAliasInterpolation2d(nn.Module):
+  """Gaussian blur then pick every (1/scale)-th pixel; no learned parameters.
+
+  FOMM convolves at full resolution and then slices `[::s, ::s]`; a stride-s convolution
+  computes exactly those outputs. (Older FOMM used nearest `F.interpolate` by `scale`, which
+  picks the same pixels.) Torch stores the kernel as a buffer `down.weight` [C,1,k,k]; the
+  converter checks it against this recomputation and drops it.
+  """
+
+  scale: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.scale == 1.0:
+      return x
+    kernel, ka, kb, stride = antialias_kernel(self.scale)
+    c = x.shape[-1]
+    k = jnp.asarray(np.tile(kernel[:, :, None, None], (1, 1, 1, c)), x.dtype)  # HWIO, depthwise
+    return jax.lax.conv_general_dilated(
+        x,
+        k,
+        window_strides=(stride, stride),
+        padding=((ka, kb), (ka, kb)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=c,
+        precision=jax.lax.Precision.HIGHEST,
+    )
+
+
+class ResBlock2d(nn.Module):
+  """Pre-activation residual block: BN-ReLU-conv-BN-ReLU-conv + identity."""
+
+  kernel_size: int = 3
+  padding: int = 1
+  train: bool = False
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    bn = lambda name: BatchNorm(not self.train, axis_name=self.bn_axis_name, name=name)
+    out = nn.relu(bn("norm1")(x))
+    out = conv(c, self.kernel_size, self.padding, "conv1")(out)
+    out = nn.relu(bn("norm2")(out))
+    out = conv(c, self.kernel_size, self.padding, "conv2")(out)
+    return out + x
+
+
+class UpBlock2d(nn.Module):
+  """Nearest x2 upsample -> conv -> BN -> ReLU."""
+
+  features: int
+  kernel_size: int = 3
+  padding: int = 1
+  train: bool = False
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    out = upsample_nearest2x(x)
+    out = conv(self.features, self.kernel_size, self.padding, "conv")(out)
+    out = BatchNorm(not self.train, axis_name=self.bn_axis_name, name="norm")(out)
+    return nn.relu(out)
+
+
+class DownBlock2d(nn.Module):
+  """conv -> BN -> ReLU -> 2x2 average pool."""
+
+  features: int
+  kernel_size: int = 3
+  padding: int = 1
+  train: bool = False
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    out = conv(self.features, self.kernel_size, self.padding, "conv")(x)
+    out = BatchNorm(not self.train, axis_name=self.bn_axis_name, name="norm")(out)
+    return avg_pool2x(nn.relu(out))
+
+
+class SameBlock2d(nn.Module):
+  """conv -> BN -> ReLU at constant resolution."""
+
+  features: int
+  kernel_size: int = 3
+  padding: int = 1
+  train: bool = False
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    out = conv(self.features, self.kernel_size, self.padding, "conv")(x)
+    out = BatchNorm(not self.train, axis_name=self.bn_axis_name, name="norm")(out)
+    return nn.relu(out)
+
+
+def hourglass_channels(block_expansion: int, max_features: int, i: int) -> int:
+  """min(max_features, block_expansion * 2**i): FOMM's channel rule."""
+  return min(max_features, block_expansion * (2**i))
+
+
+class Encoder(nn.Module):
+  """num_blocks DownBlock2d; returns [input, d0, d1, ...] for the skip connections."""
+
+  block_expansion: int
+  num_blocks: int = 3
+  max_features: int = 256
+  train: bool = False
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x) -> list[jax.Array]:
+    outs = [x]
+    for i in range(self.num_blocks):
+      f = hourglass_channels(self.block_expansion, self.max_features, i + 1)
+      outs.append(
+          DownBlock2d(f, 3, 1, self.train, self.bn_axis_name, name=f"down_blocks_{i}")(outs[-1])
+      )
+    return outs
+
+
+class Decoder(nn.Module):
+  """num_blocks UpBlock2d, each output concatenated (channels last) with the matching skip.
+
+  Output channels: block_expansion + input channels of the encoder.
+  """
+
+  block_expansion: int
+  num_blocks: int = 3
+  max_features: int = 256
+  train: bool = False
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, feats: Sequence[jax.Array]) -> jax.Array:
+    feats = list(feats)
+    out = feats.pop()
+    for j, i in enumerate(reversed(range(self.num_blocks))):
+      f = hourglass_channels(self.block_expansion, self.max_features, i)
+      out = UpBlock2d(f, 3, 1, self.train, self.bn_axis_name, name=f"up_blocks_{j}")(out)
+      skip = feats.pop()
+      out = jnp.concatenate([out, skip], axis=-1)  # torch.cat([out, skip], dim=1)
+    return out
+
+
+class Hourglass(nn.Module):
+  """U-Net style Encoder + Decoder ('encoder', 'decoder' as in FOMM)."""
+
+  block_expansion: int
+  num_blocks: int = 3
+  max_features: int = 256
+  train: bool = False
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    args = (self.block_expansion, self.num_blocks, self.max_features, self.train, self.bn_axis_name)
+    return Decoder(*args, name="decoder")(Encoder(*args, name="encoder")(x))

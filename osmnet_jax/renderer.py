@@ -1,0 +1,218 @@
+"""Stage A renderer: configs and the stable inference API (DESIGN.md §6).
+
+    variables = renderer.init(rng, cfg, image_size)
+    kp = renderer.detect_keypoints(variables, cfg, source)   # source float32 [B,H,W,3] in [0,1]
+    out = renderer.render(variables, cfg, source, kp_src, kp_drv)
+
+`variables` = {'kp_detector': {'params', 'batch_stats'}, 'generator': {'params', 'batch_stats'}}
+(plus an optional 'discriminator'). The API runs in inference mode: BatchNorm uses running
+statistics, exactly like torch `.eval()`.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from osmnet_jax.models.discriminator import MultiScaleDiscriminator
+from osmnet_jax.models.generator import OcclusionAwareGenerator
+from osmnet_jax.models.keypoint_detector import KPDetector
+
+
+def vox256_config() -> ml_collections.ConfigDict:
+  """FOMM `config/vox-256.yaml` model and training parameters."""
+  c = ml_collections.ConfigDict()
+  c.num_kp = 10
+  c.num_channels = 3
+  c.estimate_jacobian = True
+  c.kp_detector = ml_collections.ConfigDict(
+      dict(
+          temperature=0.1,
+          block_expansion=32,
+          max_features=1024,
+          scale_factor=0.25,
+          num_blocks=5,
+          single_jacobian_map=False,
+          pad=0,
+      )
+  )
+  c.generator = ml_collections.ConfigDict(
+      dict(
+          block_expansion=64,
+          max_features=512,
+          num_down_blocks=2,
+          num_bottleneck_blocks=6,
+          estimate_occlusion_map=True,
+          dense_motion_params=dict(
+              block_expansion=64, max_features=1024, num_blocks=5, scale_factor=0.25
+          ),
+      )
+  )
+  c.discriminator = ml_collections.ConfigDict(
+      dict(
+          enabled=False,  # vox-256 trains with generator_gan weight 0
+          scales=(1,),
+          block_expansion=32,
+          max_features=512,
+          num_blocks=4,
+          sn=True,
+          use_kp=False,
+      )
+  )
+  c.train = ml_collections.ConfigDict(
+      dict(
+          lr_generator=2e-4,
+          lr_kp_detector=2e-4,
+          lr_discriminator=2e-4,
+          b1=0.5,
+          b2=0.999,
+          # MultiStepLR(gamma 0.1) at these optimizer steps; FOMM uses epochs [60, 90].
+          lr_milestones=(),
+          lr_gamma=0.1,
+          scales=(1, 0.5, 0.25, 0.125),
+          perceptual_backbone="lpips_vgg16",  # or 'vgg19' with vgg19_path
+          vgg19_path="",
+          transform_params=dict(sigma_affine=0.05, sigma_tps=0.005, points_tps=5),
+          loss_weights=dict(
+              generator_gan=0.0,
+              discriminator_gan=1.0,
+              feature_matching=(10.0, 10.0, 10.0, 10.0),
+              perceptual=(10.0, 10.0, 10.0, 10.0, 10.0),
+              equivariance_value=10.0,
+              equivariance_jacobian=10.0,
+          ),
+      )
+  )
+  return c
+
+
+def tiny_config() -> ml_collections.ConfigDict:
+  """A small renderer with the vox-256 topology for 32-64 px tests and CPU smoke runs."""
+  c = vox256_config()
+  c.kp_detector.block_expansion = 8
+  c.kp_detector.max_features = 64
+  c.kp_detector.num_blocks = 3
+  c.generator.block_expansion = 8
+  c.generator.max_features = 64
+  c.generator.num_bottleneck_blocks = 2
+  c.generator.dense_motion_params = dict(
+      block_expansion=8, max_features=64, num_blocks=3, scale_factor=0.25
+  )
+  c.discriminator.block_expansion = 8
+  c.discriminator.max_features = 64
+  c.discriminator.num_blocks = 3
+  return c
+
+
+def make_kp_detector(cfg, train: bool = False, bn_axis_name: Any = None) -> KPDetector:
+  k = cfg.kp_detector
+  return KPDetector(
+      block_expansion=k.block_expansion,
+      num_kp=cfg.num_kp,
+      max_features=k.max_features,
+      num_blocks=k.num_blocks,
+      temperature=k.temperature,
+      estimate_jacobian=cfg.estimate_jacobian,
+      scale_factor=k.scale_factor,
+      single_jacobian_map=k.get("single_jacobian_map", False),
+      pad=k.get("pad", 0),
+      train=train,
+      bn_axis_name=bn_axis_name,
+  )
+
+
+def make_generator(cfg, train: bool = False, bn_axis_name: Any = None) -> OcclusionAwareGenerator:
+  g = cfg.generator
+  dmp = g.get("dense_motion_params", None)
+  return OcclusionAwareGenerator(
+      num_channels=cfg.num_channels,
+      num_kp=cfg.num_kp,
+      block_expansion=g.block_expansion,
+      max_features=g.max_features,
+      num_down_blocks=g.num_down_blocks,
+      num_bottleneck_blocks=g.num_bottleneck_blocks,
+      estimate_occlusion_map=g.estimate_occlusion_map,
+      dense_motion_params=None if dmp is None else dict(dmp),
+      train=train,
+      bn_axis_name=bn_axis_name,
+  )
+
+
+def make_discriminator(cfg, train: bool = False) -> MultiScaleDiscriminator:
+  d = cfg.discriminator
+  params = dict(
+      block_expansion=d.block_expansion,
+      num_blocks=d.num_blocks,
+      max_features=d.max_features,
+      sn=d.sn,
+      use_kp=d.use_kp,
+  )
+  return MultiScaleDiscriminator(scales=tuple(d.scales), disc_params=params, train=train)
+
+
+def _with_stats(v):
+  return {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
+
+
+def init(rng: jax.Array, cfg, image_size: int, with_discriminator: bool | None = None) -> dict:
+  """Random variables for all renderer modules at a square `image_size`."""
+  k_kp, k_gen, k_disc = jax.random.split(rng, 3)
+  x = jnp.zeros((1, image_size, image_size, cfg.num_channels), jnp.float32)
+  kp_det = make_kp_detector(cfg)
+  v_kp = kp_det.init(k_kp, x)
+  kp = kp_det.apply(v_kp, x)
+  v_gen = make_generator(cfg).init(k_gen, x, kp, kp)
+  variables = {"kp_detector": _with_stats(v_kp), "generator": _with_stats(v_gen)}
+  if with_discriminator is None:
+    with_discriminator = cfg.discriminator.get("enabled", False)
+  if with_discriminator:
+    disc = make_discriminator(cfg)
+    pyr = {f"prediction_{s}": x for s in cfg.discriminator.scales}
+    variables["discriminator"] = _with_stats(disc.init(k_disc, pyr, kp["value"]))
+  return variables
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _detect(variables, cfg, source):
+  return make_kp_detector(cfg).apply(variables["kp_detector"], source)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _render(variables, cfg, source, kp_src, kp_drv):
+  return make_generator(cfg).apply(variables["generator"], source, kp_drv, kp_src)
+
+
+class _HashableCfg:
+  """Wraps a ConfigDict so it can be a static jit argument (hash by its JSON)."""
+
+  def __init__(self, cfg):
+    self.cfg = cfg
+    self._key = cfg.to_json_best_effort(sort_keys=True)
+
+  def __hash__(self):
+    return hash(self._key)
+
+  def __eq__(self, other):
+    return isinstance(other, _HashableCfg) and self._key == other._key
+
+  def __getattr__(self, name):
+    return getattr(self.cfg, name)
+
+
+def detect_keypoints(variables: dict, cfg, source: jax.Array) -> dict[str, jax.Array]:
+  """source float32 [B,H,W,3] in [0,1] -> {'value': [B,K,2] (x,y) in [-1,1], 'jacobian': [B,K,2,2]}."""
+  return _detect(variables, _HashableCfg(cfg), jnp.asarray(source, jnp.float32))
+
+
+def render(variables: dict, cfg, source: jax.Array, kp_src: dict, kp_drv: dict) -> dict:
+  """Renders `source` moved from kp_src to kp_drv.
+
+  Returns {'prediction': [B,H,W,3], 'occlusion_map': [B,h,w,1], 'mask': [B,h,w,K+1],
+  'deformation': [B,h,w,2]} with (h, w) the dense-motion resolution (H/4 in vox-256), plus
+  'deformed' [B,H,W,3] (source warped by the flow) and 'sparse_deformed' [B,K+1,h,w,3].
+  """
+  kp_src = {k: jnp.asarray(v, jnp.float32) for k, v in kp_src.items()}
+  kp_drv = {k: jnp.asarray(v, jnp.float32) for k, v in kp_drv.items()}
+  return _render(variables, _HashableCfg(cfg), jnp.asarray(source, jnp.float32), kp_src, kp_drv)
