@@ -120,6 +120,7 @@ def make_dataset(
     repeat: bool = True,
     process_index: int | None = None,
     process_count: int | None = None,
+    drop_remainder: bool = True,
 ) -> tf.data.Dataset:
   """Per-process tf.data pipeline of window batches (numpy-ready).
 
@@ -133,6 +134,7 @@ def make_dataset(
     shuffle_buffer: examples in the shuffle buffer (0 = no shuffling).
     augment: names from ``AUGMENTATIONS``.
     repeat: loop forever (training) or one pass (evaluation).
+    drop_remainder: drop a last partial batch (keep it for evaluation passes).
   """
   if num_frames < 1:
     raise ValueError(f"num_frames={num_frames} must be >= 1")
@@ -165,7 +167,7 @@ def make_dataset(
   seed_t = tf.constant(seed, tf.int64)
   ds = ds.map(lambda i, ex: fn(seed_t, i, ex), num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
-  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   options = tf.data.Options()
   options.deterministic = True
   options.threading.private_threadpool_size = 0

@@ -55,3 +55,29 @@ def check_batch_size(global_batch: int, mesh: Mesh | None = None) -> int:
         f"set --config.batch_size to a multiple of {n_dev}"
     )
   return global_batch // n_proc
+
+
+def maybe_initialize_distributed(coordinator: str = "", num_processes: int = 0,
+                                 process_id: int = -1) -> bool:
+  """Start multi-host JAX when asked (flags) or when the cluster environment says so.
+
+  Explicit arguments win; otherwise ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
+  ``JAX_PROCESS_ID`` are read; otherwise, on a managed cluster (SLURM, TPU pods, ...),
+  ``jax.distributed.initialize()`` auto-detects. Returns True when it initialised.
+  """
+  import os
+
+  coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+  num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
+  if process_id < 0:
+    process_id = int(os.environ.get("JAX_PROCESS_ID", "-1"))
+  if coordinator:
+    if num_processes < 1 or process_id < 0:
+      raise ValueError("multi-host: a coordinator address needs num_processes and process_id "
+                       "(flags or JAX_NUM_PROCESSES / JAX_PROCESS_ID)")
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+    return True
+  if os.environ.get("SLURM_NTASKS", "1") != "1" or os.environ.get("TPU_WORKER_HOSTNAMES"):
+    jax.distributed.initialize()
+    return True
+  return False

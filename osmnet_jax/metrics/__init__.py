@@ -1,0 +1,1 @@
+"""Evaluation metrics (image quality here; lip sync, identity and head motion join later)."""
