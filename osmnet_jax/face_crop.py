@@ -2,7 +2,8 @@
 
 Video (data.prepare):
   1. ``detect_video``: faces on every ``stride``-th frame of a (downscaled) decode.
-  2. ``main_track``: detections linked into tracks by box overlap; the track with the largest,
+  2. ``main_track``: detections linked into tracks by box overlap (also across a gap, where the
+     face reappears in place); the track with the largest,
      most central faces (sum over its detections of area x centrality) is *the* face, others are
      ignored. Its boxes are interpolated to every frame and smoothed in time; where it is lost for
      more than ``max_gap`` frames the video is split into segments (frames without the face are
@@ -109,10 +110,12 @@ def main_track(
     free = list(range(len(detections[t])))
     # Greedy: each live track takes its best-overlapping new box.
     for tr in tracks:
-      if not free or t - tr["t"][-1] > max_gap:
-        continue
+      if not free:
+        break
       scores = [iou(tr["boxes"][-1], detections[t][i]) for i in free]
       k = int(np.argmax(scores))
+      # After a long gap (face lost: turned away, occluded) a face reappearing where it was
+      # continues its track; the gap still splits the track into segments.
       if scores[k] >= min_iou:
         tr["t"].append(t)
         tr["boxes"].append(detections[t][free.pop(k)])

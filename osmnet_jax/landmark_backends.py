@@ -163,8 +163,9 @@ class FaceAlignmentBackend:
   """FAN 2D-68 landmarks (``face-alignment``) on BlazeFace boxes, frames batched through FAN.
 
   We build ``FaceAlignment`` with the ``folder`` detector (which downloads nothing: boxes come
-  from BlazeFace here) and run its FAN network ourselves on batches of face crops, using the
-  package's own crop / heatmap decoding (face_alignment.utils.crop, get_preds_fromhm).
+  from BlazeFace here) and run its FAN network ourselves on batches of face crops made by the
+  package's ``utils.crop``; heatmaps are decoded by ``fan_decode`` (vectorised, no numba compile
+  per worker process, no rounding to whole pixels).
   """
 
   name = "face_alignment"
@@ -225,10 +226,33 @@ class FaceAlignmentBackend:
       if isinstance(hm, (list, tuple)):
         hm = hm[-1]
       hm = hm.cpu().float().numpy()
-      for k, j in enumerate(idx):
-        _, pts_img, _ = fa_utils.get_preds_fromhm(hm[k:k + 1], centers[j], scales[j])
-        out[j] = pts_img.reshape(fg.NUM_LANDMARKS, 2)
+      out[i:i + len(idx)] = fan_decode(hm, centers[list(idx)], scales[list(idx)])
     return out, np.isfinite(out).all(axis=(1, 2))
+
+
+def fan_decode(hm: np.ndarray, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
+  """FAN heatmaps [B, 68, R, R] -> frame pixels [B, 68, 2].
+
+  face_alignment.utils.get_preds_fromhm's rule: arg-max, moved a quarter pixel towards the
+  higher neighbour, minus 0.5; then the inverse of the crop map (crop side 200 * scale around
+  ``centers`` [B, 2] onto R pixels). Unlike the package we keep sub-pixel coordinates.
+  """
+  b, c, r, _ = hm.shape
+  flat = hm.reshape(b, c, r * r)
+  idx = flat.argmax(-1)
+  x, y = idx % r, idx // r
+  xi, yi = np.clip(x, 1, r - 2), np.clip(y, 1, r - 2)
+  bi, ci = np.arange(b)[:, None], np.arange(c)[None, :]
+  dx = hm[bi, ci, yi, xi + 1] - hm[bi, ci, yi, xi - 1]
+  dy = hm[bi, ci, yi + 1, xi] - hm[bi, ci, yi - 1, xi]
+  inner = (x > 0) & (x < r - 1) & (y > 0) & (y < r - 1)
+  px = x + 1 + np.where(inner, 0.25 * np.sign(dx), 0.0) - 0.5
+  py = y + 1 + np.where(inner, 0.25 * np.sign(dy), 0.0) - 0.5
+  h = (200.0 * np.asarray(scales, np.float64))[:, None]
+  centers = np.asarray(centers, np.float64)
+  ox = (px / r - 0.5) * h + centers[:, None, 0]
+  oy = (py / r - 0.5) * h + centers[:, None, 1]
+  return np.stack([ox, oy], -1).astype(np.float32)
 
 
 def oracle_path(video_path: str) -> str:
