@@ -1,0 +1,101 @@
+"""The loop every training stage shares: resume, step, log, guard, checkpoint.
+
+A stage hands over a compiled ``step_fn(state, batch, rng) -> (state, metrics)`` (jit over the
+mesh or pmap), its initial state, a ``DeviceIterator`` factory and a ``Checkpointer``. The loop
+
+  * resumes from the latest checkpoint (state incl. optimizer and RNG, plus the data position,
+    so the run continues exactly as if it had never stopped);
+  * derives the per-step RNG as ``fold_in(base_rng, step)`` — a pure function of the step;
+  * fetches metrics only every ``log_every`` steps (no host sync on the others);
+  * stops with the step and the offending metric when a metric is NaN/inf (NaN guard) and
+    never checkpoints a non-finite state;
+  * shows a progress bar with steps/s and ETA and writes TensorBoard scalars;
+  * checkpoints every ``save_every`` steps and at the end (async; waited for before return).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from absl import logging
+
+
+class NonFiniteError(FloatingPointError):
+  pass
+
+
+def _mean_metrics(metrics: dict) -> dict[str, float]:
+  # pmap metrics carry a leading device axis; jit metrics are scalars.
+  return {k: float(np.mean(np.asarray(v))) for k, v in jax.device_get(metrics).items()}
+
+
+def run(
+    *,
+    name: str,
+    state: Any,
+    step_fn: Callable,
+    make_iterator: Callable[[int], Any],
+    checkpointer,
+    num_steps: int,
+    rng: jax.Array,
+    log_every: int = 10,
+    writer=None,
+    on_log: Callable[[int, Any, dict], None] | None = None,
+    rng_for_step: Callable[[jax.Array, int], Any] | None = None,
+    meta: dict | None = None,
+) -> tuple[Any, dict]:
+  """Train ``name`` until ``num_steps``; returns (state, last logged metrics)."""
+  from tqdm.auto import tqdm
+
+  start = 0
+  if checkpointer.latest_step() is not None:
+    state, saved = checkpointer.restore(state)
+    start = int(saved["step"])
+    logging.info("%s: resumed from step %d (%s)", name, start, checkpointer.directory)
+  if start >= num_steps:
+    logging.info("%s: already trained to step %d >= %d", name, start, num_steps)
+    return state, {}
+  it = make_iterator(start)
+  rng_for_step = rng_for_step or (lambda r, s: jax.random.fold_in(r, s))
+  last: dict = {}
+  bar = tqdm(total=num_steps, initial=start, desc=name, unit="step",
+             disable=jax.process_index() != 0, dynamic_ncols=True)
+  t0, s0 = time.perf_counter(), start
+  try:
+    for step in range(start + 1, num_steps + 1):
+      batch = next(it)
+      state, metrics = step_fn(state, batch, rng_for_step(rng, step))
+      bar.update(1)
+      is_log = step % log_every == 0 or step == num_steps
+      is_save = step == num_steps or (checkpointer.save_every > 0
+                                      and step % checkpointer.save_every == 0)
+      if is_log or is_save:  # the guard runs before every save: no NaN state is checkpointed
+        current = _mean_metrics(metrics)
+        bad = {k: v for k, v in current.items() if not math.isfinite(v)}
+        if bad:
+          raise NonFiniteError(
+              f"{name}: step {step}: non-finite metric(s) {bad}; the last good checkpoint is "
+              f"step {checkpointer.latest_step()} in {checkpointer.directory}. Lower the learning "
+              f"rate or check the data.")
+      if is_log:
+        last = current
+        rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
+        t0, s0 = time.perf_counter(), step
+        last["steps_per_s"] = rate
+        bar.set_postfix({k: f"{v:.4g}" for k, v in list(last.items())[:4]})
+        if writer is not None:
+          for k, v in last.items():
+            writer.add_scalar(f"{name}/{k}", v, step)
+        if on_log is not None:
+          on_log(step, state, batch)
+      checkpointer.save(step, state, {"step": step, "data_step": step, "stage": name,
+                                      **(meta or {})}, force=step == num_steps)
+  finally:
+    bar.close()
+    checkpointer.wait()
+    if hasattr(it, "close"):
+      it.close()
+  return state, last
