@@ -196,7 +196,8 @@ def audio_checks(x: np.ndarray, opts: Options) -> tuple[str | None, list[str]]:
 def plan_clips(segments, num_frames: int, opts: Options) -> list[tuple[int, int]]:
   """Face-track segments -> clips [start, end) with min_frames <= length <= max_frames.
 
-  A segment longer than max_frames is cut into equal parts (remainder frames dropped at its end).
+  A segment longer than max_frames is cut into equal parts (remainder frames dropped at its end;
+  more of them when equal parts would be shorter than min_frames).
   """
   clips = []
   for t0, t1 in segments:
@@ -204,8 +205,11 @@ def plan_clips(segments, num_frames: int, opts: Options) -> list[tuple[int, int]
     n = t1 - t0
     if n < opts.min_frames:
       continue
-    k = -(-n // opts.max_frames)
+    k = -(-n // opts.max_frames)  # fewest clips no longer than max_frames
     length = n // k
+    if length < opts.min_frames:  # e.g. n=40, min=25, max=30: one clip of 30, 10 frames dropped
+      k = n // opts.min_frames
+      length = min(opts.max_frames, n // k)
     clips += [(t0 + i * length, t0 + (i + 1) * length) for i in range(k)]
   return clips
 
