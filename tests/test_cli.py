@@ -47,7 +47,8 @@ def test_eval_writes_copy_source_metrics_and_reasons(trained_workdir):
   assert 0 < cs["image"]["l1"] < 0.5
   assert 10 < cs["image"]["psnr"] < 60
   assert 0 < cs["image"]["ssim"] < 1
-  assert cs["image"]["lpips"] is None and "image.lpips" in cs["meta"]["skipped"]
+  assert 0 < cs["image"]["lpips"] < 1 and 0 <= cs["image"]["cpbd"] <= 1
+  assert "identity" in cs["meta"]["skipped"]
   assert cs["meta"]["num_clips"] == 4  # the tiny test split, no clip dropped
   assert m["osmnet"]["image"] is None and m["osmnet"]["meta"]["skipped"]
   assert "copy_source" in proc.stdout
