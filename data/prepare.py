@@ -31,21 +31,78 @@ import sys
 import time
 
 from data.talking_videos import process
+from osmnet_jax import landmark_backends
 
 _BACKEND = None  # one landmark backend per worker process (models load once)
+_BACKEND_ERROR = None  # why it could not be made (re-raised by every job: fail fast, clearly)
 
 
 def _init_worker(name: str) -> None:
-  global _BACKEND
+  global _BACKEND, _BACKEND_ERROR
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from osmnet_jax import landmark_backends  # pylint: disable=g-import-not-at-top
 
-  _BACKEND = landmark_backends.get(name)
+  _BACKEND, _BACKEND_ERROR = None, None
+  try:
+    _BACKEND = landmark_backends.get(name)
+  except Exception as e:  # pylint: disable=broad-except
+    _BACKEND_ERROR = e
+
+
+def _running_marker(work_dir: str, video_id: str) -> str:
+  return os.path.join(work_dir, f".running-{video_id}")
 
 
 def _work(args) -> dict:
   path, video_id, speaker, opts, work_dir = args
-  return process.run_one(path, video_id, speaker, _BACKEND, opts, work_dir)
+  if _BACKEND_ERROR is not None:
+    raise _BACKEND_ERROR
+  # The marker names the video a worker was on if the worker process dies (segfault in a
+  # decoder or model, out of memory, killed): that video is then retried on its own.
+  marker = _running_marker(work_dir, video_id)
+  open(marker, "w").close()
+  rec = process.run_one(path, video_id, speaker, _BACKEND, opts, work_dir)
+  os.remove(marker)
+  return rec
+
+
+def _run_pool(jobs: list, workers: int, backend: str, done) -> list:
+  """Runs jobs in ``workers`` spawned processes; returns the jobs lost to a dead worker."""
+  ctx = multiprocessing.get_context("spawn")  # TF / tflite are not fork-safe
+  lost = []
+  with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                              initargs=(backend,)) as pool:
+    futures = {pool.submit(_work, j): j for j in jobs}
+    try:
+      for fut in cf.as_completed(futures):
+        try:
+          done(fut.result())
+        except cf.process.BrokenProcessPool:
+          lost.append(futures[fut])
+    except BaseException:
+      pool.shutdown(wait=False, cancel_futures=True)
+      raise
+  return lost
+
+
+def _run_parallel(jobs: list, workers: int, backend: str, done) -> None:
+  """A dead worker breaks the whole pool: the videos it was on (their markers) are retried alone,
+  the others in a new pool; a video that kills a worker on its own is skipped."""
+  while jobs:
+    lost = _run_pool(jobs, workers, backend, done)
+    suspects = [j for j in lost if os.path.exists(_running_marker(j[4], j[1]))]
+    if lost and not suspects and len(lost) == len(jobs):
+      raise RuntimeError("worker processes die before starting any video (out of memory?)")
+    for job in suspects:
+      os.remove(_running_marker(job[4], job[1]))
+      if _run_pool([job], 1, backend, done):
+        path, vid, speaker, _, work_dir = job
+        rec = {"status": "skipped", "video_id": vid, "video": path, "speaker": speaker,
+               "reason": "worker crashed", "clips": [],
+               "detail": f"{path}: the worker process died while processing it"}
+        process.write_result(work_dir, vid, rec, [])
+        done(rec)
+    jobs = [j for j in lost if j not in suspects]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -127,7 +184,8 @@ def main(argv=None) -> int:
   work_dir = os.path.join(args.out, "work")
   os.makedirs(work_dir, exist_ok=True)
   _check_options(work_dir, opts, args.identity)
-  for stale in glob.glob(os.path.join(work_dir, ".tmp-*")):  # left by a killed run
+  for stale in glob.glob(os.path.join(work_dir, ".tmp-*")) + glob.glob(
+      os.path.join(work_dir, ".running-*")):  # left by a killed run
     os.remove(stale)
 
   rel = process.find_videos(args.videos)
@@ -159,19 +217,16 @@ def main(argv=None) -> int:
     if args.workers <= 0 or not jobs:
       if jobs:
         _init_worker(args.landmarks)
+        if _BACKEND_ERROR is not None:
+          raise _BACKEND_ERROR
       for job in jobs:
         done(_work(job))
     else:
-      ctx = multiprocessing.get_context("spawn")  # TF / tflite are not fork-safe
-      with cf.ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_init_worker,
-                                  initargs=(args.landmarks,)) as pool:
-        futures = [pool.submit(_work, j) for j in jobs]
-        try:
-          for fut in cf.as_completed(futures):
-            done(fut.result())
-        except BaseException:
-          pool.shutdown(wait=False, cancel_futures=True)
-          raise
+      _run_parallel(jobs, args.workers, args.landmarks, done)
+  except landmark_backends.BackendUnavailable as e:
+    bar.close()
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   except KeyboardInterrupt:
     bar.close()
     print(f"\ninterrupted: {len(records)} of {len(rel)} videos finished; rerun the same command "

@@ -212,32 +212,58 @@ def _tfrecords(out):
   return {os.path.basename(f): open(f, "rb").read() for f in files}
 
 
-def test_interrupted_run_resumes_to_identical_output(prepared, tmp_path):
+def _worker_pids(pid):
+  """Pids of the spawned pool workers under process ``pid`` (not the resource tracker)."""
+  out = []
+  with open(f"/proc/{pid}/task/{pid}/children") as f:
+    for child in f.read().split():
+      with open(f"/proc/{child}/cmdline", "rb") as g:
+        if b"spawn_main" in g.read():
+          out.append(int(child))
+  return out
+
+
+def _wait(cond, timeout, proc):
+  deadline = time.time() + timeout
+  while time.time() < deadline and proc.poll() is None:
+    if cond():
+      return True
+    time.sleep(0.05)
+  return cond()
+
+
+def test_killed_worker_and_interrupted_run_end_identical(prepared, tmp_path):
   out = str(tmp_path / "out")
+  work = os.path.join(out, "work")
   cmd = [sys.executable, "-m", "data.prepare", "--videos", prepared["videos"], "--out", out] + \
       ARGS[2:] + ["--workers", "1"]
   env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
   proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True, env=env)
-  work = os.path.join(out, "work")
-  deadline = time.time() + 120
   try:
-    while time.time() < deadline and proc.poll() is None:
-      done = [p for p in glob.glob(os.path.join(work, "*.npz"))]
-      if len(done) >= 2:
-        break
-      time.sleep(0.05)
+    # 1. Kill the worker process in the middle of a good video: the run must go on, retry that
+    #    video alone, and finish it.
+    def running_good():
+      return [m for m in glob.glob(os.path.join(work, ".running-spk_*"))]
+    assert _wait(lambda: glob.glob(os.path.join(work, "*.npz")) and running_good(), 120, proc)
+    victim = os.path.basename(running_good()[0])[len(".running-"):]
+    pids = _worker_pids(proc.pid)
+    assert len(pids) == 1  # --workers 1
+    os.kill(pids[0], signal.SIGKILL)
+    assert _wait(lambda: process.read_record(work, victim) is not None, 120, proc), victim
+    assert process.read_record(work, victim)["status"] == "ok"
+    # 2. Then kill the whole run (parent and workers) part-way.
   finally:
-    os.killpg(proc.pid, signal.SIGKILL)  # the run and its worker process, mid-flight
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
   finished = [p for p in glob.glob(os.path.join(work, "*.json")) if not p.endswith("options.json")]
-  assert 2 <= len(finished) < 12, len(finished)  # killed part-way
+  assert 2 <= len(finished) < 12, len(finished)
   assert not os.path.exists(os.path.join(out, "report.json"))
   # Resume: only the unfinished videos are processed.
   mtimes = {p: os.path.getmtime(p) for p in finished}
   assert prepare.main(["--videos", prepared["videos"], "--out", out] + ARGS) == 0
   assert all(os.path.getmtime(p) == t for p, t in mtimes.items())
-  assert not glob.glob(os.path.join(work, ".tmp-*"))
+  assert not glob.glob(os.path.join(work, ".tmp-*")) + glob.glob(os.path.join(work, ".running-*"))
   assert _tfrecords(out) == _tfrecords(prepared["out"])  # byte-identical shards
   with open(os.path.join(out, "report.json")) as f:
     report = json.load(f)

