@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 
@@ -39,6 +40,10 @@ _BACKEND_ERROR = None  # why it could not be made (re-raised by every job: fail 
 
 def _init_worker(name: str) -> None:
   global _BACKEND, _BACKEND_ERROR
+  if multiprocessing.parent_process() is not None:
+    # Workers leave Ctrl-C to the parent, which terminates them (a worker would otherwise turn
+    # it into one failed job and carry on with the queued ones).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   from osmnet_jax import landmark_backends  # pylint: disable=g-import-not-at-top
 
@@ -79,7 +84,9 @@ def _run_pool(jobs: list, workers: int, backend: str, done) -> list:
           done(fut.result())
         except cf.process.BrokenProcessPool:
           lost.append(futures[fut])
-    except BaseException:
+    except BaseException:  # Ctrl-C: stop now; finished videos are on disk, the rest is redone
+      for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.terminate()
       pool.shutdown(wait=False, cancel_futures=True)
       raise
   return lost
@@ -242,7 +249,12 @@ def main(argv=None) -> int:
 
     # The build is a pure function of the work records: rebuild from scratch each time.
     shutil.rmtree(os.path.join(args.out, "talking_videos", f"{args.size}px"), ignore_errors=True)
-    b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction)
+    try:
+      b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction)
+    except KeyboardInterrupt:  # TFDS writes into an 'incomplete.*' folder: nothing half-built
+      print("\ninterrupted during the TFDS build; rerun the same command to build",
+            file=sys.stderr)
+      return 130
     split_counts = {k: v.num_examples for k, v in b.info.splits.items()}
   report = summarize(ordered, time.time() - start, split_counts)
   process.write_json(os.path.join(args.out, "report.json"), report)
