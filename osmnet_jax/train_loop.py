@@ -46,13 +46,20 @@ def run(
     on_log: Callable[[int, Any, dict], None] | None = None,
     rng_for_step: Callable[[jax.Array, int], Any] | None = None,
     meta: dict | None = None,
+    export_state: Callable[[Any], Any] = lambda s: s,
+    import_state: Callable[[Any], Any] = lambda s: s,
 ) -> tuple[Any, dict]:
-  """Train ``name`` until ``num_steps``; returns (state, last logged metrics)."""
+  """Train ``name`` until ``num_steps``; returns (state, last logged metrics).
+
+  ``export_state`` / ``import_state`` map the training state to / from the saved form (pmap
+  passes unreplicate / replicate, so checkpoints are the same whichever way a run trained).
+  """
   from tqdm.auto import tqdm
 
   start = 0
   if checkpointer.latest_step() is not None:
-    state, saved = checkpointer.restore(state)
+    saved_state, saved = checkpointer.restore(export_state(state))
+    state = import_state(saved_state)
     start = int(saved["step"])
     logging.info("%s: resumed from step %d (%s)", name, start, checkpointer.directory)
   if start >= num_steps:
@@ -91,8 +98,10 @@ def run(
             writer.add_scalar(f"{name}/{k}", v, step)
         if on_log is not None:
           on_log(step, state, batch)
-      checkpointer.save(step, state, {"step": step, "data_step": step, "stage": name,
-                                      **(meta or {})}, force=step == num_steps)
+      if is_save:
+        checkpointer.save(step, export_state(state),
+                          {"step": step, "data_step": step, "stage": name, **(meta or {})},
+                          force=True)
   finally:
     bar.close()
     checkpointer.wait()
