@@ -79,3 +79,31 @@ def test_display_rotation_is_applied(tmp_path):
   rows, cols = out.mean(1), out.mean(0)
   assert abs(rows[:40].mean() - rows[-40:].mean()) > 200  # white half is now top or bottom
   assert np.ptp(cols) < 30
+
+
+def test_variable_frame_rate_keeps_sync(tmp_path):
+  # 30 frames at 30 fps then 12 frames at 12 fps in one stream (explicit timestamps: a
+  # variable-frame-rate file), 2 s of audio. Flash + click at t = 1.5 s (frame 36 of the stream).
+  import subprocess
+
+  import soundfile as sf
+
+  frames = np.full((42, 64, 96, 3), 60, np.uint8)
+  frames[36] = 255
+  audio = 0.001 * np.random.default_rng(1).standard_normal(32000).astype(np.float32)
+  audio[24000:24160] = 0.8
+  wav = str(tmp_path / "a.wav")
+  sf.write(wav, audio, 16000)
+  vfr = str(tmp_path / "vfr.mp4")
+  pts = "if(lt(N,30),N/30,1+(N-30)/12)/TB"
+  subprocess.run([media.ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
+                  "-pix_fmt", "rgb24", "-s", "96x64", "-r", "60", "-i", "-", "-i", wav,
+                  "-vf", f"setpts='{pts}'", "-fps_mode", "vfr", "-c:v", "libx264",
+                  "-pix_fmt", "yuv420p", "-c:a", "aac", vfr],
+                 input=frames.tobytes(), check=True)
+  got = media.read_frames(vfr)
+  sound = media.read_audio(vfr)
+  assert abs(len(got) - 50) <= 2 and abs(len(sound) / 16000 - 2.0) < 0.1, len(got)
+  flash = int(np.argmax(got.mean(axis=(1, 2, 3))))
+  click = int(np.argmax(audio_lib.frame_energy(sound, len(got))))
+  assert abs(flash - 37.5) <= 1.5 and abs(click - flash) <= 1, (flash, click)
