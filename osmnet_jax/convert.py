@@ -329,7 +329,9 @@ def convert_fomm(ckpt: dict) -> tuple[dict, ml_collections.ConfigDict]:
       2 * 2**cfg.generator.num_down_blocks,
   ))
   expected = jax.eval_shape(
-      lambda: renderer.init(jax.random.PRNGKey(0), cfg, image_size, "discriminator" in sds)
+      lambda: renderer._init(  # pylint: disable=protected-access
+          jax.random.PRNGKey(0), cfg, image_size, "discriminator" in sds
+      )
   )
   errors, variables = [], {}
   for name, sd in sds.items():

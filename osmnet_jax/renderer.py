@@ -157,7 +157,18 @@ def _with_stats(v):
 
 
 def init(rng: jax.Array, cfg, image_size: int, with_discriminator: bool | None = None) -> dict:
-  """Random variables for all renderer modules at a square `image_size`."""
+  """Random variables for all renderer modules at a square `image_size` (jit-compiled)."""
+  if with_discriminator is None:
+    with_discriminator = cfg.discriminator.get("enabled", False)
+  return _init_jit(rng, _HashableCfg(cfg), int(image_size), bool(with_discriminator))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _init_jit(rng, cfg, image_size, with_discriminator):
+  return _init(rng, cfg, image_size, with_discriminator)
+
+
+def _init(rng, cfg, image_size, with_discriminator) -> dict:
   k_kp, k_gen, k_disc = jax.random.split(rng, 3)
   x = jnp.zeros((1, image_size, image_size, cfg.num_channels), jnp.float32)
   kp_det = make_kp_detector(cfg)
@@ -165,8 +176,6 @@ def init(rng: jax.Array, cfg, image_size: int, with_discriminator: bool | None =
   kp = kp_det.apply(v_kp, x)
   v_gen = make_generator(cfg).init(k_gen, x, kp, kp)
   variables = {"kp_detector": _with_stats(v_kp), "generator": _with_stats(v_gen)}
-  if with_discriminator is None:
-    with_discriminator = cfg.discriminator.get("enabled", False)
   if with_discriminator:
     disc = make_discriminator(cfg)
     pyr = {f"prediction_{s}": x for s in cfg.discriminator.scales}

@@ -38,7 +38,7 @@ class BatchNorm(nn.Module):
       mean, var = ra_mean.value, ra_var.value
     else:
       reduce_axes = tuple(range(x.ndim - 1))
-      xf = x.astype(jnp.float32)
+      xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> f32; f64 stays f64
       mean = jnp.mean(xf, axis=reduce_axes)
       n = x.size // c
       if self.axis_name is not None and not self.is_initializing():

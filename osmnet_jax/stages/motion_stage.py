@@ -1,0 +1,389 @@
+"""Stage "motion": OSM-Net's motion space + audio mapper, or a pose baseline, as a pure step.
+
+    stage = MotionStage(motion_config())             # cfg.motion.model: osmnet | audio2pose_lstm
+    state = stage.init_state(rng)                    #                    | noise_sampler
+    step = stage.make_jit_step(mesh)                 # or stage.make_pmap_step()
+    state, metrics = step(state, batch, rng)         # batch: {'mel' [B,T,20,80], 'pose' [B,T,6]
+                                                     #         (normalised), 'source' [B,H,W,3]}
+    run_motion(cfg, builder, mesh, workdir, writer)  # train.py stage runner (cfg.motion)
+
+OSM-Net objective ([ours]; the paper body is not available, every weight is in the config):
+  L = w_rec        * |D(Q alpha, r) - pose|_1          reconstruction from the clip's own alpha
+    + w_map        * |alpha_hat - sg(alpha)|^2 / |sg(alpha)|^2   the audio mapper regresses
+                                                       the encoded alpha (relative MSE)
+    + w_rec_mapped * |D_sg(Q alpha_hat, r) - pose|_1   pose from the mapped point; the motion
+                                                       space (encoder, bases, decoder) is frozen
+                                                       in this term so the unpredictable part of
+                                                       the motion cannot collapse the decoder
+    + w_alpha      * |alpha|^2                         keeps the coefficient scale bounded
+with alpha = E(pose), alpha_hat = A(audio[, source]), r = per-frame audio rhythm features.
+After training, ``estimate_sigma`` measures sigma_k = std over train windows of
+(alpha - alpha_hat)_k and stores it next to the checkpoint (``sigma.json``); sampling draws
+alpha = alpha_hat + U(-1, 1) * diversity * sample_width * sigma (motion_sampling.py).
+
+Baselines: L1 (or L2) regression of the pose; ``noise_sampler`` gets N(0, I) noise drawn per
+example from ``fold_in(rng, global example index)``, so jit over a mesh and pmap see the same
+noise and give the same update.
+
+The state has no batch statistics (the models use LayerNorm only), so the step is
+``(params, opt_state, step)`` in and out; under jit the batch is sharded over the mesh and the
+state replicated (donated); under pmap gradients and metrics are ``lax.pmean``-ed over 'batch'.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from osmnet_jax import sharding as sharding_lib
+from osmnet_jax.models import motion_space, pose_baselines
+
+MODELS = ("osmnet",) + pose_baselines.MODELS
+
+
+def motion_config() -> ml_collections.ConfigDict:
+  """Defaults of the motion stage (``cfg.motion``); sizes are CPU-friendly [ours]."""
+  c = ml_collections.ConfigDict()
+  c.model = "osmnet"            # osmnet | audio2pose_lstm | noise_sampler
+  c.num_frames = 32             # clip length T (synth_talk clips are 50 frames)
+  c.batch_size = 16             # global batch of clips
+  c.num_steps = 1200
+  c.lr = 2e-3
+  c.warmup_steps = 100
+  c.grad_clip = 1.0
+  c.log_every = 50
+  c.save_every = 1000
+  c.image_size = 64             # only for identity="image" (source image size)
+  c.identity = "none"           # none | image: source identity feature into the mapper. [ours]
+  #   Default none: in the datasets the source is a frame of the same clip, so the source image
+  #   leaks that clip's head pose into alpha_hat and shrinks the measured residual spread.
+  c.audio_dim = 64
+  c.audio_channels = (8, 16, 32)  # AudioEncoder conv widths (its stride-2 stages)
+  c.hidden = 64
+  c.depth = 2
+  # OSM-Net motion space.
+  c.num_bases = 16              # M (a 32-frame synth_talk pose clip has ~16 degrees of freedom)
+  c.motion_dim = 64             # D
+  c.rhythm_dim = 16
+  c.w_rec = 1.0
+  c.w_map = 1.0
+  c.w_rec_mapped = 0.1
+  c.w_alpha = 1e-3
+  # Residual spread sigma_k: windows of the train split, `sigma_passes` passes (new windows each).
+  c.sigma_passes = 4
+  # Sampling ([ours]): delta_k ~ U(-w, w), w = diversity * sample_width * sigma_k. sample_width
+  # sqrt(3) gives the uniform the variance of the measured residual at diversity 1.
+  c.sample_width = math.sqrt(3.0)
+  c.diversity = 1.0
+  c.overlap = 16                # frames shared by consecutive clips on long audio (cross-fade)
+  c.per_clip_noise = False      # long audio: one delta per sequence (False) or per clip (True)
+  # Baselines.
+  c.lstm_layers = 2
+  c.noise_dim = 16
+  c.noise_per_frame = False     # noise_sampler: one noise vector per clip (False) or per frame
+  c.loss = "l1"                 # baselines' regression loss: l1 | l2
+  return c
+
+
+def build_model(mcfg):
+  """cfg.motion -> the linen module for ``mcfg.model``."""
+  if mcfg.model == "osmnet":
+    return motion_space.OSMNetMotion(
+        num_frames=mcfg.num_frames, num_bases=mcfg.num_bases, motion_dim=mcfg.motion_dim,
+        hidden=mcfg.hidden, depth=mcfg.depth, audio_dim=mcfg.audio_dim,
+        audio_channels=tuple(mcfg.audio_channels), rhythm_dim=mcfg.rhythm_dim,
+        identity=mcfg.identity)
+  if mcfg.model in pose_baselines.MODELS:
+    return pose_baselines.PoseRegressor(
+        audio_dim=mcfg.audio_dim, audio_channels=tuple(mcfg.audio_channels),
+        hidden=mcfg.hidden, layers=mcfg.lstm_layers,
+        noise_dim=mcfg.noise_dim if mcfg.model == "noise_sampler" else 0,
+        identity=mcfg.identity)
+  raise ValueError(f"cfg.motion.model={mcfg.model!r}: use one of {MODELS}")
+
+
+@flax.struct.dataclass
+class MotionState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def example_noise(rng, batch: int, offset, mcfg) -> jnp.ndarray:
+  """noise_sampler input for examples offset .. offset+batch-1 of the global batch."""
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(offset + jnp.arange(batch))
+  shape = (mcfg.num_frames, mcfg.noise_dim) if mcfg.noise_per_frame else (mcfg.noise_dim,)
+  return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
+
+
+def _stop_subtree(params: dict, name: str) -> dict:
+  return {**params, name: jax.lax.stop_gradient(params[name])}
+
+
+class MotionStage:
+  """Model, optimizer and step functions of one ``cfg.motion``."""
+
+  def __init__(self, mcfg):
+    self.cfg = mcfg
+    self.model = build_model(mcfg)
+    sched = optax.warmup_cosine_decay_schedule(
+        0.0, mcfg.lr, max(1, min(mcfg.warmup_steps, mcfg.num_steps // 2)),
+        max(mcfg.num_steps, 2), end_value=mcfg.lr * 0.05)
+    self.tx = optax.chain(optax.clip_by_global_norm(mcfg.grad_clip), optax.adam(sched))
+
+  @property
+  def uses_source(self) -> bool:
+    return self.cfg.identity == "image"
+
+  def batch_keys(self) -> tuple[str, ...]:
+    return ("mel", "pose", "source") if self.uses_source else ("mel", "pose")
+
+  # ------------------------------------------------------------------------------------------
+  def init_params(self, rng: jax.Array) -> dict:
+    c = self.cfg
+    if c.model == "osmnet":
+      return motion_space.init_variables(self.model, rng, c.image_size)["params"]
+    t = c.num_frames
+    mel = jnp.zeros((1, t, 20, 80), jnp.float32)
+    noise = example_noise(rng, 1, 0, c) if c.model == "noise_sampler" else None
+    src = jnp.zeros((1, c.image_size, c.image_size, 3), jnp.uint8) if self.uses_source else None
+    return self.model.init(rng, mel, noise, src)["params"]
+
+  def init_state(self, rng: jax.Array) -> MotionState:
+    """Fresh state; one jitted program (op-by-op flax init compiles every op separately)."""
+
+    def init(rng):
+      params = self.init_params(rng)
+      return MotionState(step=jnp.zeros((), jnp.int32), params=params,
+                         opt_state=self.tx.init(params))
+
+    return jax.jit(init)(rng)
+
+  # ------------------------------------------------------------------------------------------
+  def loss(self, params, batch, rng, offset=0):
+    """(scalar loss, metrics) on one (local) batch; pure."""
+    c = self.cfg
+    pose = batch["pose"]  # [B,T,6] normalised
+    source = batch.get("source") if self.uses_source else None
+    if c.model == "osmnet":
+      out = self.model.apply({"params": params}, batch["mel"], pose, source, train=True)
+      rec = jnp.mean(jnp.abs(out["recon"] - pose))
+      alpha_sg = jax.lax.stop_gradient(out["alpha"])
+      # Relative to the coefficients' scale (which the encoder is free to choose): ~1 when the
+      # audio explains nothing, 0 when it explains alpha exactly [ours].
+      mapped = jnp.mean((out["alpha_hat"] - alpha_sg) ** 2) / (jnp.mean(alpha_sg ** 2) + 1e-6)
+      frozen = {"params": _stop_subtree(params, "space")}
+      pose_m = self.model.apply(frozen, out["alpha_hat"], out["rhythm"],
+                                method=motion_space.OSMNetMotion.decode)
+      rec_m = jnp.mean(jnp.abs(pose_m - pose))
+      a2 = jnp.mean(out["alpha"] ** 2)
+      loss = c.w_rec * rec + c.w_map * mapped + c.w_rec_mapped * rec_m + c.w_alpha * a2
+      q = self.model.apply({"params": params}, method=motion_space.OSMNetMotion.bases)
+      orth = jnp.max(jnp.abs(q.T @ q - jnp.eye(q.shape[1])))
+      return loss, {"loss": loss, "rec_l1": rec, "map_mse": mapped, "rec_mapped_l1": rec_m,
+                    "alpha_rms": jnp.sqrt(a2), "q_orth_err": orth}
+    noise = None
+    if c.model == "noise_sampler":
+      noise = example_noise(rng, pose.shape[0], offset, c)
+    pred = self.model.apply({"params": params}, batch["mel"], noise, source, train=True)
+    err = pred - pose
+    l1 = jnp.mean(jnp.abs(err))
+    l2 = jnp.mean(err ** 2)
+    loss = l1 if c.loss == "l1" else l2
+    return loss, {"loss": loss, "l1": l1, "mse": l2}
+
+  def train_step(self, state: MotionState, batch: dict, rng: jax.Array,
+                 axis_name: str | None = None):
+    """Pure: (state, batch, rng) -> (state, metrics). ``axis_name`` only under pmap."""
+    offset = 0
+    if axis_name is not None:  # global index of this device's first example (noise keys)
+      offset = jax.lax.axis_index(axis_name) * batch["pose"].shape[0]
+    grad_fn = jax.value_and_grad(self.loss, has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, batch, rng, offset)
+    if axis_name is not None:
+      grads = jax.lax.pmean(grads, axis_name)
+      metrics = jax.lax.pmean(metrics, axis_name)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return MotionState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  def make_jit_step(self, mesh):
+    """jit over ``mesh``: state replicated and donated, batch sharded on the batch axes."""
+    rep = sharding_lib.replicated(mesh)
+    return jax.jit(self.train_step,
+                   in_shardings=(rep, sharding_lib.batch_sharding(mesh), rep),
+                   out_shardings=(rep, rep), donate_argnums=0)
+
+  def make_pmap_step(self):
+    """pmap over local devices (axis 'batch'): state with a leading device axis (``replicate``),
+    batch [n_dev, B/n_dev, ...], one rng shared by all devices."""
+    return jax.pmap(functools.partial(self.train_step, axis_name=sharding_lib.PMAP_AXIS),
+                    axis_name=sharding_lib.PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=0)
+
+
+def replicate(tree, n: int | None = None):
+  """Stack a pytree ``n`` times (default: local devices) for pmap."""
+  n = jax.local_device_count() if n is None else n
+  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)).copy(), tree)
+
+
+def unreplicate(tree):
+  return jax.tree.map(lambda x: x[0], tree)
+
+
+# ----------------------------------------------------------------------------------------------
+# Residual spread sigma_k and the stage runner.
+
+def checkpoint_dir(workdir: str, model: str) -> str:
+  """checkpoints/motion for OSM-Net; checkpoints/motion_<model> for the baselines."""
+  name = "motion" if model == "osmnet" else f"motion_{model}"
+  return os.path.join(workdir, "checkpoints", name)
+
+
+def _train_windows(builder, mcfg, seed: int, batch: int):
+  """One pass over the train split: numpy batches of random T-frame windows (no shuffling)."""
+  import tensorflow_datasets as tfds
+
+  from osmnet_jax import input_pipeline
+
+  keys = ("mel", "pose", "source") if mcfg.identity == "image" else ("mel", "pose")
+  ds = input_pipeline.make_dataset(builder, "train", batch, mcfg.num_frames, seed=seed,
+                                   shuffle_buffer=0, repeat=False, drop_remainder=False)
+  ds = ds.map(lambda b: {k: b[k] for k in keys})
+  return tfds.as_numpy(ds)
+
+
+def estimate_sigma(stage: MotionStage, params, builder, seed: int = 0, passes: int = 4,
+                   batch: int = 64) -> dict:
+  """Residual statistics on train windows.
+
+  osmnet: sigma_k = std over windows of (alpha - alpha_hat)_k [M] (+ its mean, for diagnosis).
+  baselines: per-axis std of the pose residual (diagnostic only; they do not sample with it).
+  """
+  c = stage.cfg
+  model = stage.model
+
+  @jax.jit
+  def residual(params, b):
+    src = b.get("source")
+    if c.model == "osmnet":
+      out = model.apply({"params": params}, b["mel"], b["pose"], src)
+      return out["alpha"] - out["alpha_hat"]  # [B, M]
+    noise = None
+    if c.model == "noise_sampler":
+      noise = example_noise(jax.random.PRNGKey(0), b["pose"].shape[0], 0, c)
+    return (model.apply({"params": params}, b["mel"], noise, src) - b["pose"]).reshape(-1, 6)
+
+  res = []
+  for p in range(passes):
+    for b in _train_windows(builder, c, seed + 7919 * (p + 1), batch):
+      res.append(np.asarray(residual(params, b)))
+  res = np.concatenate(res, 0).astype(np.float64)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    res = np.asarray(multihost_utils.process_allgather(res, tiled=True))
+  key = "sigma" if c.model == "osmnet" else "pose_residual_std"
+  return {key: res.std(0).tolist(), "residual_mean": res.mean(0).tolist(),
+          "num_windows": int(res.shape[0] if c.model == "osmnet" else res.shape[0] // c.num_frames)}
+
+
+def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
+  """Train ``cfg.motion.model`` on the train split, then store its residual spread."""
+  from osmnet_jax import checkpointing, input_pipeline, train_loop
+
+  mcfg = cfg.motion
+  stage = MotionStage(mcfg)
+  ckdir = checkpoint_dir(workdir, mcfg.model)
+  os.makedirs(ckdir, exist_ok=True)
+  parallel = cfg.get("parallel", "jit")
+  if jax.process_index() == 0:  # what load_motion needs to rebuild the restore target
+    with open(os.path.join(ckdir, "motion_config.json"), "w") as f:
+      json.dump({**mcfg.to_dict(), "parallel": parallel,
+                 "replicas": jax.local_device_count() if parallel == "pmap" else 0}, f, indent=2)
+  per_process = sharding_lib.check_batch_size(mcfg.batch_size, mesh)
+  rng = jax.random.PRNGKey(cfg.seed)
+  init_rng, step_rng = jax.random.split(rng)
+  state = stage.init_state(init_rng)
+  if parallel == "pmap":
+    state = replicate(state)
+    step_fn = stage.make_pmap_step()
+  else:
+    state = jax.device_put(state, sharding_lib.replicated(mesh))
+    step_fn = stage.make_jit_step(mesh)
+  keys = stage.batch_keys()
+  data_cfg = cfg.get("data", ml_collections.ConfigDict())
+
+  def make_iterator(start_step):
+    ds = input_pipeline.make_dataset(
+        builder, "train", per_process, mcfg.num_frames, seed=cfg.seed, start_step=start_step,
+        shuffle_buffer=data_cfg.get("shuffle_buffer", 256))
+    ds = ds.map(lambda b: {k: b[k] for k in keys})  # frames/landmarks never reach the devices
+    return input_pipeline.DeviceIterator(ds, mesh, layout=parallel,
+                                         prefetch=data_cfg.get("prefetch", 2),
+                                         start_step=start_step)
+
+  ck = checkpointing.Checkpointer(ckdir, save_every=mcfg.save_every)
+  name = os.path.basename(ckdir)
+  t0 = time.perf_counter()
+  state, last = train_loop.run(
+      name=name, state=state, step_fn=step_fn, make_iterator=make_iterator, checkpointer=ck,
+      num_steps=mcfg.num_steps, rng=step_rng, log_every=mcfg.log_every, writer=writer,
+      meta={"model": mcfg.model})
+  train_s = time.perf_counter() - t0
+  ck.close()
+  if parallel == "pmap":
+    state = unreplicate(state)
+  params = jax.device_get(state.params)
+  stats = estimate_sigma(stage, params, builder, seed=cfg.seed, passes=mcfg.sigma_passes)
+  stats.update(step=int(state.step), model=mcfg.model)
+  if jax.process_index() == 0:
+    with open(os.path.join(ckdir, "sigma.json"), "w") as f:
+      json.dump(stats, f, indent=2)
+  logging.info("%s: trained to step %d in %.1f s; %s", name, int(state.step), train_s,
+               {k: v for k, v in stats.items() if k in ("sigma", "pose_residual_std")})
+  return {"model": mcfg.model, "step": int(state.step), "train_seconds": train_s,
+          "last_metrics": last, "checkpoint_dir": ckdir, **stats}
+
+
+def load_motion(workdir: str, model: str) -> tuple[MotionStage, dict, dict]:
+  """(stage, params, sigma stats) of a trained motion model in ``workdir`` (latest step)."""
+  from osmnet_jax import checkpointing
+
+  ckdir = checkpoint_dir(workdir, model)
+  with open(os.path.join(ckdir, "motion_config.json")) as f:
+    saved = json.load(f)
+  replicas = int(saved.pop("replicas", 0))
+  saved.pop("parallel", None)
+  stage = MotionStage(ml_collections.ConfigDict(saved))
+  target = jax.device_get(stage.init_state(jax.random.PRNGKey(0)))
+  if replicas:  # a pmap run checkpoints the state with its leading device axis
+    target = replicate(target, replicas)
+  ck = checkpointing.Checkpointer(ckdir)
+  if ck.latest_step() is None:
+    raise FileNotFoundError(f"no motion checkpoint in {ckdir}")
+  state, meta = ck.restore(target)
+  ck.close()
+  if replicas:
+    state = unreplicate(state)
+  stats_path = os.path.join(ckdir, "sigma.json")
+  stats = {}
+  if os.path.exists(stats_path):
+    with open(stats_path) as f:
+      stats = json.load(f)
+  if model == "osmnet" and "sigma" not in stats:
+    raise FileNotFoundError(f"{stats_path} missing: rerun the motion stage to estimate sigma")
+  stats["checkpoint_step"] = int(meta["step"])
+  return stage, jax.device_get(state.params), stats

@@ -1,0 +1,256 @@
+"""Stage A training library: FOMM's renderer objective as a pure train step.
+
+    stage = RendererStage(cfg)                       # cfg: renderer.vox256_config() / tiny_config()
+    state = stage.init_state(rng, image_size)
+    step = stage.make_jit_step(mesh)                 # or stage.make_pmap_step()
+    state, metrics = step(state, batch, rng)         # batch: {'source', 'driving'} uint8 [B,H,W,3]
+
+One step follows FOMM's `GeneratorFullModel` (+ `DiscriminatorFullModel` when the GAN is on):
+  kp_src = KP(source); kp_drv = KP(driving); pred = G(source, kp_drv, kp_src)
+  loss = perceptual pyramid(pred, driving) [+ generator GAN + feature matching]
+         + equivariance(KP(T(driving)), T) ;  Adam(2e-4, 0.5, 0.999) on KP and G jointly.
+BatchNorm runs in training mode; the keypoint detector's running statistics are updated by its
+three calls in order (source, driving, transformed) as in torch. Under `jax.jit` with a sharded
+batch, batch statistics are global automatically; under `jax.pmap` the step is built with
+axis_name='batch' so BatchNorm and gradients are averaged over devices (`lax.pmean`).
+
+Deviation (ours): in the generator's GAN term the discriminator runs with frozen spectral-norm
+vectors (torch advances them in that pass too); they advance in the discriminator step.
+"""
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from osmnet_jax import renderer
+from osmnet_jax.losses import equivariance, gan, perceptual
+
+PMAP_AXIS = "batch"
+BATCH_AXES = ("data", "fsdp")
+
+
+@flax.struct.dataclass
+class RendererState:
+  """Everything that changes during training (plus the frozen perceptual backbone)."""
+
+  step: jax.Array
+  params: dict  # {'kp_detector', 'generator'[, 'discriminator']}
+  batch_stats: dict  # same keys (the discriminator's holds spectral-norm vectors)
+  opt_state: dict  # one optax state per group
+  loss_params: dict  # frozen VGG variables for the perceptual loss
+
+
+def _adam(lr: float, tcfg) -> optax.GradientTransformation:
+  """Adam(lr, b1, b2) with MultiStepLR: lr * gamma^(number of milestones passed)."""
+  milestones = tuple(int(m) for m in tcfg.get("lr_milestones", ()))
+  sched = optax.piecewise_constant_schedule(lr, {m: tcfg.get("lr_gamma", 0.1) for m in milestones})
+  return optax.adam(sched, b1=tcfg.b1, b2=tcfg.b2, eps=1e-8)
+
+
+class RendererStage:
+  """Builds the modules, optimizers and step functions for one renderer config."""
+
+  def __init__(self, cfg, backbone: tuple[Any, dict] | None = None, dtype=jnp.float32):
+    """`backbone`: optional (VGG module, variables) overriding cfg.train.perceptual_backbone.
+    `dtype`: the images' compute dtype (float64 only for equivalence tests under jax x64)."""
+    self.cfg = cfg
+    self.dtype = dtype
+    t = cfg.train
+    self.use_gan = bool(cfg.discriminator.get("enabled", False)) and t.loss_weights.generator_gan != 0
+    self.txs = {
+        "kp_detector": _adam(t.lr_kp_detector, t),
+        "generator": _adam(t.lr_generator, t),
+    }
+    if self.use_gan:
+      self.txs["discriminator"] = _adam(t.lr_discriminator, t)
+    n_layers = len(t.loss_weights.perceptual)
+    if backbone is None and n_layers and sum(t.loss_weights.perceptual):
+      backbone = perceptual.make_backbone(t.perceptual_backbone, n_layers, t.get("vgg19_path", ""))
+    self.vgg, self._vgg_vars = backbone if backbone is not None else (None, {})
+
+  # --------------------------------------------------------------------------------------------
+  def init_state(self, rng: jax.Array, image_size: int) -> RendererState:
+    variables = renderer.init(rng, self.cfg, image_size, with_discriminator=self.use_gan)
+    params = {k: v["params"] for k, v in variables.items()}
+    stats = {k: v["batch_stats"] for k, v in variables.items()}
+    opt = {k: tx.init(params[k]) for k, tx in self.txs.items()}
+    return RendererState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=stats,
+        opt_state=opt,
+        loss_params=jax.tree.map(jnp.asarray, self._vgg_vars),
+    )
+
+  # --------------------------------------------------------------------------------------------
+  def train_step(self, state: RendererState, batch: dict, rng: jax.Array, axis_name=None):
+    """Pure: (state, batch, rng) -> (state, metrics). `axis_name` only under pmap/shard_map."""
+    cfg, t = self.cfg, self.cfg.train
+    w = t.loss_weights
+    source = batch["source"].astype(self.dtype) / 255.0  # [B,H,W,3]
+    driving = batch["driving"].astype(self.dtype) / 255.0
+    b = source.shape[0]
+    # Global sample indices so per-sample noise is the same however the batch is split.
+    ids = jnp.arange(b)
+    if axis_name is not None:
+      ids = ids + jax.lax.axis_index(axis_name) * b
+    rng_tps = jax.random.fold_in(rng, 0)
+    tps = equivariance.random_tps(rng_tps, ids, **dict(t.transform_params))
+
+    kp_mod = renderer.make_kp_detector(cfg, train=True, bn_axis_name=axis_name)
+    gen_mod = renderer.make_generator(cfg, train=True, bn_axis_name=axis_name)
+    disc_eval = renderer.make_discriminator(cfg, train=False) if self.use_gan else None
+    scales = tuple(t.scales)
+
+    def loss_fn(params):
+      def kp_apply(x, stats):
+        out, upd = kp_mod.apply(
+            {"params": params["kp_detector"], "batch_stats": stats}, x, mutable=["batch_stats"]
+        )
+        return out, upd["batch_stats"]
+
+      kp_src, s_kp = kp_apply(source, state.batch_stats["kp_detector"])
+      kp_drv, s_kp = kp_apply(driving, s_kp)
+      gen_out, upd = gen_mod.apply(
+          {"params": params["generator"], "batch_stats": state.batch_stats["generator"]},
+          source, kp_drv, kp_src, mutable=["batch_stats"],
+      )
+      pred = gen_out["prediction"]
+      losses = {}
+      if self.vgg is not None:
+        losses["perceptual"] = perceptual.perceptual_loss(
+            self.vgg, state.loss_params, pred, driving, scales, tuple(w.perceptual)
+        )
+      if self.use_gan:
+        kp_val = jax.lax.stop_gradient(kp_drv["value"])
+        dvars = {
+            "params": state.params["discriminator"],
+            "batch_stats": state.batch_stats["discriminator"],
+        }
+        d_scales = tuple(cfg.discriminator.scales)
+        fake = disc_eval.apply(dvars, perceptual.image_pyramid(pred, d_scales), kp_val)
+        real = disc_eval.apply(dvars, perceptual.image_pyramid(driving, d_scales), kp_val)
+        losses["gen_gan"] = gan.generator_gan_loss(fake, d_scales, w.generator_gan)
+        if sum(w.feature_matching):
+          losses["feature_matching"] = gan.feature_matching_loss(
+              real, fake, d_scales, tuple(w.feature_matching)
+          )
+      if w.equivariance_value or w.equivariance_jacobian:
+        transformed = equivariance.transform_frame(tps, driving)
+        kp_tr, s_kp = kp_apply(transformed, s_kp)
+        losses.update(
+            equivariance.equivariance_losses(
+                tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian
+            )
+        )
+      total = sum(losses.values())
+      new_stats = {"kp_detector": s_kp, "generator": upd["batch_stats"]}
+      return total, (losses, new_stats, pred, kp_drv["value"])
+
+    grads, (losses, new_stats, pred, kp_drv_value) = jax.grad(loss_fn, has_aux=True)(
+        {k: state.params[k] for k in ("kp_detector", "generator")}
+    )
+    if axis_name is not None:
+      grads = jax.lax.pmean(grads, axis_name)
+      losses = jax.lax.pmean(losses, axis_name)
+
+    new_params, new_opt = dict(state.params), dict(state.opt_state)
+    for k in ("kp_detector", "generator"):
+      upd, new_opt[k] = self.txs[k].update(grads[k], state.opt_state[k], state.params[k])
+      new_params[k] = optax.apply_updates(state.params[k], upd)
+    stats = dict(state.batch_stats) | new_stats
+
+    metrics = dict(losses)
+    if self.use_gan:  # FOMM's DiscriminatorFullModel on the detached prediction.
+      disc_train = renderer.make_discriminator(cfg, train=True)
+      d_scales = tuple(cfg.discriminator.scales)
+      pred_d = jax.lax.stop_gradient(pred)
+      kp_val = jax.lax.stop_gradient(kp_drv_value)
+
+      def d_loss_fn(dparams):
+        dvars = {"params": dparams, "batch_stats": state.batch_stats["discriminator"]}
+        real, upd1 = disc_train.apply(
+            dvars, perceptual.image_pyramid(driving, d_scales), kp_val, mutable=["batch_stats"]
+        )
+        dvars = {"params": dparams, "batch_stats": upd1["batch_stats"]}
+        fake, upd2 = disc_train.apply(
+            dvars, perceptual.image_pyramid(pred_d, d_scales), kp_val, mutable=["batch_stats"]
+        )
+        loss = gan.discriminator_loss(real, fake, d_scales, w.discriminator_gan)
+        return loss, upd2["batch_stats"]
+
+      (d_loss, d_stats), dgrads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+          state.params["discriminator"]
+      )
+      if axis_name is not None:
+        dgrads = jax.lax.pmean(dgrads, axis_name)
+        d_loss = jax.lax.pmean(d_loss, axis_name)
+      upd, new_opt["discriminator"] = self.txs["discriminator"].update(
+          dgrads, state.opt_state["discriminator"], state.params["discriminator"]
+      )
+      new_params["discriminator"] = optax.apply_updates(state.params["discriminator"], upd)
+      stats["discriminator"] = d_stats
+      metrics["disc_gan"] = d_loss
+
+    metrics["total"] = sum(losses.values())
+    new_state = state.replace(
+        step=state.step + 1, params=new_params, batch_stats=stats, opt_state=new_opt
+    )
+    return new_state, metrics
+
+  # --------------------------------------------------------------------------------------------
+  def make_jit_step(self, mesh: Mesh):
+    """jit over `mesh`: state replicated (and donated), batch split over the mesh's batch axes
+    ('data' and/or 'fsdp'), rng replicated. Returns step(state, batch, rng)."""
+    axes = tuple(a for a in mesh.axis_names if a in BATCH_AXES) or tuple(mesh.axis_names)
+    repl = NamedSharding(mesh, P())
+    batch_sh = NamedSharding(mesh, P(axes if len(axes) > 1 else axes[0]))
+    return jax.jit(
+        self.train_step,
+        in_shardings=(repl, batch_sh, repl),
+        out_shardings=(repl, repl),
+        donate_argnums=(0,),
+    )
+
+  def make_pmap_step(self):
+    """pmap over local devices with axis_name 'batch'. state: replicated with a leading device
+    axis (`replicate`), batch: [n_dev, B/n_dev, H, W, 3], rng: one key shared by all devices."""
+    return jax.pmap(
+        functools.partial(self.train_step, axis_name=PMAP_AXIS),
+        axis_name=PMAP_AXIS,
+        in_axes=(0, 0, None),
+        donate_argnums=(0,),
+    )
+
+
+def pmap_sharding(devices=None) -> NamedSharding:
+  """Layout of pmap inputs [n_dev, ...]: row i on local device i."""
+  devices = np.asarray(jax.local_devices() if devices is None else devices)
+  return NamedSharding(Mesh(devices, (PMAP_AXIS,)), P(PMAP_AXIS))
+
+
+def replicate(tree, devices=None):
+  """Copies a pytree onto every local device with a leading device axis, laid out as pmap
+  returns its outputs (so the second step reuses the first step's executable)."""
+  sh = pmap_sharding(devices)
+  n = sh.mesh.size
+  return jax.device_put(
+      jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), tree), sh
+  )
+
+
+def shard_batch(batch, devices=None):
+  """[B, ...] -> [n_dev, B / n_dev, ...] placed row i on device i."""
+  sh = pmap_sharding(devices)
+  n = sh.mesh.size
+  return jax.device_put(jax.tree.map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch), sh)
+
+
+def unreplicate(tree):
+  return jax.tree.map(lambda x: x[0], tree)
