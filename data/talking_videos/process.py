@@ -236,7 +236,8 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
   try:
     info = media.probe(path)
   except media.MediaError as e:
-    raise Skip("unreadable file", str(e)) from e
+    raise Skip("no video stream" if str(e).endswith("no video stream") else "unreadable file",
+               str(e)) from e
   if not info.has_audio:
     raise Skip("no audio stream", path)
   try:
