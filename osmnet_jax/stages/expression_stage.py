@@ -199,7 +199,7 @@ class ExpressionStage:
     if axis_name is not None:
       grads = jax.lax.pmean(grads, axis_name)
       metrics = jax.lax.pmean(metrics, axis_name)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics

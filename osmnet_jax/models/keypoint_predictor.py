@@ -1,0 +1,114 @@
+"""KeypointPredictor: (source keypoints, expression window, pose sequence) -> driving keypoints.
+
+OSM-Net stage B [paper: the keypoint predictor drives the stage-A renderer from the expression
+feature and the sampled head motion; layout ours]:
+
+    kp = KeypointPredictor(...).apply({'params': p}, kp_src, expression, pose)
+    # kp_src {'value': [B,K,2], 'jacobian': [B,K,2,2]}   the frozen renderer's KPDetector(source)
+    # expression [B,T,E]                                 ExpressionEncoder output
+    # pose [B,T,6]                                       normalised head pose per frame
+    kp['value'] [B,T,K,2], kp['jacobian'] [B,T,K,2,2]
+    frames = render_clip(renderer_variables, renderer_cfg, source, kp_src, kp)  # [B,T,H,W,3]
+
+Layout [ours]: the source keypoints are embedded once per clip; every frame adds its own
+(expression_t, pose_t) embedding; ``temporal_layers`` residual 1-D convs over T smooth the motion
+across the window; an MLP head outputs *residuals* on the source keypoints and Jacobians. The last
+layer is zero-initialised, so at initialisation kp_drv == kp_src exactly (the renderer then
+reproduces the source: a sane starting point, and a testable identity). All frames are computed
+at once (Dense/Conv over the [B,T,...] array): no Python loop over frames.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from osmnet_jax import renderer
+from osmnet_jax.models.expression import TemporalConvBlock
+
+
+class KeypointPredictor(nn.Module):
+  """Attributes ([ours]): hidden width, temporal_layers/temporal_kernel (residual 1-D convs over
+  T), head_depth (MLP layers before the zero-initialised output), jacobian (predict Jacobian
+  residuals; False keeps the source Jacobians)."""
+
+  hidden: int = 128
+  temporal_layers: int = 1
+  temporal_kernel: int = 3
+  head_depth: int = 2
+  jacobian: bool = True
+
+  @nn.compact
+  def __call__(self, kp_src: dict, expression: jax.Array, pose: jax.Array) -> dict:
+    value, jac = kp_src["value"], kp_src["jacobian"]  # [B,K,2], [B,K,2,2]
+    b, k, _ = value.shape
+    t = expression.shape[1]
+    src = jnp.concatenate([value.reshape(b, -1), jac.reshape(b, -1)], -1)  # [B,6K]
+    src_emb = nn.Dense(self.hidden, name="src")(src)  # [B,H]: where the source face sits
+    frame = jnp.concatenate([expression, pose], -1)  # [B,T,E+6]
+    h = nn.Dense(self.hidden, name="frame")(frame) + src_emb[:, None]  # [B,T,H]
+    for i in range(self.temporal_layers):
+      h = TemporalConvBlock(self.temporal_kernel, name=f"temporal_{i}")(h)
+    h = nn.LayerNorm(name="norm")(h)
+    for i in range(self.head_depth):
+      h = nn.gelu(nn.Dense(self.hidden, name=f"head_{i}")(h))
+    n_out = 6 * k if self.jacobian else 2 * k
+    # Zero init: kp_drv == kp_src at initialisation (see the module docstring).
+    delta = nn.Dense(n_out, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros,
+                     name="out")(h)  # [B,T,6K]
+    out_value = value[:, None] + delta[..., :2 * k].reshape(b, t, k, 2)
+    out_jac = jnp.broadcast_to(jac[:, None], (b, t, k, 2, 2))
+    if self.jacobian:
+      out_jac = out_jac + delta[..., 2 * k:].reshape(b, t, k, 2, 2)
+    return {"value": out_value, "jacobian": out_jac}
+
+
+def from_config(ecfg) -> KeypointPredictor:
+  """cfg.expression -> KeypointPredictor (see stages.expression_stage.expression_config)."""
+  return KeypointPredictor(hidden=ecfg.kp_hidden, temporal_layers=ecfg.kp_temporal_layers,
+                           temporal_kernel=ecfg.temporal_kernel, head_depth=ecfg.kp_head_depth,
+                           jacobian=ecfg.kp_jacobian)
+
+
+def fold_time(tree):
+  """[B,T,...] leaves -> [B*T,...]."""
+  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+
+
+def render_clip(renderer_variables: dict, renderer_cfg, source: jax.Array, kp_src: dict,
+                kp_drv_seq: dict, frames_per_call: int | None = None) -> jax.Array:
+  """Renders a whole clip with the stage-A generator: T is folded into the batch.
+
+  Args:
+    renderer_variables: renderer.init / checkpoint variables (only 'generator' is used).
+    renderer_cfg: the renderer's ConfigDict.
+    source: [B,H,W,3] float in [0,1] (uint8 is converted).
+    kp_src: {'value': [B,K,2], 'jacobian': [B,K,2,2]}.
+    kp_drv_seq: {'value': [B,T,K,2], 'jacobian': [B,T,K,2,2]}.
+    frames_per_call: None renders all B*T frames in one generator call; an int renders them in
+      chunks of that many with ``lax.map`` (bounded memory for long clips at 256 px).
+
+  Returns frames [B,T,H,W,3] in [0,1]. Pure and differentiable w.r.t. the keypoints; the
+  generator runs in inference mode (BatchNorm running statistics). Call it inside ``jax.jit``
+  (eager calls run op by op).
+  """
+  if source.dtype == jnp.uint8:
+    source = source.astype(jnp.float32) / 255.0
+  b, t = kp_drv_seq["value"].shape[:2]
+  # Repeat the source and its keypoints per frame: [B,...] -> [B,T,...] -> [B*T,...].
+  rep = lambda x: jnp.broadcast_to(x[:, None], (b, t) + x.shape[1:])
+  flat = {"source": rep(source), "kp_src": jax.tree.map(rep, kp_src), "kp_drv": kp_drv_seq}
+  flat = fold_time(flat)
+  gen = renderer.make_generator(renderer_cfg)
+  gen_vars = renderer_variables["generator"]
+
+  def one(x):
+    return gen.apply(gen_vars, x["source"], x["kp_drv"], x["kp_src"])["prediction"]
+
+  if frames_per_call is None:
+    frames = one(flat)
+  else:
+    # lax.map maps single frames; with batch_size it vmaps them in chunks of that many.
+    single = lambda x: one(jax.tree.map(lambda a: a[None], x))[0]
+    frames = jax.lax.map(single, flat, batch_size=int(frames_per_call))
+  return frames.reshape((b, t) + frames.shape[1:])

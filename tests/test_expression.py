@@ -1,0 +1,165 @@
+"""ExpressionEncoder, landmark loss and the expression stage (one step, runner, renderer loading)."""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from osmnet_jax import checkpointing, face_geometry as fg, renderer, sharding
+from osmnet_jax.models import expression as ex
+from osmnet_jax.stages import expression_stage as es
+
+B, T, S = 2, 4, 32
+
+
+def tiny_expression_config(**kw) -> ml_collections.ConfigDict:
+  c = es.expression_config()
+  c.update(dict(num_frames=T, batch_size=B, audio_dim=16, audio_channels=(4, 8), identity_dim=16,
+                identity_channels=(4, 8), expression_dim=16, temporal_layers=1,
+                landmark_hidden=32, kp_hidden=32, warmup_steps=1, num_steps=10))
+  c.update(kw)
+  return c
+
+
+def random_batch(seed=0, b=B, t=T, size=S):
+  r = np.random.RandomState(seed)
+  return {"frames": r.randint(0, 256, (b, t, size, size, 3)).astype(np.uint8),
+          "source": r.randint(0, 256, (b, size, size, 3)).astype(np.uint8),
+          "source_landmarks": (r.rand(b, 68, 2) * size).astype(np.float32),
+          "landmarks": (r.rand(b, t, 68, 2) * size).astype(np.float32),
+          "mel": (r.randn(b, t, 20, 80) - 7).astype(np.float32),
+          "pose": r.randn(b, t, 6).astype(np.float32)}
+
+
+# ----------------------------------------------------------------------------------------------
+def test_landmark_coordinates_follow_the_crop_convention():
+  px = jnp.array([-0.5, 31.5, 15.5])  # left edge, right edge, centre of a 32-px crop
+  np.testing.assert_allclose(ex.normalise_landmarks(px, 32), [-1.0, 1.0, 0.0], atol=1e-6)
+  np.testing.assert_allclose(ex.denormalise_landmarks(ex.normalise_landmarks(px, 32), 32), px,
+                             atol=1e-5)
+
+
+def test_landmark_loss_weights_the_mouth():
+  target = jnp.zeros((3, 68, 2))
+  mouth_err = target.at[:, fg.MOUTH, :].set(0.1)  # every mouth coordinate off by 0.1
+  # 20 mouth points x weight 5 out of a total weight 48 + 100 = 148.
+  assert float(ex.landmark_loss(mouth_err, target, 5.0)) == pytest.approx(0.1 * 100 / 148, rel=1e-6)
+  assert float(ex.landmark_loss(mouth_err, target, 1.0)) == pytest.approx(0.1 * 20 / 68, rel=1e-6)
+  jaw_err = target.at[:, 0, 0].set(0.3)  # one non-mouth x coordinate off by 0.3
+  assert float(ex.landmark_loss(jaw_err, target, 5.0)) == pytest.approx(0.3 / (2 * 148), rel=1e-6)
+  # Signs do not matter (L1).
+  assert float(ex.landmark_loss(-mouth_err, target, 5.0)) == pytest.approx(0.1 * 100 / 148, rel=1e-6)
+
+
+def test_encoder_shapes_determinism_and_identity_at_init():
+  cfg = tiny_expression_config()
+  enc = ex.from_config(cfg)
+  b = random_batch()
+  src = b["source"].astype(np.float32) / 255.0
+  src_lm = ex.normalise_landmarks(b["source_landmarks"], S)
+  init = jax.jit(enc.init)
+  p0 = init(jax.random.PRNGKey(0), b["mel"], src, src_lm, b["pose"])
+  p0b = init(jax.random.PRNGKey(0), b["mel"], src, src_lm, b["pose"])
+  p1 = init(jax.random.PRNGKey(1), b["mel"], src, src_lm, b["pose"])
+  for x, y in zip(jax.tree.leaves(p0), jax.tree.leaves(p0b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  k = p0["params"]["audio"]["Dense_0"]["kernel"]
+  assert np.abs(np.asarray(k) - np.asarray(p1["params"]["audio"]["Dense_0"]["kernel"])).max() > 1e-3
+  out = jax.jit(enc.apply)(p0, b["mel"], src, src_lm, b["pose"])
+  assert out["expression"].shape == (B, T, cfg.expression_dim)
+  assert out["identity"].shape == (B, cfg.identity_dim)
+  assert out["landmarks"].shape == (B, T, 68, 2)
+  # Zero-initialised residual head: the first prediction is the source face in every frame.
+  np.testing.assert_allclose(np.asarray(out["landmarks"]),
+                             np.broadcast_to(np.asarray(src_lm)[:, None], (B, T, 68, 2)), atol=1e-6)
+  # Expression depends on the audio: a different mel window gives a different feature.
+  out2 = jax.jit(enc.apply)(p0, b["mel"] + 3.0, src, src_lm, b["pose"])
+  assert np.abs(np.asarray(out2["expression"] - out["expression"])).mean() > 1e-2
+
+
+@pytest.fixture(scope="module")
+def tiny_renderer():
+  cfg = renderer.tiny_config()
+  return cfg, jax.device_get(renderer.init(jax.random.PRNGKey(7), cfg, S, False))
+
+
+def test_one_step_trains_models_not_the_frozen_renderer(tiny_renderer):
+  rcfg, rvars = tiny_renderer
+  cfg = tiny_expression_config(w_rec=0.5)  # include the rendered-frame L1 path
+  stage = es.ExpressionStage(cfg, rcfg)
+  state = stage.init_state(jax.random.PRNGKey(0), rvars, S)
+  before = jax.device_get(state)
+  mesh = sharding.make_mesh()
+  state = jax.device_put(state, sharding.replicated(mesh))
+  new, metrics = stage.make_jit_step(mesh)(state, random_batch(), jax.random.PRNGKey(1))
+  new, metrics = jax.device_get((new, metrics))
+  assert int(new.step) == 1
+  for k in ("loss", "landmark_loss", "kp_value_l1", "kp_jacobian_l1", "rec_l1", "grad_norm"):
+    assert np.isfinite(metrics[k]), (k, metrics)
+  assert metrics["grad_norm"] > 0
+  expected = (metrics["landmark_loss"] + metrics["kp_value_l1"] + 0.5 * metrics["kp_jacobian_l1"]
+              + 0.5 * metrics["rec_l1"])
+  assert metrics["loss"] == pytest.approx(expected, rel=1e-5)
+  # Both trained models moved (incl. the zero-initialised output layers)...
+  for name in ("expression", "keypoints"):
+    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(
+        jax.tree.leaves(new.params[name]), jax.tree.leaves(before.params[name])))
+    assert moved > 1e-6, name
+  assert np.abs(new.params["keypoints"]["out"]["kernel"]).max() > 0
+  # ... and the renderer did not, bit for bit.
+  for a, b in zip(jax.tree.leaves(new.renderer), jax.tree.leaves(before.renderer)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_load_renderer_variables_from_the_renderer_checkpoint(tmp_path, tiny_renderer):
+  rcfg, rvars = tiny_renderer
+  assert es.load_renderer_variables(str(tmp_path), rcfg, S) is None  # nothing there yet
+  # The renderer stage's state layout: params / batch_stats dicts keyed by module (+ optimizer);
+  # saved replicated for pmap (leading device axis of 2) to check that it is dropped.
+  marked = jax.tree.map(lambda x: x + 1.0, rvars)
+  state = {"step": np.int32(5),
+           "params": {k: v["params"] for k, v in marked.items()},
+           "batch_stats": {k: v["batch_stats"] for k, v in marked.items()},
+           "opt_state": {"kp_detector": {"mu": np.zeros(3)}}}
+  state = es.replicate(state, 2)
+  ck = checkpointing.Checkpointer(os.path.join(tmp_path, "checkpoints", "renderer"))
+  ck.save(5, state, {"step": 5}, force=True)
+  ck.close()
+  got = es.load_renderer_variables(str(tmp_path), rcfg, S)
+  assert set(got) == {"kp_detector", "generator"}
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(marked)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_run_expression_on_tiny_synth(tmp_path, tiny_synth, tiny_renderer):
+  rcfg, rvars = tiny_renderer
+  cfg = ml_collections.ConfigDict()
+  cfg.seed = 0
+  cfg.parallel = "jit"
+  cfg.renderer = rcfg
+  cfg.data = ml_collections.ConfigDict(dict(shuffle_buffer=8, prefetch=1, augment=()))
+  cfg.expression = tiny_expression_config(num_steps=3, log_every=1, save_every=2, eval_passes=1,
+                                          eval_batch=2)
+  mesh = sharding.make_mesh()
+  res = es.run_expression(cfg, tiny_synth, mesh, str(tmp_path), None)
+  assert res["step"] == 3 and res["renderer_source"] == "init"
+  ev = res["eval"]
+  # 2 held-out clips of 25 frames, one window of T frames each.
+  assert ev["split"] == "test" and ev["num_frames"] == 2 * T and ev["image_size"] == S
+  for k in ("mouth_open_corr", "landmark_l1", "landmark_l1_px", "mouth_l1_px", "lmd_mouth_px",
+            "copy_source_landmark_l1_px", "kp_value_l1", "kp_jacobian_l1"):
+    assert np.isfinite(ev[k]), (k, ev)
+  assert -1.0 <= ev["mouth_open_corr"] <= 1.0
+  assert ev["landmark_l1"] == pytest.approx(ev["landmark_l1_px"] * 2 / S, rel=1e-6)
+  assert os.path.exists(os.path.join(res["checkpoint_dir"], "eval.json"))
+  # The checkpoint reloads; the renderer inside it is the frozen one it was given.
+  stage, params, loaded_renderer = es.load_expression(str(tmp_path))
+  assert stage.cfg.num_frames == T
+  assert set(params) == {"expression", "keypoints"}
+  want = renderer.init(jax.random.PRNGKey(cfg.seed + 1), rcfg, S, False)  # what "init" used
+  for a, b in zip(jax.tree.leaves(loaded_renderer), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
