@@ -450,3 +450,55 @@ def load_expression(workdir: str) -> tuple[ExpressionStage, dict, dict]:
     state = unreplicate(state)
   state = jax.device_get(state)
   return stage, state.params, state.renderer
+
+
+def main(argv=None) -> dict:
+  """Standalone run of this stage (before train.py wires it), e.g.
+
+    python -m osmnet_jax.stages.expression_stage --workdir /tmp/expr --data_dir /tmp/tfds_expr \\
+        --set num_steps=600 --set batch_size=8
+
+  Data: synth_talk ``--builder_config`` in ``--data_dir`` (built if missing); renderer:
+  renderer.tiny_config() (from ``WORKDIR/checkpoints/renderer`` when present, else initialised).
+  ``--set key=value`` overrides cfg.expression fields (values are Python literals).
+  Prints the result (train time, last metrics, held-out evaluation) as JSON.
+  """
+  import argparse
+  import ast
+
+  from osmnet_jax import datasets
+
+  p = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--builder_config", default="64px")
+  p.add_argument("--parallel", default="jit", choices=("jit", "pmap"))
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  args = p.parse_args(argv)
+  cfg = ml_collections.ConfigDict()
+  cfg.seed = args.seed
+  cfg.parallel = args.parallel
+  cfg.renderer = renderer.tiny_config()
+  cfg.data = ml_collections.ConfigDict(dict(name="synth_talk", builder_config=args.builder_config,
+                                            data_dir=args.data_dir, shuffle_buffer=256,
+                                            prefetch=2, augment=()))
+  cfg.expression = expression_config()
+  for item in args.set:
+    key, value = item.split("=", 1)
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass  # a bare string
+    cfg.expression[key] = value
+  logging.set_verbosity(logging.INFO)
+  builder = datasets.get_builder(cfg.data)
+  mesh = sharding_lib.make_mesh()
+  os.makedirs(args.workdir, exist_ok=True)
+  result = run_expression(cfg, builder, mesh, args.workdir, None)
+  print(json.dumps(result, indent=2))
+  return result
+
+
+if __name__ == "__main__":
+  main()

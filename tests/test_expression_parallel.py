@@ -1,0 +1,118 @@
+"""Expression train step: single device (full batch) vs jit over a 2x2 ('data', 'fsdp') mesh vs
+pmap on 4 simulated CPU devices give the same parameters, Adam states and metrics after 2 steps,
+and none of them touches the frozen renderer.
+
+float64 (x64) so the comparison can be tight (1e-9): in float32 the layouts agree to rounding, but
+Adam's first steps (update ~ lr * g / |g|) turn rounding noise in near-zero gradients into +-lr
+differences. Runs in a subprocess so the simulated device count cannot clash with other test
+modules that already initialised JAX with one device.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+N_DEV = 4
+STEPS = 2
+
+
+def _worker():
+  t0 = time.time()
+  os.environ["JAX_PLATFORMS"] = "cpu"
+  import jax  # pylint: disable=g-import-not-at-top
+
+  jax.config.update("jax_num_cpu_devices", N_DEV)
+  jax.config.update("jax_enable_x64", True)
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from osmnet_jax import renderer, sharding  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.stages import expression_stage as es  # pylint: disable=g-import-not-at-top
+
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from test_expression import random_batch, tiny_expression_config  # pylint: disable=g-import-not-at-top
+
+  assert jax.device_count() == N_DEV, jax.devices()
+  size, b, t = 32, 4, 4  # one example per device under pmap
+  rcfg = renderer.tiny_config()
+  rvars = jax.device_get(renderer.init(jax.random.PRNGKey(7), rcfg, size, False))
+  # A fresh KPDetector's Jacobian head is zero (every Jacobian = I up to rounding), so the
+  # Jacobian L1 would sit at ~1e-17 where its gradient, sign(error), is rounding noise that
+  # differs between layouts. Random head weights give real per-frame Jacobian targets.
+  jac = rvars["kp_detector"]["params"]["jacobian"]
+  jac["kernel"] = 0.1 * np.random.RandomState(3).randn(*jac["kernel"].shape)
+  stage = es.ExpressionStage(tiny_expression_config(batch_size=b, num_frames=t), rcfg,
+                             dtype=jnp.float64)
+  f64 = lambda tree: jax.tree.map(
+      lambda x: np.asarray(x, np.float64 if np.issubdtype(x.dtype, np.floating) else x.dtype), tree)
+  state0 = f64(jax.device_get(stage.init_state(jax.random.PRNGKey(0), rvars, size)))
+  batches = [f64(random_batch(seed=10 + i, b=b, t=t, size=size)) for i in range(STEPS)]
+  keys = [jax.random.PRNGKey(20 + i) for i in range(STEPS)]
+
+  def run(step, put_state, put_batch, get):
+    state = put_state(state0)
+    hist = []
+    for batch, k in zip(batches, keys):
+      state, m = step(state, put_batch(batch), k)
+      hist.append(get(m))
+    return get(state), hist
+
+  host = lambda tree: jax.tree.map(np.asarray, tree)
+  single = run(jax.jit(stage.train_step), lambda s: jax.tree.map(jnp.asarray, s), lambda x: x, host)
+  mesh = sharding.make_mesh(data=2, fsdp=2)
+  meshed = run(stage.make_jit_step(mesh), lambda s: jax.device_put(s, sharding.replicated(mesh)),
+               lambda x: jax.device_put(x, sharding.batch_sharding(mesh)), host)
+  pmapped = run(
+      stage.make_pmap_step(), lambda s: es.replicate(s, N_DEV),
+      lambda x: jax.tree.map(lambda a: a.reshape((N_DEV, -1) + a.shape[1:]), x),
+      lambda tree: jax.tree.map(lambda a: np.asarray(a)[0], tree))
+
+  def maxdiff(a, b):
+    return float(max(jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), a, b))))
+
+  out = {}
+  for name, (st, hist) in (("mesh", meshed), ("pmap", pmapped)):
+    out[name] = {"params": maxdiff(st.params, single[0].params),
+                 "opt_state": maxdiff(st.opt_state, single[0].opt_state),
+                 "metrics": maxdiff(hist, single[1]),
+                 "renderer_moved": maxdiff(st.renderer, state0.renderer),
+                 "step": int(st.step)}
+  out["moved"] = maxdiff(single[0].params, state0.params)
+  out["single_renderer_moved"] = maxdiff(single[0].renderer, state0.renderer)
+  out["metrics"] = [{k: float(v) for k, v in h.items()} for h in single[1]]
+  out["dtype"] = str(single[0].params["keypoints"]["out"]["kernel"].dtype)
+  out["seconds"] = time.time() - t0
+  print("RESULT " + json.dumps(out))
+
+
+def test_jit_mesh_pmap_single_device_agree():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), "worker"],
+                        capture_output=True, text=True, env=env, cwd=root, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  res = json.loads(line[len("RESULT "):])
+  print(res)
+  assert res["dtype"] == "float64"
+  # Adam at lr 1e-3 (first steps at lr/100 warm-up .. lr) moves params by ~1e-5..1e-3.
+  assert res["moved"] > 1e-6
+  assert res["single_renderer_moved"] == 0.0
+  for h in res["metrics"]:
+    assert all(np.isfinite(v) for v in h.values()), h
+  for name in ("mesh", "pmap"):
+    r = res[name]
+    assert r["step"] == STEPS
+    assert r["params"] < 1e-9, (name, r)
+    assert r["opt_state"] < 1e-9, (name, r)
+    assert r["metrics"] < 1e-9, (name, r)
+    assert r["renderer_moved"] == 0.0, (name, r)
+
+
+if __name__ == "__main__" and sys.argv[-1] == "worker":
+  _worker()
