@@ -12,6 +12,7 @@ import pytest
 from osmnet_jax import checkpointing, face_geometry as fg, renderer, sharding
 from osmnet_jax.models import expression as ex
 from osmnet_jax.stages import expression_stage as es
+from osmnet_jax.stages import renderer_stage as rs
 
 B, T, S = 2, 4, 32
 
@@ -90,13 +91,13 @@ def tiny_renderer():
 def test_load_renderer_variables_from_the_renderer_checkpoint(tmp_path, tiny_renderer):
   rcfg, rvars = tiny_renderer
   assert es.load_renderer_variables(str(tmp_path), rcfg, S) is None  # nothing there yet
-  # The renderer stage's state layout: params / batch_stats dicts keyed by module (+ optimizer);
-  # saved replicated for pmap (leading device axis of 2) to check that it is dropped.
+  # The renderer stage's RendererState (params / batch_stats keyed by module, + optimizer), saved
+  # replicated as a pmap run would (leading device axis of 2) to check that it is dropped.
   marked = jax.tree.map(lambda x: x + 1.0, rvars)
-  state = {"step": np.int32(5),
-           "params": {k: v["params"] for k, v in marked.items()},
-           "batch_stats": {k: v["batch_stats"] for k, v in marked.items()},
-           "opt_state": {"kp_detector": {"mu": np.zeros(3)}}}
+  state = rs.RendererState(step=np.int32(5),
+                           params={k: v["params"] for k, v in marked.items()},
+                           batch_stats={k: v["batch_stats"] for k, v in marked.items()},
+                           opt_state={"kp_detector": {"mu": np.zeros(3)}}, loss_params={})
   state = es.replicate(state, 2)
   ck = checkpointing.Checkpointer(os.path.join(tmp_path, "checkpoints", "renderer"))
   ck.save(5, state, {"step": 5}, force=True)
@@ -132,7 +133,8 @@ def test_run_expression_trains_models_not_the_frozen_renderer(tmp_path, tiny_syn
   # 2 held-out clips of 25 frames, one window of T frames each.
   assert ev["split"] == "test" and ev["num_frames"] == 2 * T and ev["image_size"] == S
   for k in ("mouth_open_corr", "landmark_l1", "landmark_l1_px", "mouth_l1_px", "lmd_mouth_px",
-            "copy_source_landmark_l1_px", "kp_value_l1", "kp_jacobian_l1"):
+            "copy_source_landmark_l1_px", "kp_value_l1", "kp_jacobian_l1",
+            "mouth_open_corr_shuffled_audio"):
     assert np.isfinite(ev[k]), (k, ev)
   assert -1.0 <= ev["mouth_open_corr"] <= 1.0
   assert ev["landmark_l1"] == pytest.approx(ev["landmark_l1_px"] * 2 / S, rel=1e-6)

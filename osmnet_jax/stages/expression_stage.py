@@ -249,6 +249,8 @@ def evaluate(stage: ExpressionStage, params, renderer_vars, builder, split: str 
   that never moves), landmark L1 ([-1,1] units and pixels), mouth L1 (pixels), lmd_mouth
   (metrics.lip_sync), the copy-source baseline (source landmarks as every frame's prediction),
   and keypoint L1 vs the frozen detector on the true frames (and its copy-source baseline).
+  Control: mouth_open_corr_shuffled_audio predicts every window with the mel of another window
+  of the batch (rolled by one); if the lip motion comes from the audio it falls towards 0.
   """
   import tensorflow_datasets as tfds
 
@@ -256,7 +258,7 @@ def evaluate(stage: ExpressionStage, params, renderer_vars, builder, split: str 
   from osmnet_jax.metrics import lip_sync
 
   t = stage.cfg.num_frames
-  pred, true, src, kp_err, kp_src_err, jac_err = [], [], [], [], [], []
+  pred, true, src, kp_err, kp_src_err, jac_err, shuf = [], [], [], [], [], [], []
   for p in range(passes):
     ds = input_pipeline.make_dataset(builder, split, batch, t, seed=seed + 104729 * (p + 1),
                                      shuffle_buffer=0, repeat=False, drop_remainder=False,
@@ -265,6 +267,8 @@ def evaluate(stage: ExpressionStage, params, renderer_vars, builder, split: str 
       b = {k: b[k] for k in BATCH_KEYS}
       out = jax.device_get(stage.predict(params, renderer_vars, b))
       pred.append(np.asarray(out["landmarks"], np.float64))
+      rolled = {**b, "mel": np.roll(b["mel"], 1, axis=0)}
+      shuf.append(np.asarray(stage.predict(params, renderer_vars, rolled)["landmarks"], np.float64))
       true.append(b["landmarks"].astype(np.float64))
       src.append(np.broadcast_to(b["source_landmarks"][:, None], b["landmarks"].shape))
       kv, kt = out["kp"]["value"], out["kp_true"]["value"]
@@ -278,12 +282,14 @@ def evaluate(stage: ExpressionStage, params, renderer_vars, builder, split: str 
   pred = np.concatenate([x.reshape(-1, 68, 2) for x in pred])
   true = np.concatenate([x.reshape(-1, 68, 2) for x in true])
   src = np.concatenate([np.asarray(x, np.float64).reshape(-1, 68, 2) for x in src])
+  shuf = np.concatenate([x.reshape(-1, 68, 2) for x in shuf])
   mo_p, mo_t = fg.mouth_opening(pred), fg.mouth_opening(true)
   to_norm = 2.0 / size
   return {
       "split": split, "num_frames": int(pred.shape[0]), "image_size": int(size),
       "mouth_open_corr": lip_sync.pearson(mo_p, mo_t),
       "mouth_open_std_ratio": float(mo_p.std() / max(mo_t.std(), 1e-12)),
+      "mouth_open_corr_shuffled_audio": lip_sync.pearson(fg.mouth_opening(shuf), mo_t),
       "landmark_l1": float(np.abs(pred - true).mean() * to_norm),
       "landmark_l1_px": float(np.abs(pred - true).mean()),
       "mouth_l1_px": float(np.abs(pred - true)[:, fg.MOUTH].mean()),
