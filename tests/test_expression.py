@@ -106,6 +106,22 @@ def test_load_renderer_variables_from_the_renderer_checkpoint(tmp_path, tiny_ren
   assert set(got) == {"kp_detector", "generator"}
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(marked)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # What the stage runner uses: checkpoint under 'auto', a fresh init under 'init', the argument
+  # when one is given.
+  cfg = ml_collections.ConfigDict(dict(seed=0, renderer=rcfg, expression=tiny_expression_config()))
+  got, mcfg, source = es.resolve_renderer(cfg, str(tmp_path), S)
+  assert source == "checkpoint" and mcfg.num_kp == rcfg.num_kp
+  np.testing.assert_array_equal(got["generator"]["params"]["final"]["kernel"],
+                                marked["generator"]["params"]["final"]["kernel"])
+  _, _, source = es.resolve_renderer(cfg, str(tmp_path), S, renderer_variables=rvars)
+  assert source == "argument"
+  cfg.expression.renderer_source = "init"
+  got, _, source = es.resolve_renderer(cfg, str(tmp_path), S)
+  assert source == "init"
+  np.testing.assert_array_equal(  # seed + 1, as documented
+      np.asarray(got["generator"]["params"]["final"]["kernel"]),
+      np.asarray(renderer.init(jax.random.PRNGKey(1), rcfg, S, False)
+                 ["generator"]["params"]["final"]["kernel"]))
 
 
 def test_run_expression_trains_models_not_the_frozen_renderer(tmp_path, tiny_synth):

@@ -152,13 +152,13 @@ class ExpressionStage:
     kp = self.kp_detector.apply(renderer_vars["kp_detector"], images.reshape((-1,) + images.shape[-3:]))
     return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), kp)
 
-  def forward(self, params, renderer_vars, batch) -> dict:
+  def forward(self, params, renderer_vars, batch, train: bool = True) -> dict:
     """Predictions for one batch: landmarks [B,T,68,2] ([-1,1]), kp_src, kp (driving) dict."""
     source, size = self._images(batch)
     src_lm = expression_lib.normalise_landmarks(batch["source_landmarks"].astype(self.dtype), size)
     pose = batch["pose"].astype(self.dtype)
     out = self.encoder.apply({"params": params["expression"]}, batch["mel"].astype(self.dtype),
-                             source, src_lm, pose, train=True)
+                             source, src_lm, pose, train=train)
     kp_src = self.detect(renderer_vars, source)  # [B,K,2], [B,K,2,2]
     kp = self.kp_predictor.apply({"params": params["keypoints"]}, kp_src, out["expression"], pose)
     return {"landmarks": out["landmarks"], "expression": out["expression"], "kp_src": kp_src,
@@ -220,7 +220,7 @@ class ExpressionStage:
   @functools.partial(jax.jit, static_argnums=0)
   def predict(self, params, renderer_vars, batch) -> dict:
     """Eval forward: landmarks in crop pixels [B,T,68,2], predicted and detected driving kp."""
-    out = self.forward(params, renderer_vars, batch)
+    out = self.forward(params, renderer_vars, batch, train=False)
     size = out["source"].shape[1]
     kp_true = self.detect(renderer_vars, batch["frames"].astype(self.dtype) / 255.0)
     return {"landmarks": expression_lib.denormalise_landmarks(out["landmarks"], size),
@@ -349,27 +349,58 @@ def load_renderer_variables(workdir: str, renderer_cfg, image_size: int) -> dict
   return out
 
 
+def resolve_renderer(cfg, workdir: str, image_size: int, renderer_variables: dict | None = None
+                     ) -> tuple[dict, ml_collections.ConfigDict, str]:
+  """(frozen renderer variables, renderer model config, where they came from).
+
+  Model config: ``cfg.renderer`` when it is a renderer model config (has ``num_kp``); train.py's
+  renderer *stage* config (``model`` + ``overrides``, stages/renderer_train.py) resolved with
+  ``renderer_train.model_config``; else renderer.tiny_config().
+  Variables, first that applies: the ``renderer_variables`` argument ('argument'); with
+  cfg.expression.renderer_source == 'auto', the renderer stage's checkpoint in ``workdir``
+  ('checkpoint': through renderer_train.load_renderer when W/renderer_config.json exists, which
+  also gives the model config it trained, else ``load_renderer_variables``); else
+  ``renderer.init`` with seed cfg.seed + 1 ('init').
+  """
+  rc = cfg.get("renderer", None)
+  if rc is None:
+    mcfg = renderer.tiny_config()
+  elif "num_kp" in rc:
+    mcfg = rc
+  else:
+    from osmnet_jax.stages import renderer_train
+
+    mcfg = renderer_train.model_config(rc)
+  if renderer_variables is not None:
+    return renderer_variables, mcfg, "argument"
+  if cfg.expression.renderer_source == "auto":
+    if os.path.exists(os.path.join(workdir, "renderer_config.json")):
+      from osmnet_jax.stages import renderer_train
+
+      variables, mcfg = renderer_train.load_renderer(workdir)
+      return variables, mcfg, "checkpoint"
+    variables = load_renderer_variables(workdir, mcfg, image_size)
+    if variables is not None:
+      return variables, mcfg, "checkpoint"
+  elif cfg.expression.renderer_source != "init":
+    raise ValueError(f"cfg.expression.renderer_source={cfg.expression.renderer_source!r}: "
+                     "use 'auto' or 'init'")
+  return renderer.init(jax.random.PRNGKey(cfg.seed + 1), mcfg, image_size, False), mcfg, "init"
+
+
 def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables: dict | None = None
                    ) -> dict:
   """Train cfg.expression on the train split with a frozen renderer; evaluate on held-out clips.
 
-  Renderer variables, in order: the ``renderer_variables`` argument; the renderer stage's
-  checkpoint in ``workdir`` (unless cfg.expression.renderer_source == 'init'); else
-  ``renderer.init`` of cfg.renderer (or renderer.tiny_config()) with seed cfg.seed + 1. The
-  result says which (``renderer_source``)."""
+  The renderer (variables and model config) comes from ``resolve_renderer``; the result says
+  which source it used (``renderer_source``: argument | checkpoint | init)."""
   from osmnet_jax import checkpointing, input_pipeline, train_loop
 
   ecfg = cfg.expression
-  rcfg = cfg.get("renderer", None) or renderer.tiny_config()
   size = int(builder.info.features["frames"].shape[1])
-  source = "argument"
-  if renderer_variables is None and ecfg.renderer_source == "auto":
-    renderer_variables = load_renderer_variables(workdir, rcfg, size)
-    source = "checkpoint"
-  if renderer_variables is None:
-    renderer_variables = renderer.init(jax.random.PRNGKey(cfg.seed + 1), rcfg, size, False)
-    source = "init"
-  renderer_variables = jax.device_get(renderer_variables)
+  renderer_variables, rcfg, source = resolve_renderer(cfg, workdir, size, renderer_variables)
+  renderer_variables = jax.device_get(
+      {k: renderer_variables[k] for k in ("kp_detector", "generator")})
   logging.info("expression: renderer variables from %s", source)
 
   stage = ExpressionStage(ecfg, rcfg)
