@@ -166,6 +166,12 @@ def test_run_expression_trains_models_not_the_frozen_renderer(tmp_path, tiny_syn
         jax.tree.leaves(params[name]), jax.tree.leaves(init[name])))
     assert moved > 1e-6, name
   assert np.abs(params["keypoints"]["out"]["kernel"]).max() > 0  # zero-initialised, now trained
+  # Generation path: the reloaded stage animates a source with given mel windows and poses.
+  gen_batch = {k: v for k, v in random_batch(seed=3).items() if k != "frames" and k != "landmarks"}
+  anim = jax.device_get(stage.animate(params, loaded_renderer, gen_batch))
+  assert anim["frames"].shape == (B, T, S, S, 3) and anim["landmarks"].shape == (B, T, 68, 2)
+  assert anim["kp"]["value"].shape == (B, T, rcfg.num_kp, 2)
+  assert np.isfinite(anim["frames"]).all() and 0 <= anim["frames"].min() <= anim["frames"].max() <= 1
   # ... and the renderer in the checkpoint is, bit for bit, the one "init" made.
   want = renderer.init(jax.random.PRNGKey(cfg.seed + 1), rcfg, S, False)
   for a, b in zip(jax.tree.leaves(loaded_renderer), jax.tree.leaves(want)):

@@ -226,6 +226,18 @@ class ExpressionStage:
     return {"landmarks": expression_lib.denormalise_landmarks(out["landmarks"], size),
             "kp": out["kp"], "kp_true": kp_true, "kp_src": out["kp_src"]}
 
+  @functools.partial(jax.jit, static_argnums=0)
+  def animate(self, params, renderer_vars, batch) -> dict:
+    """Generation: batch {'source' [B,H,W,3] uint8, 'source_landmarks' [B,68,2] px, 'mel'
+    [B,T,20,80], 'pose' [B,T,6] normalised (from the motion stage's sampler)} -> {'frames'
+    [B,T,H,W,3] float in [0,1], 'kp' driving keypoints, 'landmarks' [B,T,68,2] px}."""
+    out = self.forward(params, renderer_vars, batch, train=False)
+    size = out["source"].shape[1]
+    frames = kp_lib.render_clip(renderer_vars, self.rcfg, out["source"], out["kp_src"], out["kp"],
+                                self.cfg.render_frames_per_call or None)
+    return {"frames": frames, "kp": out["kp"],
+            "landmarks": expression_lib.denormalise_landmarks(out["landmarks"], size)}
+
 
 def replicate(tree, n: int | None = None):
   """Stack a pytree ``n`` times (default: local devices) for pmap."""
