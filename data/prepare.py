@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import glob
 import json
@@ -33,6 +34,23 @@ import time
 
 from data.talking_videos import process
 from osmnet_jax import landmark_backends
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+  """TF 2.21 prints C++ start-up lines (oneDNN, CUDA stubs) at import whatever
+  TF_CPP_MIN_LOG_LEVEL says; silence fd 2 while importing it. Python exceptions still propagate.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
 
 _BACKEND = None  # one landmark backend per worker process (models load once)
 _BACKEND_ERROR = None  # why it could not be made (re-raised by every job: fail fast, clearly)
@@ -49,7 +67,8 @@ def _init_worker(name: str) -> None:
 
   _BACKEND, _BACKEND_ERROR = None, None
   try:
-    _BACKEND = landmark_backends.get(name)
+    with _quiet_native_stderr():
+      _BACKEND = landmark_backends.get(name)
   except Exception as e:  # pylint: disable=broad-except
     _BACKEND_ERROR = e
 
@@ -247,13 +266,16 @@ def main(argv=None) -> int:
   split_counts = None
   if not args.no_build and any(r["status"] == "ok" for r in ordered):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from data.talking_videos import builder as builder_lib  # pylint: disable=g-import-not-at-top
+    with _quiet_native_stderr():
+      from data.talking_videos import builder as builder_lib  # pylint: disable=g-import-not-at-top
 
     # The build is a pure function of the work records: rebuild from scratch each time.
     shutil.rmtree(os.path.join(args.out, "talking_videos", f"{args.size}px"), ignore_errors=True)
+    print(f"packing clips into TFRecord shards under {args.out}/talking_videos ...")
     try:
-      b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction,
-                            video_ids=[r["video_id"] for r in ordered])
+      with _quiet_native_stderr():  # TFDS's bars and TF's native start-up lines
+        b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction,
+                              video_ids=[r["video_id"] for r in ordered])
     except KeyboardInterrupt:  # TFDS writes into an 'incomplete.*' folder: nothing half-built
       print("\ninterrupted during the TFDS build; rerun the same command to build",
             file=sys.stderr)
