@@ -6,7 +6,8 @@
 A FOMM `*.pth.tar` is a dict with state dicts under 'kp_detector', 'generator' and optionally
 'discriminator' (plus optimizer states, which are ignored). The Flax modules mirror FOMM's
 attribute names, so conversion is a rename plus transposes:
-  * `a.b.0.c` -> Flax path `a/b_0/c` (ModuleList / ModuleDict indices join their parent name);
+  * `a.b.0.c` -> Flax path `a/b_0/c` (ModuleList indices and the discriminator's ModuleDict scale
+    keys such as `discs.0-5` join their parent name: `discs_0-5`);
   * conv `weight` [O,I,kh,kw] -> `kernel` [kh,kw,I,O]; BatchNorm/InstanceNorm `weight` -> `scale`;
   * `running_mean` / `running_var` -> batch_stats `mean` / `var`; `num_batches_tracked` dropped;
   * spectral norm `weight_orig` -> `kernel`, `weight_u` / `weight_v` -> batch_stats `u` / `v`;
@@ -77,7 +78,7 @@ def _torch_to_path(key: str) -> tuple[list[str], str]:
   mods, leaf = parts[:-1], parts[-1]
   out: list[str] = []
   for p in mods:
-    if re.fullmatch(r"\d+", p) and out:
+    if re.fullmatch(r"\d+(-\d+)?", p) and out:  # list index, or a scale key like '0-5'
       out[-1] = f"{out[-1]}_{p}"
     else:
       out.append(p)
@@ -117,7 +118,7 @@ def _flax_to_torch_name(col: str, path: tuple[str, ...], sn: bool) -> str:
       ("batch_stats", "u"): "weight_u",
       ("batch_stats", "v"): "weight_v",
   }[(col, leaf)]
-  names = [re.sub(r"^(.*)_(\d+)$", r"\1.\2", m) for m in mods]
+  names = [re.sub(r"^(.*)_(\d+(?:-\d+)?)$", r"\1.\2", m) for m in mods]
   return ".".join(names + [leaf])
 
 
@@ -270,7 +271,7 @@ def infer_config(kp_sd: dict, gen_sd: dict, disc_sd: dict | None = None) -> ml_c
 
   if disc_sd:
     d = cfg.discriminator
-    keys = sorted({k.split(".")[1] for k in disc_sd if k.startswith("discs.")})
+    keys = list(dict.fromkeys(k.split(".")[1] for k in disc_sd if k.startswith("discs.")))
     d.scales = tuple(float(k.replace("-", ".")) if "-" in k else int(k) for k in keys)
     base = f"discs.{keys[0]}."
     d.sn = any(k.endswith("weight_orig") for k in disc_sd)

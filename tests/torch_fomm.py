@@ -311,3 +311,119 @@ def randomize_(module, seed=0, scale=1.0):
           m.weight.mul_(0.1)
           m.bias.add_(torch.tensor([1.0, 0, 0, 1]).repeat(m.bias.numel() // 4))
   return module
+
+
+# ------------------------------------------------------------------------------------------------
+# Training-side pieces: VGG19 (torchvision layout), TPS transform, discriminator.
+
+
+class VGG19Torchvision(nn.Module):
+  """torchvision's VGG19 layout (`features.<i>`, `classifier.<i>`) for state-dict tests."""
+
+  def __init__(self):
+    super().__init__()
+    layers, cin = [], 3
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"):
+      if v == "M":
+        layers.append(nn.MaxPool2d(2, 2))
+      else:
+        layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
+        cin = v
+    self.features = nn.Sequential(*layers)
+    self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 16), nn.ReLU(True), nn.Linear(16, 10))
+
+  def fomm_features(self, x):
+    """FOMM's Vgg19: ImageNet-normalised input, relu1_1, relu2_1, relu3_1, relu4_1, relu5_1."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    outs = []
+    for lo, hi in ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30)):
+      for i in range(lo, hi):
+        x = self.features[i](x)
+      outs.append(x)
+    return outs
+
+
+class Transform:
+  """FOMM's random TPS transform with given parameters (theta [B,2,3], control params [B,1,P])."""
+
+  def __init__(self, theta, control_params, points_tps):
+    self.theta = theta
+    self.control_points = make_coordinate_grid(points_tps, points_tps).view(1, -1, 2)
+    self.control_params = control_params
+    self.bs = theta.shape[0]
+
+  def warp_coordinates(self, coordinates):
+    theta = self.theta.unsqueeze(1)
+    out = torch.matmul(theta[:, :, :, :2], coordinates.unsqueeze(-1)) + theta[:, :, :, 2:]
+    out = out.squeeze(-1)
+    d = coordinates.view(coordinates.shape[0], -1, 1, 2) - self.control_points.view(1, 1, -1, 2)
+    d = torch.abs(d).sum(-1)
+    r = d**2 * torch.log(d + 1e-6) * self.control_params
+    return out + r.sum(dim=2).view(self.bs, coordinates.shape[1], 1)
+
+  def transform_frame(self, frame):
+    h, w = frame.shape[2:]
+    grid = make_coordinate_grid(h, w).view(1, h * w, 2).repeat(self.bs, 1, 1)
+    grid = self.warp_coordinates(grid).view(self.bs, h, w, 2)
+    return F.grid_sample(frame, grid, padding_mode="reflection", align_corners=False)
+
+  def jacobian(self, coordinates):
+    coordinates = coordinates.detach().requires_grad_(True)
+    new = self.warp_coordinates(coordinates)
+    gx = torch.autograd.grad(new[..., 0].sum(), coordinates, create_graph=True)[0]
+    gy = torch.autograd.grad(new[..., 1].sum(), coordinates, create_graph=True)[0]
+    return torch.cat([gx.unsqueeze(-2), gy.unsqueeze(-2)], dim=-2)
+
+
+class DiscDownBlock2d(nn.Module):
+  def __init__(self, cin, cout, norm=False, kernel_size=4, pool=False, sn=False):
+    super().__init__()
+    self.conv = nn.Conv2d(cin, cout, kernel_size=kernel_size)
+    if sn:
+      self.conv = nn.utils.spectral_norm(self.conv)
+    self.norm = nn.InstanceNorm2d(cout, affine=True) if norm else None
+    self.pool = pool
+
+  def forward(self, x):
+    out = self.conv(x)
+    if self.norm is not None:
+      out = self.norm(out)
+    out = F.leaky_relu(out, 0.2)
+    return F.avg_pool2d(out, (2, 2)) if self.pool else out
+
+
+class Discriminator(nn.Module):
+  def __init__(self, num_channels=3, block_expansion=64, num_blocks=4, max_features=512, sn=False):
+    super().__init__()
+    self.down_blocks = nn.ModuleList([
+        DiscDownBlock2d(num_channels if i == 0 else _ch(block_expansion, max_features, i),
+                        _ch(block_expansion, max_features, i + 1), norm=(i != 0),
+                        pool=(i != num_blocks - 1), sn=sn)
+        for i in range(num_blocks)])
+    self.conv = nn.Conv2d(self.down_blocks[-1].conv.out_channels, 1, kernel_size=1)
+    if sn:
+      self.conv = nn.utils.spectral_norm(self.conv)
+
+  def forward(self, x):
+    feats = []
+    for b in self.down_blocks:
+      x = b(x)
+      feats.append(x)
+    return feats, self.conv(x)
+
+
+class MultiScaleDiscriminator(nn.Module):
+  def __init__(self, scales=(1,), **kwargs):
+    super().__init__()
+    self.scales = scales
+    self.discs = nn.ModuleDict({str(s).replace(".", "-"): Discriminator(**kwargs) for s in scales})
+
+  def forward(self, pyramid):
+    out = {}
+    for k, d in self.discs.items():
+      key = "prediction_" + k.replace("-", ".")
+      out["feature_maps_" + key], out["prediction_map_" + key] = d(pyramid[key])
+    return out
