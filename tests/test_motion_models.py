@@ -1,6 +1,8 @@
 """OSM-Net motion models: orthonormal bases, shapes, audio encoder, baselines (tiny sizes)."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,10 +43,11 @@ def test_bases_are_a_smooth_function_of_w():
 def test_audio_encoder_shapes():
   enc = audio_encoder.AudioEncoder(features=12, channels=(4, 8))
   x = jnp.asarray(np.random.default_rng(0).normal(-7, 4, (2, 3, 20, 80)), jnp.float32)
-  v = enc.init(jax.random.PRNGKey(0), x[0])
-  flat = enc.apply(v, x.reshape(6, 20, 80))
+  v = jax.jit(enc.init)(jax.random.PRNGKey(0), x[0])
+  apply = jax.jit(enc.apply)  # jitted: op-by-op flax compiles every op separately (slow)
+  flat = apply(v, x.reshape(6, 20, 80))
   assert flat.shape == (6, 12)
-  folded = enc.apply(v, x)  # [B, T, 20, 80] -> [B, T, D]: T folded into the batch
+  folded = apply(v, x)  # [B, T, 20, 80] -> [B, T, D]: T folded into the batch
   assert folded.shape == (2, 3, 12)
   np.testing.assert_allclose(np.asarray(folded).reshape(6, 12), np.asarray(flat), atol=1e-5)
   assert float(jnp.std(flat)) > 0.1  # not a constant
@@ -58,20 +61,22 @@ def _tiny_osmnet(identity="none"):
 
 def test_osmnet_motion_shapes_and_methods():
   model = _tiny_osmnet("image")
-  v = motion_space.init_variables(model, jax.random.PRNGKey(0), image_size=16)
+  v = jax.jit(lambda r: motion_space.init_variables(model, r, image_size=16))(
+      jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   mel = jnp.asarray(rng.normal(-7, 4, (3, 8, 20, 80)), jnp.float32)
   pose = jnp.asarray(rng.normal(size=(3, 8, 6)), jnp.float32)
   src = jnp.asarray(rng.integers(0, 255, (3, 16, 16, 3)), jnp.uint8)
-  out = model.apply(v, mel, pose, src)
+  out = jax.jit(model.apply)(v, mel, pose, src)
   assert out["alpha"].shape == (3, 4) and out["alpha_hat"].shape == (3, 4)
   assert out["recon"].shape == (3, 8, 6) and out["rhythm"].shape == (3, 8, 4)
-  q = model.apply(v, method=motion_space.OSMNetMotion.bases)
+  q = jax.jit(functools.partial(model.apply, method=motion_space.OSMNetMotion.bases))(v)
   np.testing.assert_allclose(np.asarray(q.T @ q), np.eye(4), atol=1e-5)
-  dec = model.apply(v, out["alpha"], out["rhythm"], method=motion_space.OSMNetMotion.decode)
+  dec = jax.jit(functools.partial(model.apply, method=motion_space.OSMNetMotion.decode))(
+      v, out["alpha"], out["rhythm"])
   np.testing.assert_allclose(np.asarray(dec), np.asarray(out["recon"]), atol=1e-5)
   with pytest.raises(ValueError, match="num_frames"):
-    model.apply(v, mel[:, :5], pose[:, :5], src)
+    jax.jit(model.apply)(v, mel[:, :5], pose[:, :5], src)
   with pytest.raises(ValueError, match="motion_dim"):
     motion_space.init_variables(motion_space.OSMNetMotion(num_bases=8, motion_dim=4),
                                 jax.random.PRNGKey(0))
@@ -83,15 +88,17 @@ def test_pose_regressor_runs_on_any_length_and_uses_noise():
   noisy = pose_baselines.PoseRegressor(audio_dim=8, audio_channels=(4,), hidden=8, layers=1,
                                        noise_dim=3)
   mel = jnp.asarray(rng.normal(-7, 4, (2, 8, 20, 80)), jnp.float32)
-  v = lstm.init(jax.random.PRNGKey(0), mel)
-  assert lstm.apply(v, mel).shape == (2, 8, 6)
-  assert lstm.apply(v, jnp.concatenate([mel, mel], 1)).shape == (2, 16, 6)  # longer audio
+  v = jax.jit(lstm.init)(jax.random.PRNGKey(0), mel)
+  run = jax.jit(lstm.apply)
+  assert run(v, mel).shape == (2, 8, 6)
+  assert run(v, jnp.concatenate([mel, mel], 1)).shape == (2, 16, 6)  # longer audio
   z = pose_baselines.make_noise(jax.random.PRNGKey(1), 2, 8, 3, per_frame=False)
-  vn = noisy.init(jax.random.PRNGKey(0), mel, z)
-  a = noisy.apply(vn, mel, z)
-  b = noisy.apply(vn, mel, pose_baselines.make_noise(jax.random.PRNGKey(2), 2, 8, 3, False))
+  vn = jax.jit(noisy.init)(jax.random.PRNGKey(0), mel, z)
+  run_n = jax.jit(noisy.apply)
+  a = run_n(vn, mel, z)
+  b = run_n(vn, mel, pose_baselines.make_noise(jax.random.PRNGKey(2), 2, 8, 3, False))
   assert a.shape == (2, 8, 6) and float(jnp.abs(a - b).max()) > 1e-4  # the noise matters
   zf = pose_baselines.make_noise(jax.random.PRNGKey(1), 2, 8, 3, per_frame=True)
-  assert noisy.apply(vn, mel, zf).shape == (2, 8, 6)
+  assert run_n(vn, mel, zf).shape == (2, 8, 6)
   with pytest.raises(ValueError, match="noise"):
-    noisy.apply(vn, mel)
+    run_n(vn, mel)

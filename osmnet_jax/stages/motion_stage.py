@@ -137,9 +137,10 @@ class MotionStage:
   def __init__(self, mcfg):
     self.cfg = mcfg
     self.model = build_model(mcfg)
+    warmup = max(1, min(mcfg.warmup_steps, mcfg.num_steps // 2))
+    # Linear warmup from lr / warmup (the first step already moves), cosine decay to 5 %.
     sched = optax.warmup_cosine_decay_schedule(
-        0.0, mcfg.lr, max(1, min(mcfg.warmup_steps, mcfg.num_steps // 2)),
-        max(mcfg.num_steps, 2), end_value=mcfg.lr * 0.05)
+        mcfg.lr / warmup, mcfg.lr, warmup, max(mcfg.num_steps, 2), end_value=mcfg.lr * 0.05)
     self.tx = optax.chain(optax.clip_by_global_norm(mcfg.grad_clip), optax.adam(sched))
 
   @property
@@ -171,8 +172,9 @@ class MotionStage:
     return jax.jit(init)(rng)
 
   # ------------------------------------------------------------------------------------------
-  def loss(self, params, batch, rng, offset=0):
-    """(scalar loss, metrics) on one (local) batch; pure."""
+  def loss(self, params, batch, rng, offset=0, axis_name=None):
+    """(scalar loss, metrics) on one (local) batch; pure. ``axis_name``: pmap axis, for the
+    one batch statistic in the loss (the alpha scale of the relative mapping loss)."""
     c = self.cfg
     pose = batch["pose"]  # [B,T,6] normalised
     source = batch.get("source") if self.uses_source else None
@@ -182,7 +184,10 @@ class MotionStage:
       alpha_sg = jax.lax.stop_gradient(out["alpha"])
       # Relative to the coefficients' scale (which the encoder is free to choose): ~1 when the
       # audio explains nothing, 0 when it explains alpha exactly [ours].
-      mapped = jnp.mean((out["alpha_hat"] - alpha_sg) ** 2) / (jnp.mean(alpha_sg ** 2) + 1e-6)
+      scale = jnp.mean(alpha_sg ** 2)
+      if axis_name is not None:  # the global batch's scale, as under jit
+        scale = jax.lax.pmean(scale, axis_name)
+      mapped = jnp.mean((out["alpha_hat"] - alpha_sg) ** 2) / (scale + 1e-6)
       frozen = {"params": _stop_subtree(params, "space")}
       pose_m = self.model.apply(frozen, out["alpha_hat"], out["rhythm"],
                                 method=motion_space.OSMNetMotion.decode)
@@ -210,11 +215,11 @@ class MotionStage:
     if axis_name is not None:  # global index of this device's first example (noise keys)
       offset = jax.lax.axis_index(axis_name) * batch["pose"].shape[0]
     grad_fn = jax.value_and_grad(self.loss, has_aux=True)
-    (_, metrics), grads = grad_fn(state.params, batch, rng, offset)
+    (_, metrics), grads = grad_fn(state.params, batch, rng, offset, axis_name)
     if axis_name is not None:
       grads = jax.lax.pmean(grads, axis_name)
       metrics = jax.lax.pmean(metrics, axis_name)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return MotionState(step=state.step + 1, params=params, opt_state=opt_state), metrics
