@@ -103,6 +103,8 @@ def tiny_config() -> ml_collections.ConfigDict:
   c.discriminator.block_expansion = 8
   c.discriminator.max_features = 64
   c.discriminator.num_blocks = 3
+  # Pyramid levels must leave relu5 non-empty: image * min(scale) >= 16 (32 px and up here).
+  c.train.scales = (1, 0.5)
   return c
 
 

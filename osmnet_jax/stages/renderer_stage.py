@@ -96,6 +96,13 @@ class RendererStage:
     source = batch["source"].astype(self.dtype) / 255.0  # [B,H,W,3]
     driving = batch["driving"].astype(self.dtype) / 255.0
     b = source.shape[0]
+    n_layers = len(w.perceptual)
+    if self.vgg is not None and min(source.shape[1:3]) * min(t.scales) < 2 ** (n_layers - 1):
+      raise ValueError(
+          f"perceptual loss: VGG layer {n_layers} sees the 1/{2 ** (n_layers - 1)} map of the "
+          f"{min(t.scales)}-scale image, empty at {source.shape[1]}x{source.shape[2]}; drop small "
+          "train.scales or use fewer train.loss_weights.perceptual entries"
+      )
     # Global sample indices so per-sample noise is the same however the batch is split.
     ids = jnp.arange(b)
     if axis_name is not None:
