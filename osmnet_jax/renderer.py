@@ -173,9 +173,12 @@ def _init_jit(rng, cfg, image_size, with_discriminator):
 def _init(rng, cfg, image_size, with_discriminator) -> dict:
   k_kp, k_gen, k_disc = jax.random.split(rng, 3)
   x = jnp.zeros((1, image_size, image_size, cfg.num_channels), jnp.float32)
-  kp_det = make_kp_detector(cfg)
-  v_kp = kp_det.init(k_kp, x)
-  kp = kp_det.apply(v_kp, x)
+  v_kp = make_kp_detector(cfg).init(k_kp, x)
+  # Shapes are all the generator's init needs: identity keypoints (no detector forward to compile).
+  kp = {
+      "value": jnp.zeros((1, cfg.num_kp, 2), jnp.float32),
+      "jacobian": jnp.broadcast_to(jnp.eye(2, dtype=jnp.float32), (1, cfg.num_kp, 2, 2)),
+  }
   v_gen = make_generator(cfg).init(k_gen, x, kp, kp)
   variables = {"kp_detector": _with_stats(v_kp), "generator": _with_stats(v_gen)}
   if with_discriminator:

@@ -371,7 +371,8 @@ class Transform:
     return F.grid_sample(frame, grid, padding_mode="reflection", align_corners=False)
 
   def jacobian(self, coordinates):
-    coordinates = coordinates.detach().requires_grad_(True)
+    if not coordinates.requires_grad:  # as FOMM: keep the graph to the keypoints when there is one
+      coordinates = coordinates.detach().requires_grad_(True)
     new = self.warp_coordinates(coordinates)
     gx = torch.autograd.grad(new[..., 0].sum(), coordinates, create_graph=True)[0]
     gy = torch.autograd.grad(new[..., 1].sum(), coordinates, create_graph=True)[0]

@@ -76,7 +76,13 @@ class RendererStage:
 
   # --------------------------------------------------------------------------------------------
   def init_state(self, rng: jax.Array, image_size: int) -> RendererState:
-    variables = renderer.init(rng, self.cfg, image_size, with_discriminator=self.use_gan)
+    """Fresh random renderer variables and optimizer states."""
+    return self.state_from_variables(
+        renderer.init(rng, self.cfg, image_size, with_discriminator=self.use_gan)
+    )
+
+  def state_from_variables(self, variables: dict) -> RendererState:
+    """Training state starting from given variables (e.g. `convert.load_fomm` output)."""
     params = {k: v["params"] for k, v in variables.items()}
     stats = {k: v["batch_stats"] for k, v in variables.items()}
     opt = {k: tx.init(params[k]) for k, tx in self.txs.items()}

@@ -1,0 +1,99 @@
+"""One renderer training step, JAX vs the PyTorch FOMM mirror in train mode: same losses
+(perceptual pyramid with a VGG19 state dict, equivariance under the same TPS), same BatchNorm
+running statistics after the step (three keypoint-detector calls in order) and same gradients."""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from osmnet_jax import convert, renderer
+from osmnet_jax.losses import equivariance, perceptual
+from osmnet_jax.stages import renderer_stage as rs
+
+sys.path.insert(0, os.path.dirname(__file__))
+import torch_fomm  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def test_train_step_matches_torch(tmp_path):
+  cfg = renderer.tiny_config()
+  cfg.train.scales = (1, 0.5)
+  cfg.train.loss_weights.perceptual = (10.0, 10.0, 10.0)  # relu1_1..relu3_1 keep the test fast
+  kp_t, gen_t = torch_fomm.build(cfg)
+  torch_fomm.randomize_(kp_t, 0)
+  torch_fomm.randomize_(gen_t, 1)
+  variables, _ = convert.convert_fomm({"kp_detector": kp_t.state_dict(), "generator": gen_t.state_dict()})
+  torch.manual_seed(0)
+  vgg_t = torch_fomm.VGG19Torchvision().eval()
+  vgg_path = str(tmp_path / "vgg19.pth")
+  torch.save(vgg_t.state_dict(), vgg_path)
+
+  stage = rs.RendererStage(cfg, backbone=perceptual.make_backbone("vgg19", 3, vgg_path))
+  state = stage.state_from_variables(variables)
+  r = np.random.RandomState(0)
+  low = r.rand(4, 4, 4, 3)
+  frames = (np.kron(low, np.ones((1, 16, 16, 1))) * 255).astype(np.uint8)
+  batch = {"source": frames[:2], "driving": frames[2:]}
+  rng = jax.random.PRNGKey(7)
+  new_state, metrics = jax.jit(stage.train_step)(state, batch, rng)
+
+  # --- torch, FOMM's GeneratorFullModel in train mode with the same TPS draw.
+  tps = equivariance.random_tps(jax.random.fold_in(rng, 0), jnp.arange(2), **dict(cfg.train.transform_params))
+  tt = torch_fomm.Transform(torch.from_numpy(np.array(tps["theta"])),
+                            torch.from_numpy(np.array(tps["control_params"]))[:, None, :], 5)
+  to_t = lambda x: torch.from_numpy(x.astype(np.float32).transpose(0, 3, 1, 2) / 255.0)
+  src, drv = to_t(batch["source"]), to_t(batch["driving"])
+  kp_t.train()
+  gen_t.train()
+  kp_s = kp_t(src)
+  kp_d = kp_t(drv)
+  out = gen_t(src, kp_d, kp_s)
+  perc = 0.0
+  for s in cfg.train.scales:
+    down = (lambda x: x) if s == 1 else torch_fomm.AntiAliasInterpolation2d(3, s)
+    fx, fy = vgg_t.fomm_features(down(out["prediction"])), vgg_t.fomm_features(down(drv))
+    perc = perc + sum(10.0 * torch.abs(a - b.detach()).mean() for a, b in zip(fx[:3], fy[:3]))
+  kp_tr = kp_t(tt.transform_frame(drv))
+  eq_v = 10.0 * torch.abs(kp_d["value"] - tt.warp_coordinates(kp_tr["value"])).mean()
+  jt = torch.matmul(tt.jacobian(kp_tr["value"]), kp_tr["jacobian"])
+  eq_j = 10.0 * torch.abs(torch.eye(2).view(1, 1, 2, 2) - torch.matmul(torch.inverse(kp_d["jacobian"]), jt)).mean()
+  total = perc + eq_v + eq_j
+  total.backward()
+
+  print({k: float(v) for k, v in metrics.items()})
+  for name, ref in (("perceptual", perc), ("equivariance_value", eq_v),
+                    ("equivariance_jacobian", eq_j), ("total", total)):
+    np.testing.assert_allclose(float(metrics[name]), float(ref.detach()), rtol=2e-5, err_msg=name)
+
+  # Running statistics: torch momentum 0.1, unbiased variance, three detector calls.
+  bs = new_state.batch_stats
+  pairs = [
+      (bs["kp_detector"]["predictor"]["encoder"]["down_blocks_0"]["norm"], kp_t.predictor.encoder.down_blocks[0].norm),
+      (bs["kp_detector"]["predictor"]["decoder"]["up_blocks_2"]["norm"], kp_t.predictor.decoder.up_blocks[2].norm),
+      (bs["generator"]["bottleneck"]["r1"]["norm2"], gen_t.bottleneck.r1.norm2),
+      (bs["generator"]["dense_motion_network"]["hourglass"]["encoder"]["down_blocks_1"]["norm"],
+       gen_t.dense_motion_network.hourglass.encoder.down_blocks[1].norm),
+  ]
+  for ours, ref in pairs:
+    np.testing.assert_allclose(ours["mean"], ref.running_mean.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ours["var"], ref.running_var.numpy(), rtol=1e-4, atol=1e-6)
+
+  # Gradients: Adam's first moment after one step is (1 - b1) g = 0.5 g.
+  mu = {k: v[0].mu for k, v in new_state.opt_state.items()}
+  grads = [
+      (mu["generator"]["final"]["kernel"], gen_t.final.weight.grad),
+      (mu["generator"]["dense_motion_network"]["mask"]["kernel"], gen_t.dense_motion_network.mask.weight.grad),
+      (mu["generator"]["first"]["conv"]["kernel"], gen_t.first.conv.weight.grad),
+      (mu["kp_detector"]["kp"]["kernel"], kp_t.kp.weight.grad),
+      (mu["kp_detector"]["jacobian"]["kernel"], kp_t.jacobian.weight.grad),
+      (mu["kp_detector"]["predictor"]["encoder"]["down_blocks_0"]["conv"]["kernel"],
+       kp_t.predictor.encoder.down_blocks[0].conv.weight.grad),
+  ]
+  for m, g in grads:
+    g = g.numpy().transpose(2, 3, 1, 0)
+    assert np.abs(g).max() > 0
+    print("grad rel err", np.abs(2.0 * np.asarray(m) - g).max() / np.abs(g).max())
+    np.testing.assert_allclose(2.0 * np.asarray(m), g, atol=2e-3 * np.abs(g).max())
