@@ -47,6 +47,18 @@ Parity traps (found writing the JAX port against a PyTorch mirror; all reproduce
      anti-aliases; `jax.image.resize` anti-aliases when shrinking, so a gather-based resize is
      used (`nn.grid_sample.resize_bilinear`). The 'deformed' output always hits this path (64->256).
   9. 2x2 average pooling floors odd sizes like `nn.AvgPool2d(2)`.
+ 10. Buffers and bookkeeping: `down.weight` (anti-alias kernel) and `num_batches_tracked` are in
+     the state dict but are not Flax variables; spectral norm stores `weight_orig/_u/_v`; the
+     discriminator's ModuleDict keys are scales with '.' -> '-' (`discs.0-5`), kept in order.
+Training-side traps (tests/test_renderer_train_torch.py checks them against the torch mirror):
+ 11. The keypoint detector runs three times per step (source, driving, TPS-warped driving), each
+     a separate BatchNorm batch and running-stat update, in that order.
+ 12. The TPS Jacobian is taken with create_graph=True at the *predicted* keypoints, so the
+     equivariance-Jacobian loss has a second-order path into the detector (jacfwd inside grad).
+ 13. Per-sample TPS noise must not depend on the device layout (drawn from fold_in(rng, global
+     sample index)); in float32 Adam's first steps turn rounding noise in near-zero gradients
+     (conv biases before BatchNorm have true gradient 0) into +-lr, so single-device, jit-mesh and
+     pmap runs agree tightly only in float64 (tests/test_renderer_train.py).
 """
 
 import argparse
