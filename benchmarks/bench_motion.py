@@ -25,6 +25,7 @@ flags.DEFINE_string("data_dir", "/tmp/tfds_motion", "TFDS data dir holding synth
 flags.DEFINE_string("models", "osmnet,audio2pose_lstm,noise_sampler", "Comma-separated models.")
 flags.DEFINE_integer("steps", 1500, "Training steps per model.")
 flags.DEFINE_integer("num_samples", 8, "Samples per test audio in the evaluation.")
+flags.DEFINE_integer("sigma_holdout_pct", 0, "Train clips held out for sigma (motion_config).")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
@@ -45,6 +46,7 @@ def main(argv):
     cfg.motion = motion_stage.motion_config()
     cfg.motion.model = model
     cfg.motion.num_steps = FLAGS.steps
+    cfg.motion.sigma_holdout_pct = FLAGS.sigma_holdout_pct
     t0 = time.perf_counter()
     out = motion_stage.run_motion(cfg, builder, mesh, FLAGS.workdir, None)
     report[model] = {"wall_s": time.perf_counter() - t0, "train_seconds": out["train_seconds"],

@@ -129,3 +129,13 @@ def test_jit_mesh_pmap_and_single_device_give_the_same_update():
     assert r["pmap_replicas_equal"] == 0.0
     assert np.all(np.isfinite(r["loss"])) and r["loss"][0] > 0
     np.testing.assert_allclose(r["loss"], r["loss"][0], rtol=1e-5)
+
+
+def test_sigma_holdout_splits():
+  c = tiny_cfg()
+  assert motion_stage.splits(c) == ("train", "train")
+  c.sigma_holdout_pct = 10
+  assert motion_stage.splits(c) == ("train[:90%]", "train[90%:]")
+  c.sigma_holdout_pct = 100
+  with pytest.raises(ValueError, match="sigma_holdout_pct"):
+    motion_stage.splits(c)

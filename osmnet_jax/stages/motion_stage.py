@@ -80,8 +80,12 @@ def motion_config() -> ml_collections.ConfigDict:
   c.w_map = 1.0
   c.w_rec_mapped = 0.1
   c.w_alpha = 1e-3
-  # Residual spread sigma_k: windows of the train split, `sigma_passes` passes (new windows each).
+  # Residual spread sigma_k: `sigma_passes` passes over windows of the train split (new windows
+  # each). sigma_holdout_pct > 0 keeps that last percentage of the train clips out of training
+  # and measures sigma on them [ours]: on the clips it was trained on, the mapper partly
+  # memorises each clip's alpha, which shrinks the residual and hence the sampled diversity.
   c.sigma_passes = 4
+  c.sigma_holdout_pct = 0
   # Sampling ([ours]): delta_k ~ U(-w, w), w = diversity * sample_width * sigma_k. sample_width
   # sqrt(3) gives the uniform the variance of the measured residual at diversity 1.
   c.sample_width = math.sqrt(3.0)
@@ -257,14 +261,22 @@ def checkpoint_dir(workdir: str, model: str) -> str:
   return os.path.join(workdir, "checkpoints", name)
 
 
-def _train_windows(builder, mcfg, seed: int, batch: int):
-  """One pass over the train split: numpy batches of random T-frame windows (no shuffling)."""
+def splits(mcfg) -> tuple[str, str]:
+  """(training split, sigma split): 'train' for both unless sigma_holdout_pct > 0."""
+  h = int(mcfg.get("sigma_holdout_pct", 0))
+  if not 0 <= h < 100:
+    raise ValueError(f"sigma_holdout_pct={h}: use 0 (all train clips) .. 99")
+  return ("train", "train") if h == 0 else (f"train[:{100 - h}%]", f"train[{100 - h}%:]")
+
+
+def _train_windows(builder, mcfg, seed: int, batch: int, split: str = "train"):
+  """One pass over ``split``: numpy batches of random T-frame windows (no shuffling)."""
   import tensorflow_datasets as tfds
 
   from osmnet_jax import input_pipeline
 
   keys = ("mel", "pose", "source") if mcfg.identity == "image" else ("mel", "pose")
-  ds = input_pipeline.make_dataset(builder, "train", batch, mcfg.num_frames, seed=seed,
+  ds = input_pipeline.make_dataset(builder, split, batch, mcfg.num_frames, seed=seed,
                                    shuffle_buffer=0, repeat=False, drop_remainder=False)
   ds = ds.map(lambda b: {k: b[k] for k in keys})
   return tfds.as_numpy(ds)
@@ -293,7 +305,7 @@ def estimate_sigma(stage: MotionStage, params, builder, seed: int = 0, passes: i
 
   res = []
   for p in range(passes):
-    for b in _train_windows(builder, c, seed + 7919 * (p + 1), batch):
+    for b in _train_windows(builder, c, seed + 7919 * (p + 1), batch, splits(c)[1]):
       res.append(np.asarray(residual(params, b)))
   res = np.concatenate(res, 0).astype(np.float64)
   if jax.process_count() > 1:
@@ -333,7 +345,8 @@ def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
 
   def make_iterator(start_step):
     ds = input_pipeline.make_dataset(
-        builder, "train", per_process, mcfg.num_frames, seed=cfg.seed, start_step=start_step,
+        builder, splits(mcfg)[0], per_process, mcfg.num_frames, seed=cfg.seed,
+        start_step=start_step,
         shuffle_buffer=data_cfg.get("shuffle_buffer", 256))
     ds = ds.map(lambda b: {k: b[k] for k in keys})  # frames/landmarks never reach the devices
     return input_pipeline.DeviceIterator(ds, mesh, layout=parallel,
@@ -353,7 +366,7 @@ def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
     state = unreplicate(state)
   params = jax.device_get(state.params)
   stats = estimate_sigma(stage, params, builder, seed=cfg.seed, passes=mcfg.sigma_passes)
-  stats.update(step=int(state.step), model=mcfg.model)
+  stats.update(step=int(state.step), model=mcfg.model, split=splits(mcfg)[1])
   if jax.process_index() == 0:
     with open(os.path.join(ckdir, "sigma.json"), "w") as f:
       json.dump(stats, f, indent=2)
