@@ -67,7 +67,42 @@ def run_data_check(cfg, builder, mesh, workdir, writer) -> dict:
   return report
 
 
-STAGES = {"data": run_data_check}
+def run_renderer(cfg, builder, mesh, workdir, writer) -> dict:
+  """Stage "renderer": FOMM-compatible stage A (osmnet_jax/stages/renderer_train.py)."""
+  from osmnet_jax.stages import renderer_train
+
+  return renderer_train.run_renderer(cfg, builder, mesh, workdir, writer)
+
+
+def run_motion(cfg, builder, mesh, workdir, writer) -> dict:
+  """Stage "motion": the clip-level motion space (osmnet) and the pose baselines.
+
+  Trains each model named in ``cfg.motion_models`` in turn (osmnet_jax/stages/motion_stage.py);
+  each gets checkpoints/motion_<model>/ with its residual spread in sigma.json."""
+  import ml_collections
+
+  from osmnet_jax.stages import motion_stage
+
+  results = {}
+  for model in cfg.motion_models:
+    if model not in motion_stage.MODELS:
+      raise app.UsageError(f"config.motion_models has {model!r}; known: {motion_stage.MODELS}")
+    one = ml_collections.ConfigDict(cfg.to_dict())  # cfg is locked; a copy per model
+    one.motion.model = model
+    results[model] = motion_stage.run_motion(one, builder, mesh, workdir, writer)
+  return results
+
+
+def run_expression(cfg, builder, mesh, workdir, writer) -> dict:
+  """Stage "expression": audio -> expression + landmarks -> driving keypoints, rendered by the
+  stage-A renderer checkpoint of this workdir (osmnet_jax/stages/expression_stage.py)."""
+  from osmnet_jax.stages import expression_stage
+
+  return expression_stage.run_expression(cfg, builder, mesh, workdir, writer)
+
+
+STAGES = {"data": run_data_check, "renderer": run_renderer, "motion": run_motion,
+          "expression": run_expression}
 
 
 def main(argv):

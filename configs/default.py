@@ -12,12 +12,15 @@ Expected runtime on a 2-core CPU: about a minute for the data stage.
 """
 import ml_collections
 
+from osmnet_jax.stages import expression_stage, motion_stage, renderer_train
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # Stages run in order. Known: "data" (input-pipeline check + throughput).
-  c.stages = ("data",)
+  # Stages run in order. Known: "data" (input-pipeline check + throughput), "renderer" (stage A),
+  # "motion" (motion space + baselines), "expression" (needs the renderer checkpoint or inits one).
+  c.stages = ("data", "renderer", "motion", "expression")
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "synth_talk"          # synth_talk | talking_videos
@@ -38,4 +41,21 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.data_check_steps = 50             # batches timed by the "data" stage
   c.log_every = 10
+
+  # Stage A: the FOMM-compatible renderer (tiny model on CPU; "vox256" = paper scale).
+  c.renderer = renderer_train.renderer_train_config()
+  c.renderer.model = "tiny"
+  # 64-px frames: the VGG pyramid stops at 1/4 (16 px); FOMM's 1/8 needs >= 128 px.
+  c.renderer.overrides = {"train": {"scales": (1.0, 0.5, 0.25)}}
+  c.renderer.steps = 300
+  c.renderer.save_every = 100
+
+  # Stage B, head motion: each model here is trained by the "motion" stage, one after another.
+  # Baselines: "audio2pose_lstm" (one-to-one) and "noise_sampler" (FONT-style noise input).
+  c.motion_models = ("osmnet",)
+  c.motion = motion_stage.motion_config()
+
+  # Stage B, expression + keypoint predictor over the frozen renderer.
+  c.expression = expression_stage.expression_config()
+  c.expression.num_steps = 3000
   return c

@@ -13,4 +13,12 @@ def get_config():
   c.batch_size = 4
   c.data_check_steps = 5
   c.log_every = 1
+  c.renderer.overrides = {"train": {"scales": (1.0, 0.5)}}
+  c.renderer.steps = 2
+  c.renderer.save_every = 2
+  c.renderer.grid_every = 1
+  c.motion.update(num_frames=8, overlap=4, batch_size=4, num_steps=3, log_every=1, save_every=2,
+                  sigma_passes=1)
+  c.expression.update(dict(num_steps=2, num_frames=4, batch_size=4, eval_passes=1, eval_batch=2,
+                           save_every=2, log_every=1))
   return c

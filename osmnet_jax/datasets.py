@@ -35,7 +35,7 @@ def builder_lib_synth(data_cfg, root: str):
   """The named synth_talk config, or a custom one when ``data_cfg.synth`` differs from it."""
   import dataclasses
 
-  from data.synth_talk import builder, clips
+  from data.synth_talk import builder
 
   named = {c.name: c for c in builder.SynthTalk.BUILDER_CONFIGS}
   if data_cfg.builder_config not in named:

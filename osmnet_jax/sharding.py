@@ -45,6 +45,33 @@ def pmap_sharding(devices=None) -> NamedSharding:
   return NamedSharding(Mesh(devices, (PMAP_AXIS,)), P(PMAP_AXIS))
 
 
+def stack_replicas(tree, n: int):
+  """Host copy of ``tree`` with a leading axis of ``n`` replicas: the layout a pmap run over n
+  devices checkpoints (restore targets; ``n`` need not be this host's device count)."""
+  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)).copy(), tree)
+
+
+def replicate(tree, devices=None):
+  """``tree`` on every local device (or ``devices``) with a leading device axis, laid out as
+  pmap returns its outputs, so the second step reuses the first step's executable."""
+  sh = pmap_sharding(devices)
+  n = sh.mesh.size
+  return jax.device_put(
+      jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), tree), sh)
+
+
+def unreplicate(tree):
+  """Replica 0 of a pmap pytree [n_dev, ...] -> [...]."""
+  return jax.tree.map(lambda x: x[0], tree)
+
+
+def shard_batch(batch, devices=None):
+  """A host batch [B, ...] -> [n_dev, B / n_dev, ...] with row i on local device i (pmap)."""
+  sh = pmap_sharding(devices)
+  n = sh.mesh.size
+  return jax.device_put(jax.tree.map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch), sh)
+
+
 def check_batch_size(global_batch: int, mesh: Mesh | None = None) -> int:
   """Per-process batch size; raises a clear error when the batch does not split evenly."""
   n_dev = mesh.size if mesh is not None else jax.device_count()

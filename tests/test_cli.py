@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +39,39 @@ def test_train_data_stage_reports_shapes_and_throughput(trained_workdir):
   assert any(p.name.startswith("events") for p in (wd / "tb").iterdir())
 
 
+def test_renderer_stage_writes_checkpoint_sample_video_and_resumes(trained_workdir):
+  from osmnet_jax import media
+
+  wd, tfds_dir = trained_workdir
+  assert sorted(p.name for p in (wd / "checkpoints" / "renderer").iterdir()
+                if p.name.isdigit()) == ["2"]
+  video = wd / "samples" / "renderer_reconstruction_0.mp4"
+  info = media.probe(str(video))
+  assert info.has_audio
+  frames = media.read_frames(str(video))
+  assert frames.shape == (25, 32, 64, 3)  # ground truth | reconstruction, 1 s at 25 fps
+  # A second run with a larger budget resumes from step 2 instead of starting over.
+  proc = _run(["train.py", "--workdir", str(wd), "--config", "configs/tiny_test.py",
+               "--config.stages=('renderer',)", "--config.renderer.steps=3",
+               "--config.renderer.sample_clips=0"], tfds_dir)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert "resumed from step 2" in proc.stderr
+  assert "3" in {p.name for p in (wd / "checkpoints" / "renderer").iterdir()}
+
+
+def test_eval_reconstruction_mode(trained_workdir):
+  wd, tfds_dir = trained_workdir
+  proc = _run(["eval.py", "--workdir", str(wd), "--mode", "reconstruction", "--max_clips", "1"],
+              tfds_dir)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  r = json.loads((wd / "eval" / "reconstruction.json").read_text())
+  for method in ("renderer", "copy_source"):
+    im = r[method]["image"]
+    assert set(im) == {"l1", "psnr", "ssim", "lpips", "cpbd"}
+    assert all(np.isfinite(v) for v in im.values())
+    assert r[method]["meta"]["num_frames"] == 24  # frames 1..24 of one 25-frame clip
+
+
 def test_eval_writes_copy_source_metrics_and_reasons(trained_workdir):
   wd, tfds_dir = trained_workdir
   proc = _run(["eval.py", "--workdir", str(wd)], tfds_dir)
@@ -50,8 +84,26 @@ def test_eval_writes_copy_source_metrics_and_reasons(trained_workdir):
   assert 0 < cs["image"]["lpips"] < 1 and 0 <= cs["image"]["cpbd"] <= 1
   assert "identity" in cs["meta"]["skipped"]
   assert cs["meta"]["num_clips"] == 4  # the tiny test split, no clip dropped
-  assert m["osmnet"]["image"] is None and m["osmnet"]["meta"]["skipped"]
-  assert "copy_source" in proc.stdout
+  assert m["osmnet"]["image"] is None and "image" in m["osmnet"]["meta"]["skipped"]
+  # The motion stage trained osmnet in this workdir: its head motion is measured, the baselines
+  # (not in config.motion_models) say why they are missing.
+  hm = m["osmnet"]["head_motion"]
+  assert hm["diversity"] > 0 and hm["true_diversity"] > 0 and 0 <= hm["out_of_range_frac"] <= 1
+  assert m["osmnet"]["meta"]["num_samples"] == 8 and m["osmnet"]["meta"]["diversity_at_r0"] == 0
+  assert m["audio2pose_lstm"]["head_motion"] is None
+  assert "no trained audio2pose_lstm" in m["audio2pose_lstm"]["meta"]["skipped"]["head_motion"]
+  assert "copy_source" in proc.stdout and "head motion" in proc.stdout
+
+
+def test_motion_and_expression_stages_train_from_train_py(trained_workdir):
+  wd, _ = trained_workdir
+  ck = wd / "checkpoints"
+  assert "2" in {p.name for p in (ck / "motion").iterdir()}  # save_every=2, num_steps=3
+  sigma = json.loads((ck / "motion" / "sigma.json").read_text())
+  assert len(sigma["sigma"]) == 16 and all(v > 0 for v in sigma["sigma"])
+  ev = json.loads((ck / "expression" / "eval.json").read_text())
+  assert ev["step"] == 2 and ev["renderer_source"] == "checkpoint"  # stage A's checkpoint
+  assert np.isfinite(ev["eval"]["landmark_l1_px"])
 
 
 def test_clear_errors(tmp_path):
@@ -61,7 +113,8 @@ def test_clear_errors(tmp_path):
                "--config.stages=('data','nope')"], tmp_path)
   assert proc.returncode != 0 and "nope" in proc.stderr
   proc = _run(["train.py", "--workdir", str(tmp_path / "w"), "--config", "configs/tiny_test.py",
-               "--config.batch_size=3", "--config.parallel=pmap"], tmp_path)
+               "--config.batch_size=3", "--config.parallel=pmap",
+               "--config.stages=('data','renderer')"], tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]  # 3 divides over 1 device
   proc = _run(["train.py", "--workdir", str(tmp_path / "w"), "--config", "configs/tiny_test.py",
                "--config.parallel=banana"], tmp_path)

@@ -3,7 +3,6 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage import data
 
-from osmnet_jax import face_geometry as fg
 from osmnet_jax.metrics import cpbd, lip_sync, lpips
 
 

@@ -98,7 +98,7 @@ def test_load_renderer_variables_from_the_renderer_checkpoint(tmp_path, tiny_ren
                            params={k: v["params"] for k, v in marked.items()},
                            batch_stats={k: v["batch_stats"] for k, v in marked.items()},
                            opt_state={"kp_detector": {"mu": np.zeros(3)}}, loss_params={})
-  state = es.replicate(state, 2)
+  state = sharding.stack_replicas(state, 2)
   ck = checkpointing.Checkpointer(os.path.join(tmp_path, "checkpoints", "renderer"))
   ck.save(5, state, {"step": 5}, force=True)
   ck.close()

@@ -67,7 +67,7 @@ def _worker():
   meshed = run(stage.make_jit_step(mesh), lambda s: jax.device_put(s, sharding.replicated(mesh)),
                lambda x: jax.device_put(x, sharding.batch_sharding(mesh)), host)
   pmapped = run(
-      stage.make_pmap_step(), lambda s: es.replicate(s, N_DEV),
+      stage.make_pmap_step(), sharding.replicate,
       lambda x: jax.tree.map(lambda a: a.reshape((N_DEV, -1) + a.shape[1:]), x),
       lambda tree: jax.tree.map(lambda a: np.asarray(a)[0], tree))
 

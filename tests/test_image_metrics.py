@@ -1,6 +1,5 @@
 """Image metrics against known answers and against scikit-image."""
 import numpy as np
-import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from osmnet_jax.metrics import image

@@ -1,7 +1,6 @@
 """Two JAX processes on loopback: per-process data shards assemble into one global batch."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket

@@ -33,7 +33,7 @@ def _worker():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
-  from osmnet_jax import renderer  # pylint: disable=g-import-not-at-top
+  from osmnet_jax import renderer, sharding  # pylint: disable=g-import-not-at-top
   from osmnet_jax.stages import renderer_stage as rs  # pylint: disable=g-import-not-at-top
 
   assert jax.device_count() == N_DEV, jax.devices()
@@ -92,8 +92,8 @@ def _worker():
   pmapped = run(
       "pmap",
       stage.make_pmap_step(),
-      rs.replicate,
-      rs.shard_batch,
+      sharding.replicate,
+      sharding.shard_batch,
       lambda t: jax.tree.map(lambda x: np.asarray(x)[0], t),
   )
 

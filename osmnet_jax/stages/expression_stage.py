@@ -239,16 +239,6 @@ class ExpressionStage:
             "landmarks": expression_lib.denormalise_landmarks(out["landmarks"], size)}
 
 
-def replicate(tree, n: int | None = None):
-  """Stack a pytree ``n`` times (default: local devices) for pmap."""
-  n = jax.local_device_count() if n is None else n
-  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)).copy(), tree)
-
-
-def unreplicate(tree):
-  return jax.tree.map(lambda x: x[0], tree)
-
-
 # ----------------------------------------------------------------------------------------------
 # Held-out evaluation.
 
@@ -428,7 +418,7 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
   state = stage.init_state(init_rng, renderer_variables, size)
   if parallel == "pmap":
-    state = replicate(state)
+    state = sharding_lib.replicate(state)
     step_fn = stage.make_pmap_step()
   else:
     state = jax.device_put(state, sharding_lib.replicated(mesh))
@@ -454,7 +444,7 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
   train_s = time.perf_counter() - t0
   ck.close()
   if parallel == "pmap":
-    state = unreplicate(state)
+    state = sharding_lib.unreplicate(state)
   state = jax.device_get(state)
   t1 = time.perf_counter()
   ev = evaluate(stage, state.params, state.renderer, builder, split=ecfg.eval_split,
@@ -489,14 +479,14 @@ def load_expression(workdir: str) -> tuple[ExpressionStage, dict, dict]:
   target = jax.eval_shape(lambda r: stage.init_state(r, rvars, size), jax.random.PRNGKey(0))
   target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
   if saved.get("replicas"):
-    target = replicate(target, int(saved["replicas"]))
+    target = sharding_lib.stack_replicas(target, int(saved["replicas"]))
   ck = checkpointing.Checkpointer(ckdir)
   if ck.latest_step() is None:
     raise FileNotFoundError(f"no expression checkpoint in {ckdir}")
   state, _ = ck.restore(target)
   ck.close()
   if saved.get("replicas"):
-    state = unreplicate(state)
+    state = sharding_lib.unreplicate(state)
   state = jax.device_get(state)
   return stage, state.params, state.renderer
 

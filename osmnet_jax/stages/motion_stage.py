@@ -242,16 +242,6 @@ class MotionStage:
                     axis_name=sharding_lib.PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=0)
 
 
-def replicate(tree, n: int | None = None):
-  """Stack a pytree ``n`` times (default: local devices) for pmap."""
-  n = jax.local_device_count() if n is None else n
-  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)).copy(), tree)
-
-
-def unreplicate(tree):
-  return jax.tree.map(lambda x: x[0], tree)
-
-
 # ----------------------------------------------------------------------------------------------
 # Residual spread sigma_k and the stage runner.
 
@@ -335,7 +325,7 @@ def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
   init_rng, step_rng = jax.random.split(rng)
   state = stage.init_state(init_rng)
   if parallel == "pmap":
-    state = replicate(state)
+    state = sharding_lib.replicate(state)
     step_fn = stage.make_pmap_step()
   else:
     state = jax.device_put(state, sharding_lib.replicated(mesh))
@@ -363,7 +353,7 @@ def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
   train_s = time.perf_counter() - t0
   ck.close()
   if parallel == "pmap":
-    state = unreplicate(state)
+    state = sharding_lib.unreplicate(state)
   params = jax.device_get(state.params)
   stats = estimate_sigma(stage, params, builder, seed=cfg.seed, passes=mcfg.sigma_passes)
   stats.update(step=int(state.step), model=mcfg.model, split=splits(mcfg)[1])
@@ -388,14 +378,14 @@ def load_motion(workdir: str, model: str) -> tuple[MotionStage, dict, dict]:
   stage = MotionStage(ml_collections.ConfigDict(saved))
   target = jax.device_get(stage.init_state(jax.random.PRNGKey(0)))
   if replicas:  # a pmap run checkpoints the state with its leading device axis
-    target = replicate(target, replicas)
+    target = sharding_lib.stack_replicas(target, replicas)
   ck = checkpointing.Checkpointer(ckdir)
   if ck.latest_step() is None:
     raise FileNotFoundError(f"no motion checkpoint in {ckdir}")
   state, meta = ck.restore(target)
   ck.close()
   if replicas:
-    state = unreplicate(state)
+    state = sharding_lib.unreplicate(state)
   stats_path = os.path.join(ckdir, "sigma.json")
   stats = {}
   if os.path.exists(stats_path):

@@ -24,15 +24,14 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
+
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from osmnet_jax import renderer
 from osmnet_jax.losses import equivariance, gan, perceptual
 
-PMAP_AXIS = "batch"
-BATCH_AXES = ("data", "fsdp")
+from osmnet_jax.sharding import BATCH_AXES, PMAP_AXIS
 
 
 @flax.struct.dataclass
@@ -240,30 +239,3 @@ class RendererStage:
         in_axes=(0, 0, None),
         donate_argnums=(0,),
     )
-
-
-def pmap_sharding(devices=None) -> NamedSharding:
-  """Layout of pmap inputs [n_dev, ...]: row i on local device i."""
-  devices = np.asarray(jax.local_devices() if devices is None else devices)
-  return NamedSharding(Mesh(devices, (PMAP_AXIS,)), P(PMAP_AXIS))
-
-
-def replicate(tree, devices=None):
-  """Copies a pytree onto every local device with a leading device axis, laid out as pmap
-  returns its outputs (so the second step reuses the first step's executable)."""
-  sh = pmap_sharding(devices)
-  n = sh.mesh.size
-  return jax.device_put(
-      jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), tree), sh
-  )
-
-
-def shard_batch(batch, devices=None):
-  """[B, ...] -> [n_dev, B / n_dev, ...] placed row i on device i."""
-  sh = pmap_sharding(devices)
-  n = sh.mesh.size
-  return jax.device_put(jax.tree.map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch), sh)
-
-
-def unreplicate(tree):
-  return jax.tree.map(lambda x: x[0], tree)

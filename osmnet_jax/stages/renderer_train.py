@@ -15,7 +15,6 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -112,9 +111,9 @@ def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
   attach = lambda s: s.replace(loss_params=backbone)
   if cfg.parallel == "pmap":
     step_fn = stage.make_pmap_step()
-    state = renderer_stage.replicate(state)
-    export_state = lambda s: strip(renderer_stage.unreplicate(s))
-    import_state = lambda s: renderer_stage.replicate(attach(s))
+    state = sharding.replicate(state)
+    export_state = lambda s: strip(sharding.unreplicate(s))
+    import_state = lambda s: sharding.replicate(attach(s))
   else:
     step_fn = stage.make_jit_step(mesh)
     state = jax.device_put(state, sharding.replicated(mesh))

@@ -1,0 +1,74 @@
+"""Renderer reconstruction: animate a clip's first frame with the clip's own keypoints.
+
+This is FOMM's reconstruction protocol (the renderer's upper bound in OSM-Net: motion comes from
+the ground-truth frames), used by ``eval.py --mode reconstruction``, by the sample video that
+``train.py`` writes after the renderer stage, and by TensorBoard image grids.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from osmnet_jax import renderer
+
+
+def reconstruct_clip(variables: dict, cfg, frames: np.ndarray, batch: int = 16) -> np.ndarray:
+  """frames uint8 [T, H, W, 3] -> predictions float32 [T, H, W, 3] in [0, 1].
+
+  Keypoints are detected on all frames at once and frames are rendered ``batch`` at a time
+  (one jitted generator call per chunk; the last chunk is padded so only one shape compiles).
+  """
+  x = jnp.asarray(frames, jnp.float32) / 255.0
+  t = x.shape[0]
+  pad = (-t) % batch
+  xp = jnp.concatenate([x, jnp.repeat(x[-1:], pad, 0)]) if pad else x
+  source = jnp.broadcast_to(x[:1], (batch,) + x.shape[1:])
+  kp_src = jax.tree.map(lambda v: jnp.broadcast_to(v, (batch,) + v.shape[1:]),
+                        renderer.detect_keypoints(variables, cfg, x[:1]))
+  out = []
+  for i in range(0, xp.shape[0], batch):
+    kp_drv = renderer.detect_keypoints(variables, cfg, xp[i:i + batch])
+    out.append(renderer.render(variables, cfg, source, kp_src, kp_drv)["prediction"])
+  return np.asarray(jnp.concatenate(out)[:t])
+
+
+def _draw_keypoints(img: np.ndarray, kp: np.ndarray) -> np.ndarray:
+  """img uint8 [H, W, 3], kp [K, 2] in [-1, 1] (x, y) -> copy with coloured dots."""
+  import cv2
+
+  img = np.ascontiguousarray(img)
+  h, w = img.shape[:2]
+  k = kp.shape[0]
+  for i, (x, y) in enumerate(kp):
+    hue = int(180 * i / max(k, 1))
+    col = cv2.cvtColor(np.uint8([[[hue, 255, 255]]]), cv2.COLOR_HSV2RGB)[0, 0].tolist()
+    cv2.circle(img, (int(round((x + 1) * w / 2 - 0.5)), int(round((y + 1) * h / 2 - 0.5))),
+               max(1, h // 64), col, -1)
+  return img
+
+
+def renderer_grid(variables: dict, cfg, source: np.ndarray, driving: np.ndarray,
+                  max_rows: int = 4) -> np.ndarray:
+  """TensorBoard grid, one row per example: source+kp | driving+kp | deformed | occlusion | pred.
+
+  source, driving: uint8 [B, H, W, 3]. Returns uint8 [rows*H, 5*W, 3].
+  """
+  from osmnet_jax.nn.grid_sample import grid_sample, resize_bilinear
+
+  src = jnp.asarray(source[:max_rows], jnp.float32) / 255.0
+  drv = jnp.asarray(driving[:max_rows], jnp.float32) / 255.0
+  kp_s = renderer.detect_keypoints(variables, cfg, src)
+  kp_d = renderer.detect_keypoints(variables, cfg, drv)
+  out = renderer.render(variables, cfg, src, kp_s, kp_d)
+  h, w = src.shape[1:3]
+  deformed = grid_sample(src, resize_bilinear(out["deformation"], (h, w)))
+  occ = resize_bilinear(out["occlusion_map"], (h, w))
+  to8 = lambda a: np.asarray(jnp.clip(a, 0, 1) * 255).round().astype(np.uint8)
+  rows = []
+  for i in range(src.shape[0]):
+    cols = [_draw_keypoints(to8(src[i]), np.asarray(kp_s["value"][i])),
+            _draw_keypoints(to8(drv[i]), np.asarray(kp_d["value"][i])),
+            to8(deformed[i]), np.repeat(to8(occ[i]), 3, -1), to8(out["prediction"][i])]
+    rows.append(np.concatenate(cols, 1))
+  return np.concatenate(rows, 0)
