@@ -2,6 +2,10 @@
 
     variables, cfg = convert.load_fomm("vox-cpk.pth.tar")
     python -m osmnet_jax.convert --from fomm vox-cpk.pth.tar --out W   # W/converted, W/config.json
+    variables, cfg = convert.load_audio2head("audio2head.pth.tar")    # + audio2kp, audio2pose
+    python -m osmnet_jax.convert --from audio2head audio2head.pth.tar --out W
+    (Audio2Head's key mapping and parity traps: osmnet_jax/convert_audio2head.py; `load_fomm`
+    also reads that file and returns its renderer parts.)
 
 A FOMM `*.pth.tar` is a dict with state dicts under 'kp_detector', 'generator' and optionally
 'discriminator' (plus optimizer states, which are ignored). The Flax modules mirror FOMM's
@@ -362,6 +366,15 @@ def load_fomm(path: str) -> tuple[dict, ml_collections.ConfigDict]:
   return convert_fomm(read_torch_checkpoint(path))
 
 
+def load_audio2head(path: str) -> tuple[dict, ml_collections.ConfigDict]:
+  """Reads Audio2Head's `audio2head.pth.tar` into (variables, cfg): variables for 'kp_detector',
+  'generator' (the renderer; `cfg` is a renderer config) plus 'audio2kp' and 'audio2pose' (their
+  sizes in `cfg.audio2kp` / `cfg.audio2pose`). See `osmnet_jax.convert_audio2head`."""
+  from osmnet_jax import convert_audio2head  # pylint: disable=g-import-not-at-top  (imports us)
+
+  return convert_audio2head.convert_audio2head(read_torch_checkpoint(path))
+
+
 def save_converted(variables: dict, cfg, out_dir: str) -> str:
   """Writes `out_dir/converted` (orbax) and `out_dir/config.json`; returns the checkpoint path."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
@@ -390,11 +403,11 @@ def load_converted(out_dir: str) -> tuple[dict, ml_collections.ConfigDict]:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--from", dest="src", choices=["fomm"], required=True)
+  parser.add_argument("--from", dest="src", choices=["fomm", "audio2head"], required=True)
   parser.add_argument("ckpt")
   parser.add_argument("--out", required=True)
   args = parser.parse_args(argv)
-  variables, cfg = load_fomm(args.ckpt)
+  variables, cfg = (load_audio2head if args.src == "audio2head" else load_fomm)(args.ckpt)
   path = save_converted(variables, cfg, args.out)
   n = sum(x.size for x in jax.tree.leaves(variables))
   print(f"converted {args.ckpt} ({n} values, modules {sorted(variables)}) -> {path}")
