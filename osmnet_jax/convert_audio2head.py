@@ -275,6 +275,9 @@ def convert_audio2head(ckpt: dict) -> tuple[dict, ml_collections.ConfigDict]:
       cfg[name] = part_cfg
     except convert.CheckpointMismatchError as e:
       errors.append(str(e).split("\n", 1)[1])
+  if not errors and cfg.audio2kp.num_kp != cfg.num_kp:
+    errors.append(f"audio2kp predicts {cfg.audio2kp.num_kp} keypoints but the renderer "
+                  f"(kp_detector.kp.weight) has {cfg.num_kp}")
   if errors:
     raise convert.CheckpointMismatchError(
         "Audio2Head checkpoint does not match the architecture:\n" + "\n".join(errors))

@@ -25,7 +25,7 @@ import torch_audio2head  # pylint: disable=g-import-not-at-top,wrong-import-posi
 import torch_fomm  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TOL = 1e-4
-TINY_KP = dict(block_expansion=4, max_features=16, num_blocks=3, num_kp=3, seq_len=8)
+TINY_KP = dict(block_expansion=4, max_features=16, num_blocks=3, num_kp=10, seq_len=8)  # K = renderer K
 TINY_POSE = dict(embedding_dim=16, layers=(1, 2, 1, 1), widths=(8, 16, 16, 32))
 
 
@@ -58,28 +58,37 @@ def _save_tiny_audio2head(path, seed=0):
   return ckpt, a2k_t, a2p_t
 
 
-def test_audio2kp_and_audio2pose_parity_tiny(tmp_path):
-  path = str(tmp_path / "audio2head.pth.tar")
-  _, a2k_t, a2p_t = _save_tiny_audio2head(path)
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+  """A tiny Audio2Head file (tiny renderer + tiny audio2kp/audio2pose), its torch modules and
+  its direct conversion, shared by the tests below."""
+  path = str(tmp_path_factory.mktemp("a2h") / "audio2head.pth.tar")
+  _, a2k_t, a2p_t = _save_tiny_audio2head(path, seed=0)
   variables, cfg = convert.load_audio2head(path)
+  return path, a2k_t, a2p_t, variables, cfg
+
+
+def test_audio2kp_and_audio2pose_parity_tiny(tiny_ckpt):
+  _, a2k_t, a2p_t, variables, cfg = tiny_ckpt
   assert sorted(variables) == ["audio2kp", "audio2pose", "generator", "kp_detector"]
   assert dict(cfg.audio2kp) == dict(TINY_KP, estimate_jacobian=True)
   assert cfg.audio2pose.layers == TINY_POSE["layers"] and cfg.audio2pose.widths == TINY_POSE["widths"]
   assert cfg.num_kp == 10 and cfg.kp_detector.block_expansion == 8
 
-  audio, img, pose = _inputs(2, TINY_KP["seq_len"])
+  # Batch 1 and 256 px: the shapes test_animate_pipeline_tiny compiles too.
+  audio, img, pose = _inputs(1, TINY_KP["seq_len"])
   with torch.no_grad():
     kp_ref = a2k_t({"audio": audio, "id_img": img, "pose": pose})
-    pose_ref = a2p_t({"img": img[:, :, :64, :64], "audio": audio})
+    pose_ref = a2p_t({"img": img, "audio": audio})
   kp_j = convert_audio2head.predict_keypoints(variables, cfg, audio.numpy(), _nhwc(img), pose.numpy())
-  pose_j = convert_audio2head.predict_poses(variables, cfg, _nhwc(img[:, :, :64, :64]), audio.numpy())
+  pose_j = convert_audio2head.predict_poses(variables, cfg, _nhwc(img), audio.numpy())
   errs = {
       "audio2kp.value": np.abs(np.asarray(kp_j["value"]) - kp_ref["value"].numpy()).max(),
       "audio2kp.jacobian": np.abs(np.asarray(kp_j["jacobian"]) - kp_ref["jacobian"].numpy()).max(),
       "audio2pose": np.abs(np.asarray(pose_j) - pose_ref.numpy()).max(),
   }
   print("\nparity tiny:", {k: f"{v:.2e}" for k, v in errs.items()})
-  assert pose_j.shape == (2, TINY_KP["seq_len"] + 1, 6)
+  assert pose_j.shape == (1, TINY_KP["seq_len"] + 1, 6)
   # Non-trivial outputs (keypoints spread out and move over time; poses vary over time).
   assert np.asarray(kp_j["value"]).std() > 0.05
   assert np.abs(np.diff(np.asarray(kp_j["value"]), axis=1)).max() > 1e-3
@@ -95,7 +104,7 @@ def test_audio2pose_parity_published_sizes():
   assert dict(cfg) == convert_audio2head.AUDIO2POSE_DEFAULTS
   variables = convert_audio2head.convert_part(
       sd, convert_audio2head.expected_audio2pose(cfg), "audio2pose.")
-  audio, img, _ = _inputs(1, 6, seed=4, size=128)  # weights do not depend on the image size
+  audio, img, _ = _inputs(1, 3, seed=4, size=64)  # weights do not depend on the image size
   with torch.no_grad():
     ref = model_t({"img": img, "audio": audio}).numpy()
   out = np.asarray(convert_audio2head.predict_poses({"audio2pose": variables},
@@ -105,7 +114,7 @@ def test_audio2pose_parity_published_sizes():
   assert out.std(axis=1).min() > 1e-4
   assert err <= TOL
   rot, trans = a2p.denormalize_pose(out[0])
-  assert rot.shape == (7, 3) and trans.shape == (7, 3)
+  assert rot.shape == (4, 3) and trans.shape == (4, 3)
 
 
 def test_audio2kp_published_layout():
@@ -158,9 +167,8 @@ def test_audio2kp_parity_published_sizes():
     assert err <= TOL, (k, err)
 
 
-def test_cli_roundtrip_and_load_fomm(tmp_path):
-  path = str(tmp_path / "audio2head.pth.tar")
-  _save_tiny_audio2head(path, seed=7)
+def test_cli_roundtrip_and_load_fomm(tiny_ckpt, tmp_path):
+  path, _, _, direct, cfg_d = tiny_ckpt
   out = tmp_path / "W"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   subprocess.run(
@@ -168,12 +176,11 @@ def test_cli_roundtrip_and_load_fomm(tmp_path):
       check=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)),
   )
   restored, cfg_r = convert.load_converted(str(out))
-  direct, cfg_d = convert.load_audio2head(path)
   assert cfg_r.to_json(sort_keys=True) == cfg_d.to_json(sort_keys=True)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), restored, direct)
   audio, img, pose = _inputs(1, TINY_KP["seq_len"], seed=2)
   kp = convert_audio2head.predict_keypoints(restored, cfg_r, audio.numpy(), _nhwc(img), pose.numpy())
-  assert kp["value"].shape == (1, 8, 3, 2) and kp["jacobian"].shape == (1, 8, 3, 2, 2)
+  assert kp["value"].shape == (1, 8, 10, 2) and kp["jacobian"].shape == (1, 8, 10, 2, 2)
   # load_fomm reads the same file and returns its renderer parts.
   fomm_vars, fomm_cfg = convert.load_fomm(path)
   assert sorted(fomm_vars) == ["generator", "kp_detector"]
@@ -203,6 +210,10 @@ def test_broken_checkpoints_name_the_keys():
   bad = {k: v for k, v in ckpt.items() if k != "audio2pose"}
   with pytest.raises(convert.CheckpointMismatchError, match="no \\['audio2pose'\\] entry"):
     convert_audio2head.convert_audio2head(bad)
+  other = dict(ckpt, generator=gen_t.state_dict(), audio2pose=a2p_t.state_dict(),
+               audio2kp=torch_audio2head.AudioModel3D(**dict(TINY_KP, num_kp=3)).state_dict())
+  with pytest.raises(convert.CheckpointMismatchError, match="audio2kp predicts 3 keypoints"):
+    convert_audio2head.convert_audio2head(other)
   sd = dict(a2k_t.state_dict())
   sd["down_pose.weight"] = sd["down_pose.weight"] * 2
   with pytest.raises(convert.CheckpointMismatchError, match="audio2kp.down_pose.weight"):
@@ -301,3 +312,46 @@ def test_features_match_reference():
   assert win.shape == (4, 4, 4, 41) and list(starts) == [0, 2, 4, 6]
   np.testing.assert_array_equal(win[3, 0], frames[6])
   assert not win[3, 1:].any()
+
+
+def test_default_f0_tracker_on_a_tone():
+  """pyworld.harvest when installed, else librosa.pyin: a 150 Hz tone then silence."""
+  n = 8000
+  t = np.arange(n) / 16000
+  wave = np.sin(2 * np.pi * 150 * t) * (t < 0.3) + 1e-3 * np.random.RandomState(1).randn(n)
+  out = feats.audio_features((wave * 8000).astype(np.int16))
+  assert out.shape == (1 + math.ceil((n - 400) / 160), 41)
+  f0, voiced = out[:, 39], out[:, 40]
+  assert voiced[5:25].all() and not voiced[-8:].any()
+  np.testing.assert_allclose(f0[5:25], 150.0, rtol=0.03)
+  # Trailing unvoiced rows hold the last voiced value.
+  assert f0[-1] == f0[np.flatnonzero(voiced)[-1]]
+
+
+def test_animate_pipeline_tiny(tiny_ckpt):
+  from osmnet_jax import audio2head_inference as inf  # pylint: disable=g-import-not-at-top
+
+  box = inf.draw_pose_box([0.1, -0.2, 0.05], [0.0, 0.0, 280.0])
+  assert box.shape == (256, 256) and set(np.unique(box)) == {0.0, 255.0}
+  *_, variables, cfg = tiny_ckpt
+  rng = np.random.RandomState(0)
+  wave = (rng.randn(5520) * 3000).astype(np.int16)  # 33 feature rows -> 8 video frames
+  image = (rng.rand(200, 180, 3) * 255).astype(np.uint8)
+  stub = lambda sig, sr: np.where(np.arange(1 + len(sig) // 160) % 4 == 0, 0.0, 120.0)
+  out = inf.animate(variables, cfg, image, wave, f0_fn=stub, render_batch=6)
+  assert out["frames"].shape == (8, 256, 256, 3) and out["frames"].dtype == np.uint8
+  assert out["rotation"].shape == (9, 3) and out["frames"].std() > 1.0
+  # Frame 7 comes from the window starting at frame 4 (seq_len 8, step 4), local index 3.
+  img = inf.prepare_image(image)
+  frames = feats.per_video_frame(feats.audio_features(wave, 16000, stub))
+  rows = [4, 5, 6, 7, 8, 8, 8, 8]  # past the end: the last pose row (T = 8)
+  boxes = np.stack([inf.draw_pose_box(out["rotation"][r], out["translation"][r]) for r in rows])
+  win = np.zeros((1, 8, 4, 41), np.float32)
+  win[0, :4] = frames[4:8]
+  kp = convert_audio2head.predict_keypoints(variables, cfg, win, img[None], boxes[None])
+  np.testing.assert_allclose(out["keypoints"][7], np.asarray(kp["value"][0, 3]), atol=1e-6)
+  kp_src = {k: np.repeat(np.asarray(v), 6, axis=0)
+            for k, v in renderer.detect_keypoints(variables, cfg, img[None]).items()}
+  drv = {k: np.repeat(np.asarray(v[:, 3]), 6, axis=0) for k, v in kp.items()}
+  pred = renderer.render(variables, cfg, np.repeat(img[None], 6, axis=0), kp_src, drv)["prediction"]
+  assert np.abs(out["frames"][7].astype(int) - (np.asarray(pred[0]) * 255).astype(int)).max() <= 1
