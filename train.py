@@ -3,7 +3,8 @@ r"""Train osmnet_jax: mesh -> data -> stages (each: model, optimizer, step, chec
   python train.py --workdir runs/demo                       # embedded default (configs/default.py)
   python train.py --workdir W --config configs/X.py --config.batch_size=16 --config.parallel=pmap
 
-Writes into W: config.json, tb/ (TensorBoard events), data_check.json and, per trained stage,
+Writes into W: config.json, pose_stats.json (the train poses' mean/std, for generation), tb/
+(TensorBoard events), data_check.json and, per trained stage,
 checkpoints/<stage>/ (orbax; a rerun resumes from them). Stages run in ``config.stages`` order.
 Multi-host: set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID (or the flags
 below); every process runs this same command.
@@ -142,6 +143,13 @@ def main(argv):
   builder = datasets.get_builder(cfg.data)
   logging.info("dataset %s: %s", builder.info.full_name,
                {k: v.num_examples for k, v in builder.info.splits.items()})
+  if jax.process_index() == 0:  # generation de-normalises poses with these (no dataset needed)
+    from osmnet_jax import input_pipeline
+
+    mean, std = input_pipeline.pose_stats(builder)
+    with open(os.path.join(workdir, "pose_stats.json"), "w") as f:
+      json.dump({"mean": mean.tolist(), "std": std.tolist(), "dataset": builder.info.full_name},
+                f, indent=2)
 
   # --- Stages, in order.
   for stage in cfg.stages:

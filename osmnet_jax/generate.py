@@ -29,9 +29,10 @@ checkpoints/motion unless the head motion comes from elsewhere):
      call each (frames folded into the batch), converted to uint8 on device.
 The seed fixes everything: the same inputs and seed give identical videos.
 
-Pose statistics (the dataset's mean/std that de-normalise poses) are read from the metadata of
-the prepared training dataset named in W/config.json (``input_pipeline.pose_stats``); nothing is
-built at generation time, and a workdir whose dataset is not found fails saying where it looked.
+Pose statistics (the dataset's mean/std that de-normalise poses) come from W/pose_stats.json,
+which train.py writes, so generation does not need the dataset; for older workdirs they are read
+from the metadata of the prepared training dataset named in W/config.json (nothing is built at
+generation time; a dataset that is not found fails saying where it looked).
 """
 from __future__ import annotations
 
@@ -242,7 +243,7 @@ class Generator:
           f" ({type(e).__name__}: {str(e)[:300]})") from e
     with open(saved) as f:
       size = int(json.load(f)["image_size"])
-    mean, std = _pose_stats(cfg)
+    mean, std = _pose_stats(cfg, workdir)
     return cls(workdir, cfg, stage, params, rvars, size, mean, std)
 
   # --------------------------------------------------------------------------------------------
@@ -419,9 +420,16 @@ def _prepared_builder(data):
   raise FileNotFoundError(f"no prepared synth_talk with spec {want} under {root}")
 
 
-def _pose_stats(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-  """(mean [6], std [6]) of the training dataset's poses, from its TFDS metadata."""
+def _pose_stats(cfg: dict, workdir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(mean [6], std [6]) of the training dataset's poses: W/pose_stats.json (train.py writes it),
+  else the dataset's TFDS metadata (workdirs from before that file existed)."""
   from osmnet_jax import datasets, input_pipeline
+
+  path = os.path.join(workdir, POSE_STATS_FILE) if workdir else ""
+  if path and os.path.exists(path):
+    with open(path) as f:
+      stats = json.load(f)
+    return np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
 
   data = ml_collections.ConfigDict(cfg.get("data", {}))
   try:
@@ -434,6 +442,7 @@ def _pose_stats(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
         "TFDS_DATA_DIR (or --data-dir) to the data directory the workdir was trained with") from e
 
 
+POSE_STATS_FILE = "pose_stats.json"  # written by train.py next to config.json
 _LOADED: dict = {}  # (workdir, data dir, checkpoint fingerprint) -> Generator
 
 

@@ -2,10 +2,34 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(args, tfds_dir, timeout=900) -> subprocess.CompletedProcess:
+  """Runs ``python ARGS`` in the repo root like a user would (own TFDS data dir)."""
+  env = {**os.environ, "TFDS_DATA_DIR": str(tfds_dir), "PYTHONPATH": REPO}
+  return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                        env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+  """(workdir, tfds dir) of ONE ``train.py --config configs/tiny_test.py`` run: every stage
+  (data, renderer, motion, expression) for a few steps on a tiny synth_talk at 32 px. Shared by
+  the CLI and generation tests (one train run per session: it is the slowest fixture)."""
+  root = tmp_path_factory.mktemp("trained")
+  wd, tfds_dir = root / "w", root / "tfds"
+  proc = run_script(["train.py", "--workdir", str(wd), "--config", "configs/tiny_test.py"],
+                    tfds_dir)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return wd, tfds_dir
 
 
 def tiny_config(seed: int = 0, resolution: int = 32):

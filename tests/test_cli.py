@@ -2,29 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(args, tfds_dir, timeout=600):
-  env = {**os.environ, "TFDS_DATA_DIR": str(tfds_dir), "PYTHONPATH": REPO}
-  return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                        env=env, timeout=timeout)
+from conftest import run_script as _run
 
 
 @pytest.fixture(scope="module")
-def trained_workdir(tmp_path_factory):
-  root = tmp_path_factory.mktemp("cli")
-  wd = root / "w"
-  proc = _run(["train.py", "--workdir", str(wd), "--config", "configs/tiny_test.py"], root / "tfds")
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return wd, root / "tfds"
+def trained_workdir(tiny_trained):
+  return tiny_trained
 
 
 def test_train_data_stage_reports_shapes_and_throughput(trained_workdir):

@@ -32,17 +32,11 @@ def _speech(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  """(workdir, tfds dir, files dir) of one tiny train.py run (renderer, motion, expression)."""
-  root = tmp_path_factory.mktemp("gen")
-  wd, tfds_dir = root / "w", root / "tfds"
-  proc = subprocess.run(
-      [sys.executable, "train.py", "--workdir", str(wd), "--config", "configs/tiny_test.py",
-       "--config.stages=('renderer','motion','expression')", "--config.renderer.sample_clips=0"],
-      cwd=REPO, capture_output=True, text=True, env=_env(tfds_dir), timeout=900)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  files = root / "files"
-  files.mkdir()
+def workdir(tiny_trained, tmp_path_factory):
+  """(workdir, tfds dir, files dir): the session's tiny train.py run (conftest.tiny_trained:
+  renderer, motion, expression) and the test inputs."""
+  wd, tfds_dir = tiny_trained
+  files = tmp_path_factory.mktemp("gen_files")
   import skimage.data
   import soundfile as sf
   from PIL import Image
@@ -227,11 +221,18 @@ def test_clear_errors(gen, workdir, tmp_path, face, capsys, monkeypatch):
   shutil.copy(wd / "config.json", bare / "config.json")
   with pytest.raises(generate.GenerateError, match="no expression checkpoint.*train.py"):
     generate.Generator.load(str(bare))
-  # Pose statistics come from the prepared training dataset; generation never builds one.
+  # Pose statistics: train.py wrote W/pose_stats.json, so the dataset is not needed; a workdir
+  # without that file falls back to the prepared training dataset, and never builds one.
+  stats = json.loads((wd / "pose_stats.json").read_text())
+  assert len(stats["mean"]) == 6 and all(v > 0 for v in stats["std"])
+  no_stats = tmp_path / "no_stats"
+  shutil.copytree(wd, no_stats, ignore=shutil.ignore_patterns("pose_stats.json", "eval",
+                                                              "samples", "tb"))
   with monkeypatch.context() as m:
     m.setenv("TFDS_DATA_DIR", str(tmp_path / "no_data"))
+    generate.Generator.load(str(wd))  # pose_stats.json: no dataset needed
     with pytest.raises(generate.GenerateError, match="pose statistics.*synth_talk.*TFDS_DATA_DIR"):
-      generate.Generator.load(str(wd))
+      generate.Generator.load(str(no_stats))
   assert not (tmp_path / "no_data").exists()
   # An expression checkpoint whose saved config does not build its shapes.
   bad = tmp_path / "bad"
