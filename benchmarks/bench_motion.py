@@ -2,7 +2,7 @@ r"""Train the motion stage (OSM-Net and the two pose baselines) on synth_talk an
 
   python -m data.synth_talk --config 64px --data_dir /tmp/tfds_motion
   python benchmarks/bench_motion.py --workdir /tmp/motion_run --data_dir /tmp/tfds_motion \
-      --models osmnet,audio2pose_lstm,noise_sampler --steps 1500
+      --models osmnet,audio2pose_lstm,noise_sampler --steps 3000
 
 Does what ``train.py`` does for the "motion" stage (same ``run_motion``), one model after the
 other in one workdir (checkpoints/motion, checkpoints/motion_<baseline>), then writes
@@ -23,9 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 flags.DEFINE_string("workdir", None, "Output directory.")
 flags.DEFINE_string("data_dir", "/tmp/tfds_motion", "TFDS data dir holding synth_talk/64px.")
 flags.DEFINE_string("models", "osmnet,audio2pose_lstm,noise_sampler", "Comma-separated models.")
-flags.DEFINE_integer("steps", 1500, "Training steps per model.")
+flags.DEFINE_integer("steps", 3000, "Training steps per model (motion_config default).")
 flags.DEFINE_integer("num_samples", 8, "Samples per test audio in the evaluation.")
-flags.DEFINE_integer("sigma_holdout_pct", 0, "Train clips held out for sigma (motion_config).")
+flags.DEFINE_integer("sigma_holdout_pct", 10, "Train clips held out for sigma (motion_config default).")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 

@@ -4,11 +4,15 @@ Command:
   python train.py --workdir runs/demo                     # this config (the default)
   python train.py --workdir runs/demo --config configs/default.py --config.batch_size=16
 
-What it does and writes today (see README "What train.py does today"):
-  builds synth_talk/64px into config.data.data_dir if missing (~20 s), checks the input
-  pipeline (batch shapes, clips/s), runs the stages listed in ``config.stages``, and writes
-  W/config.json, W/tb/ (TensorBoard) and W/checkpoints/ for trained stages.
-Expected runtime on a 2-core CPU: about a minute for the data stage.
+What it does and writes today (see README "The main job"):
+  builds synth_talk/64px into config.data.data_dir if missing (~30 s), checks the input pipeline
+  (batch shapes, clips/s), then trains stage A (renderer, 300 steps) and stage B (motion: 3000
+  steps; expression: 3000 steps) and writes W/config.json, W/pose_stats.json, W/tb/,
+  W/checkpoints/{renderer,motion,expression}/, W/samples/renderer_reconstruction_0.mp4.
+Expected runtime on a 2-core CPU: ~25 min (renderer ~14, motion ~7.5, expression ~2.5; measured
+2026-11-23 with other jobs running, BENCHMARKS.md). Expected result: expression held-out
+mouth-opening correlation ~0.96; OSM-Net head-motion diversity ~0.7x the true per-audio spread;
+the renderer is still blurrier than copying the source (needs far more steps).
 """
 import ml_collections
 

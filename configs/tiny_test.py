@@ -17,8 +17,9 @@ def get_config():
   c.renderer.steps = 2
   c.renderer.save_every = 2
   c.renderer.grid_every = 1
+  # 8 train clips: 6 train the motion models, 2 held out measure sigma.
   c.motion.update(num_frames=8, overlap=4, batch_size=4, num_steps=3, log_every=1, save_every=2,
-                  sigma_passes=1)
+                  sigma_passes=2, sigma_holdout_pct=25)
   c.expression.update(dict(num_steps=2, num_frames=4, batch_size=4, eval_passes=1, eval_batch=2,
                            save_every=2, log_every=1))
   return c
