@@ -182,18 +182,24 @@ def convert_state_dict(sd: dict[str, np.ndarray], expected: dict, prefix: str) -
       prefix + _flax_to_torch_name(p[0], p[1:], sn) for p in exp_flat if p not in got
   ]
   missing = [m for m in missing if m not in {b.split(":")[0] for b in bad_shape}]
-  if missing or extra or bad_shape or bad_buffer:
-    lines = []
-    for title, items in (
-        ("missing keys", missing),
-        ("unexpected keys", extra),
-        ("mis-shaped keys", bad_shape),
-        ("bad buffers", bad_buffer),
-    ):
-      if items:
-        lines.append(f"{title} ({len(items)}):\n  " + "\n  ".join(sorted(items)))
-    raise CheckpointMismatchError("FOMM checkpoint does not match the architecture:\n" + "\n".join(lines))
+  raise_mismatch("FOMM checkpoint does not match", missing, extra, bad_shape, bad_buffer)
+  return nest_paths(got)
 
+
+def raise_mismatch(header: str, missing, extra, bad_shape, bad_buffer) -> None:
+  """Raises CheckpointMismatchError listing every offending torch key, if there is any."""
+  if not (missing or extra or bad_shape or bad_buffer):
+    return
+  lines = []
+  for title, items in (("missing keys", missing), ("unexpected keys", extra),
+                       ("mis-shaped keys", bad_shape), ("bad buffers", bad_buffer)):
+    if items:
+      lines.append(f"{title} ({len(items)}):\n  " + "\n  ".join(sorted(items)))
+  raise CheckpointMismatchError(f"{header} the architecture:\n" + "\n".join(lines))
+
+
+def nest_paths(got: dict) -> dict:
+  """{(collection, module, ..., leaf): array} -> {'params': {...}, 'batch_stats': {...}}."""
   out: dict = {"params": {}, "batch_stats": {}}
   for path, v in got.items():
     node = out

@@ -150,24 +150,12 @@ def convert_part(sd: dict[str, np.ndarray], expected: dict, prefix: str,
   shaped = {b.split(":")[0] for b in bad_shape}
   missing = [prefix + k for k, (p, _) in want.items() if p not in got and prefix + k not in shaped]
   _raise_if(missing, extra, bad_shape, [])
-  out: dict = {"params": {}, "batch_stats": {}}
-  for path, v in got.items():
-    node = out
-    for p in path[:-1]:
-      node = node.setdefault(p, {})
-    node[path[-1]] = jnp.asarray(v)
-  return out
+  return convert.nest_paths(got)
 
 
-def _raise_if(missing, extra, bad_shape, bad_buffer, header="checkpoint does not match"):
-  if not (missing or extra or bad_shape or bad_buffer):
-    return
-  lines = []
-  for title, items in (("missing keys", missing), ("unexpected keys", extra),
-                       ("mis-shaped keys", bad_shape), ("bad buffers", bad_buffer)):
-    if items:
-      lines.append(f"{title} ({len(items)}):\n  " + "\n  ".join(sorted(items)))
-  raise convert.CheckpointMismatchError(f"Audio2Head {header} the architecture:\n" + "\n".join(lines))
+def _raise_if(missing, extra, bad_shape, bad_buffer):
+  convert.raise_mismatch("Audio2Head checkpoint does not match", missing, extra, bad_shape,
+                         bad_buffer)
 
 
 # ----------------------------------------------------------------------------------------------
