@@ -45,19 +45,22 @@ def pmap_sharding(devices=None) -> NamedSharding:
   return NamedSharding(Mesh(devices, (PMAP_AXIS,)), P(PMAP_AXIS))
 
 
+def _broadcast_replicas(tree, n: int):
+  """Read-only views of ``tree`` with a leading axis of ``n`` (no host copy)."""
+  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), tree)
+
+
 def stack_replicas(tree, n: int):
   """Host copy of ``tree`` with a leading axis of ``n`` replicas: the layout a pmap run over n
   devices checkpoints (restore targets; ``n`` need not be this host's device count)."""
-  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)).copy(), tree)
+  return jax.tree.map(np.copy, _broadcast_replicas(tree, n))
 
 
 def replicate(tree, devices=None):
   """``tree`` on every local device (or ``devices``) with a leading device axis, laid out as
   pmap returns its outputs, so the second step reuses the first step's executable."""
   sh = pmap_sharding(devices)
-  n = sh.mesh.size
-  return jax.device_put(
-      jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), tree), sh)
+  return jax.device_put(_broadcast_replicas(tree, sh.mesh.size), sh)
 
 
 def unreplicate(tree):

@@ -12,8 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osmnet_jax import renderer, sharding
+from osmnet_jax import sharding
 from osmnet_jax.stages import motion_stage, renderer_stage
+from test_motion_stage import tiny_cfg  # pylint: disable=import-error  (tests/ on sys.path)
+from test_renderer_train import small_renderer_config  # pylint: disable=import-error
 
 STEPS = 3
 
@@ -28,14 +30,7 @@ def _run(step, state, batches):
 
 
 def test_renderer_jit_step_compiles_once_and_donates_state():
-  cfg = renderer.tiny_config()
-  cfg.kp_detector.num_blocks = 2
-  cfg.generator.num_bottleneck_blocks = 1
-  cfg.generator.dense_motion_params = dict(block_expansion=8, max_features=32, num_blocks=2,
-                                           scale_factor=0.25)
-  cfg.train.scales = (1, 0.5)
-  cfg.train.loss_weights.perceptual = (10.0, 10.0)
-  stage = renderer_stage.RendererStage(cfg)
+  stage = renderer_stage.RendererStage(small_renderer_config())
   mesh = sharding.make_mesh()
   step = stage.make_jit_step(mesh)
   state = jax.device_put(stage.init_state(jax.random.PRNGKey(0), 32), sharding.replicated(mesh))
@@ -49,10 +44,7 @@ def test_renderer_jit_step_compiles_once_and_donates_state():
 
 
 def test_motion_jit_step_compiles_once_and_donates_state():
-  c = motion_stage.motion_config()
-  c.update(num_frames=8, num_bases=4, motion_dim=8, hidden=16, depth=1, audio_dim=16,
-           audio_channels=(4, 8), rhythm_dim=4, batch_size=4, num_steps=STEPS, warmup_steps=1)
-  stage = motion_stage.MotionStage(c)
+  stage = motion_stage.MotionStage(tiny_cfg())  # num_steps=3 = STEPS
   mesh = sharding.make_mesh()
   step = stage.make_jit_step(mesh)
   state = jax.device_put(stage.init_state(jax.random.PRNGKey(0)), sharding.replicated(mesh))

@@ -19,6 +19,21 @@ N_DEV = 4
 STEPS = 2
 
 
+def small_renderer_config():
+  """renderer.tiny_config() trimmed further to keep several compilations fast (32 px)."""
+  from osmnet_jax import renderer  # pylint: disable=g-import-not-at-top  (after jax.config)
+
+  cfg = renderer.tiny_config()
+  cfg.kp_detector.num_blocks = 2
+  cfg.generator.num_bottleneck_blocks = 1
+  cfg.generator.dense_motion_params = dict(
+      block_expansion=8, max_features=32, num_blocks=2, scale_factor=0.25
+  )
+  cfg.train.scales = (1, 0.5)
+  cfg.train.loss_weights.perceptual = (10.0, 10.0)  # relu1_2, relu2_2 of the shipped VGG16
+  return cfg
+
+
 def _worker():
   t0 = time.time()
   os.environ["JAX_PLATFORMS"] = "cpu"
@@ -33,18 +48,11 @@ def _worker():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
-  from osmnet_jax import renderer, sharding  # pylint: disable=g-import-not-at-top
+  from osmnet_jax import sharding  # pylint: disable=g-import-not-at-top
   from osmnet_jax.stages import renderer_stage as rs  # pylint: disable=g-import-not-at-top
 
   assert jax.device_count() == N_DEV, jax.devices()
-  cfg = renderer.tiny_config()  # trimmed further to keep three compilations fast
-  cfg.kp_detector.num_blocks = 2
-  cfg.generator.num_bottleneck_blocks = 1
-  cfg.generator.dense_motion_params = dict(
-      block_expansion=8, max_features=32, num_blocks=2, scale_factor=0.25
-  )
-  cfg.train.scales = (1, 0.5)
-  cfg.train.loss_weights.perceptual = (10.0, 10.0)  # relu1_2, relu2_2 of the shipped VGG16
+  cfg = small_renderer_config()
   stage = rs.RendererStage(cfg, dtype=jnp.float64)
   state0 = stage.init_state(jax.random.PRNGKey(0), 32)
   state0 = jax.tree.map(

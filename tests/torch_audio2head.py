@@ -17,8 +17,7 @@ from torch import nn
 import torch_fomm  # pylint: disable=import-error  (tests/ is on sys.path in the tests)
 
 
-def _ch(be, mf, i):
-  return min(mf, be * 2**i)
+_ch = torch_fomm._ch  # pylint: disable=protected-access  (hourglass channel rule, shared)
 
 
 class AntiAliasNearest(torch_fomm.AntiAliasInterpolation2d):

@@ -24,13 +24,11 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from osmnet_jax import renderer
 from osmnet_jax.losses import equivariance, gan, perceptual
-
 from osmnet_jax.sharding import BATCH_AXES, PMAP_AXIS
 
 
