@@ -48,19 +48,10 @@ def test_train_step_matches_torch(tmp_path):
   src, drv = to_t(batch["source"]), to_t(batch["driving"])
   kp_t.train()
   gen_t.train()
-  kp_s = kp_t(src)
-  kp_d = kp_t(drv)
-  out = gen_t(src, kp_d, kp_s)
-  perc = 0.0
-  for s in cfg.train.scales:
-    down = (lambda x: x) if s == 1 else torch_fomm.AntiAliasInterpolation2d(3, s)
-    fx, fy = vgg_t.fomm_features(down(out["prediction"])), vgg_t.fomm_features(down(drv))
-    perc = perc + sum(10.0 * torch.abs(a - b.detach()).mean() for a, b in zip(fx[:3], fy[:3]))
-  kp_tr = kp_t(tt.transform_frame(drv))
-  eq_v = 10.0 * torch.abs(kp_d["value"] - tt.warp_coordinates(kp_tr["value"])).mean()
-  jt = torch.matmul(tt.jacobian(kp_tr["value"]), kp_tr["jacobian"])
-  eq_j = 10.0 * torch.abs(torch.eye(2).view(1, 1, 2, 2) - torch.matmul(torch.inverse(kp_d["jacobian"]), jt)).mean()
-  total = perc + eq_v + eq_j
+  ref = torch_fomm.generator_full_loss(kp_t, gen_t, vgg_t, src, drv, tt, cfg.train.scales,
+                                       cfg.train.loss_weights.perceptual[:3])
+  perc, eq_v, eq_j, total = (ref[k] for k in ("perceptual", "equivariance_value",
+                                              "equivariance_jacobian", "total"))
   total.backward()
 
   print({k: float(v) for k, v in metrics.items()})

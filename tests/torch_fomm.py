@@ -346,6 +346,31 @@ class VGG19Torchvision(nn.Module):
     return outs
 
 
+def generator_full_loss(kp_t, gen_t, vgg_t, src, drv, tt, scales, perceptual_weights,
+                        eq_value=10.0, eq_jacobian=10.0):
+  """FOMM's GeneratorFullModel losses (no GAN): perceptual pyramid over `scales` with VGG19
+  relu1_1.. layers weighted by `perceptual_weights`, equivariance value and Jacobian under the
+  TPS `tt`. src, drv [B,3,H,W] in [0,1]. Returns {'perceptual', 'equivariance_value',
+  'equivariance_jacobian', 'total'} (tensors with graph)."""
+  kp_s = kp_t(src)
+  kp_d = kp_t(drv)
+  out = gen_t(src, kp_d, kp_s)
+  perc = 0.0
+  n = len(perceptual_weights)
+  for s in scales:
+    down = (lambda x: x) if s == 1 else AntiAliasInterpolation2d(3, s)
+    fx, fy = vgg_t.fomm_features(down(out["prediction"])), vgg_t.fomm_features(down(drv))
+    perc = perc + sum(w * torch.abs(a - b.detach()).mean()
+                      for w, a, b in zip(perceptual_weights, fx[:n], fy[:n]))
+  kp_tr = kp_t(tt.transform_frame(drv))
+  eq_v = eq_value * torch.abs(kp_d["value"] - tt.warp_coordinates(kp_tr["value"])).mean()
+  jt = torch.matmul(tt.jacobian(kp_tr["value"]), kp_tr["jacobian"])
+  eye = torch.eye(2).view(1, 1, 2, 2)
+  eq_j = eq_jacobian * torch.abs(eye - torch.matmul(torch.inverse(kp_d["jacobian"]), jt)).mean()
+  return {"perceptual": perc, "equivariance_value": eq_v, "equivariance_jacobian": eq_j,
+          "total": perc + eq_v + eq_j}
+
+
 class Transform:
   """FOMM's random TPS transform with given parameters (theta [B,2,3], control params [B,1,P])."""
 

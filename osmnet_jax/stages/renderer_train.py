@@ -115,10 +115,13 @@ def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
     export_state = lambda s: strip(sharding.unreplicate(s))
     import_state = lambda s: sharding.replicate(attach(s))
   else:
-    step_fn = stage.make_jit_step(mesh)
-    state = jax.device_put(state, sharding.replicated(mesh))
+    # config.mesh.fsdp > 1 splits params and Adam moments over the 'fsdp' axis (replicated at 1).
+    # Checkpoints restore straight into this layout: the restore target carries its shardings.
+    state_sh = stage.state_shardings(mesh, state)
+    step_fn = stage.make_jit_step(mesh, state_sh)
+    state = jax.device_put(state, state_sh)
     export_state = strip
-    import_state = lambda s: jax.device_put(attach(s), sharding.replicated(mesh))
+    import_state = lambda s: jax.device_put(attach(s), state_sh)
 
   # --- Data: pairs (source frame, driving frame) of the same clip.
   def make_iterator(start_step: int):
