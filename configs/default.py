@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.batch_size = 8                    # global batch, split over all devices of all hosts
   c.parallel = "jit"                  # jit (Mesh + NamedSharding) | pmap
+  # fsdp > 1: the renderer's params and Adam moments are split over that axis (jit only).
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
 
   c.data_check_steps = 50             # batches timed by the "data" stage

@@ -2,10 +2,14 @@
 
 The mesh has two axes: ``data`` (pure data parallelism) and ``fsdp`` (data parallelism whose
 parameters may also be sharded). The batch is sharded over both; parameters are replicated
-unless a stage asks for FSDP. Axis types are ``Auto`` so plain ``jax.jit`` with NamedShardings
-propagates shardings (jax.make_mesh defaults to Explicit since 0.7).
+unless a stage asks for FSDP (``fsdp_shardings``: each large parameter and its optimizer moments
+split over ``fsdp``; XLA then all-gathers the weights where they are used and reduce-scatters
+their gradients). Axis types are ``Auto`` so plain ``jax.jit`` with NamedShardings propagates
+shardings (jax.make_mesh defaults to Explicit since 0.7).
 """
 from __future__ import annotations
+
+import math
 
 import jax
 import numpy as np
@@ -13,6 +17,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
 PMAP_AXIS = "batch"
+FSDP_AXIS = "fsdp"
+# Parameters with fewer elements stay replicated under FSDP: biases, norms and 1x1 heads of a few
+# KiB cost more in collective latency than they save in memory.
+FSDP_MIN_SIZE = 2 ** 10
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
@@ -37,6 +45,42 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def fsdp_spec(shape: tuple[int, ...], n: int, min_size: int = FSDP_MIN_SIZE) -> P:
+  """The FSDP layout of one array of ``shape`` over an ``fsdp`` axis of size ``n``.
+
+  Its largest dimension divisible by ``n`` is split over ``fsdp`` (ties: the last such
+  dimension, i.e. a conv kernel [kh, kw, c_in, c_out] splits c_out when c_in == c_out);
+  replicated (``P()``) when ``n == 1``, the array has fewer than ``min_size`` elements, or no
+  dimension divides.
+  """
+  if n <= 1 or math.prod(shape) < min_size:
+    return P()
+  best = None
+  for i, d in enumerate(shape):
+    if d % n == 0 and (best is None or d >= shape[best]):
+      best = i
+  return P() if best is None else P(*([None] * best), FSDP_AXIS)
+
+
+def fsdp_shardings(tree, mesh: Mesh, min_size: int = FSDP_MIN_SIZE):
+  """NamedShardings for every leaf of ``tree`` (arrays or ShapeDtypeStructs) by ``fsdp_spec``
+  over the mesh's ``fsdp`` axis (all replicated on a mesh without one or with fsdp=1). Applied to
+  params and to an optax state alike: Adam's mu/nu have the params' shapes and get the same
+  layout, its scalar counts stay replicated."""
+  n = dict(mesh.shape).get(FSDP_AXIS, 1)
+  return jax.tree.map(
+      lambda x: NamedSharding(mesh, fsdp_spec(tuple(getattr(x, "shape", ())), n, min_size)), tree)
+
+
+def sharded_fraction(tree) -> float:
+  """Fraction of the elements of placed array ``tree`` that are split across devices (bytes a
+  device holds shrink by the shard count on these)."""
+  leaves = jax.tree.leaves(tree)
+  total = sum(x.size for x in leaves)
+  split = sum(x.size for x in leaves if not x.sharding.is_fully_replicated)
+  return split / max(total, 1)
 
 
 def pmap_sharding(devices=None) -> NamedSharding:

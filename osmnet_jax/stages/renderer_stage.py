@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from osmnet_jax import renderer
+from osmnet_jax import renderer, sharding
 from osmnet_jax.losses import equivariance, gan, perceptual
 from osmnet_jax.sharding import BATCH_AXES, PMAP_AXIS
 
@@ -215,16 +215,35 @@ class RendererStage:
     return new_state, metrics
 
   # --------------------------------------------------------------------------------------------
-  def make_jit_step(self, mesh: Mesh):
-    """jit over `mesh`: state replicated (and donated), batch split over the mesh's batch axes
-    ('data' and/or 'fsdp'), rng replicated. Returns step(state, batch, rng)."""
+  def state_shardings(self, mesh: Mesh, state: RendererState,
+                      min_size: int = sharding.FSDP_MIN_SIZE) -> RendererState:
+    """FSDP layout of `state` (arrays or ShapeDtypeStructs) on `mesh`: params and their Adam
+    moments split over 'fsdp' by `sharding.fsdp_spec` (largest divisible dim; leaves under
+    `min_size` elements replicated); step, BatchNorm / spectral-norm stats and the frozen
+    perceptual backbone replicated. All replicated when the mesh's fsdp axis is 1 or absent."""
+    repl = NamedSharding(mesh, P())
+    return RendererState(
+        step=repl,
+        params=sharding.fsdp_shardings(state.params, mesh, min_size),
+        batch_stats=jax.tree.map(lambda _: repl, state.batch_stats),
+        opt_state=sharding.fsdp_shardings(state.opt_state, mesh, min_size),
+        loss_params=jax.tree.map(lambda _: repl, state.loss_params),
+    )
+
+  def make_jit_step(self, mesh: Mesh, state_sharding: RendererState | None = None):
+    """jit over `mesh`: state donated and laid out by `state_sharding` (default: replicated;
+    pass `state_shardings(mesh, state)` for FSDP: XLA then all-gathers each weight where it is
+    used and reduce-scatters its gradient, and the update runs on the local shard), batch split
+    over the mesh's batch axes ('data' and/or 'fsdp'), rng replicated. The output state has the
+    input's layout, so step n+1 reuses step n's executable. Returns step(state, batch, rng)."""
     axes = tuple(a for a in mesh.axis_names if a in BATCH_AXES) or tuple(mesh.axis_names)
     repl = NamedSharding(mesh, P())
+    state_sh = repl if state_sharding is None else state_sharding
     batch_sh = NamedSharding(mesh, P(axes if len(axes) > 1 else axes[0]))
     return jax.jit(
         self.train_step,
-        in_shardings=(repl, batch_sh, repl),
-        out_shardings=(repl, repl),
+        in_shardings=(state_sh, batch_sh, repl),
+        out_shardings=(state_sh, repl),
         donate_argnums=(0,),
     )
 
