@@ -211,7 +211,7 @@ class Generator:
   image_size: int
   pose_mean: np.ndarray     # [6] dataset pose statistics (de-normalisation)
   pose_std: np.ndarray
-  _motion: tuple | None = None  # (stage, sampler), loaded on first use
+  _motions: dict = dataclasses.field(default_factory=dict)  # method -> (stage, sampler)
   _backends: dict = dataclasses.field(default_factory=dict)
 
   @classmethod
@@ -257,19 +257,22 @@ class Generator:
         raise GenerateError(f"landmark backend {name!r} unavailable: {e}") from e
     return self._backends[name]
 
-  def motion(self):
-    """(MotionStage, jitted sampler) of W/checkpoints/motion (OSM-Net), loaded on first use."""
-    if self._motion is None:
+  def motion(self, method: str = "osmnet"):
+    """(MotionStage, jitted sampler) of a trained motion model, loaded on first use: "osmnet"
+    (W/checkpoints/motion) or a baseline (W/checkpoints/motion_<name>, e.g. audio2pose_lstm)."""
+    if method not in self._motions:
       from osmnet_jax import motion_sampling
       from osmnet_jax.stages import motion_stage
 
-      ckdir = motion_stage.checkpoint_dir(self.workdir, "osmnet")
+      if method not in motion_stage.MODELS:
+        raise GenerateError(f"unknown motion model {method!r}; one of {motion_stage.MODELS}")
+      ckdir = motion_stage.checkpoint_dir(self.workdir, method)
       if not os.path.exists(os.path.join(ckdir, "motion_config.json")):
         raise GenerateError(f"no motion checkpoint in {ckdir} (needed to sample head motion; "
                             f"--static-head and --pose-from work without it); "
                             f"{_train_hint(self.workdir, self.cfg)}")
       try:
-        stage, params, stats = motion_stage.load_motion(self.workdir, "osmnet")
+        stage, params, stats = motion_stage.load_motion(self.workdir, method)
       except FileNotFoundError as e:
         raise GenerateError(f"{e}; {_train_hint(self.workdir, self.cfg)}") from e
       except Exception as e:
@@ -277,8 +280,8 @@ class Generator:
             f"the checkpoint in {ckdir} is incompatible with the config it was saved with: it "
             f"expects {_config_summary(os.path.join(ckdir, 'motion_config.json'), ('model', 'num_frames', 'num_bases', 'motion_dim', 'identity'))}"
             f" ({type(e).__name__}: {str(e)[:300]})") from e
-      self._motion = (stage, motion_sampling.make_sampler(stage, params, stats))
-    return self._motion
+      self._motions[method] = (stage, motion_sampling.make_sampler(stage, params, stats))
+    return self._motions[method]
 
   @functools.cached_property
   def _keypoints_fn(self):
@@ -310,8 +313,9 @@ class Generator:
 
   # --------------------------------------------------------------------------------------------
   def head_motion(self, mel_windows, source, num_samples: int, seed: int, diversity: float,
-                  static_head: bool, pose_from: str | None, landmarks: str) -> np.ndarray:
-    """-> normalised poses float32 [N, T, 6]."""
+                  static_head: bool, pose_from: str | None, landmarks: str,
+                  method: str = "osmnet") -> np.ndarray:
+    """-> normalised poses float32 [N, T, 6]; sampled ones come from motion model ``method``."""
     n, t = num_samples, mel_windows.shape[0]
     if static_head:  # the neutral (dataset mean) pose for every frame
       return np.zeros((n, t, 6), np.float32)
@@ -319,7 +323,7 @@ class Generator:
       ref = poses_from_video(os.fspath(pose_from), self.backend(landmarks), t)  # [T, 6]
       ref = (ref - self.pose_mean) / self.pose_std
       return np.broadcast_to(ref[None], (n, t, 6)).astype(np.float32)
-    stage, sample = self.motion()
+    stage, sample = self.motion(method)
     src = None
     if stage.uses_source:  # the mapper's identity input, at the motion model's image size
       import cv2
