@@ -104,6 +104,10 @@ def main(argv):
                          "first (it writes config.json)")
   with open(cfg_path) as f:
     cfg = ml_collections.ConfigDict(json.load(f))
+  for flag in ("syncnet_weights", "fid_weights"):
+    path = getattr(FLAGS, flag)
+    if path and not os.path.isfile(path):
+      raise app.UsageError(f"--{flag} {path}: no such file")
 
   from osmnet_jax import datasets
 

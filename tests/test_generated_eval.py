@@ -146,6 +146,14 @@ def test_project_readme_has_the_markers():
 # ----------------------------------------------------------------------------------------------
 # eval.py end to end.
 
+def test_eval_missing_weights_file_is_a_usage_error(tmp_path):
+  (tmp_path / "w").mkdir()
+  (tmp_path / "w" / "config.json").write_text("{}")
+  proc = _run(["eval.py", "--workdir", str(tmp_path / "w"), "--fid_weights",
+               str(tmp_path / "nope.pth")], tmp_path)
+  assert proc.returncode != 0 and "--fid_weights" in proc.stderr and "no such file" in proc.stderr
+
+
 @pytest.fixture(scope="module")
 def evaluated(tiny_trained):
   """eval.py on the session's tiny workdir (osmnet + noise_sampler trained): 2 test clips, 2
