@@ -54,6 +54,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.renderer.overrides = {"train": {"scales": (1.0, 0.5, 0.25)}}
   c.renderer.steps = 300
   c.renderer.save_every = 100
+  # "bfloat16": convs/activations in bf16; params, BatchNorm stats, losses, Adam stay float32.
+  # remat: recompute the hourglass blocks in the backward pass (less activation memory). CPU
+  # numbers: benchmarks/results/precision_remat.md (bf16 pays off on GPU/TPU, not on CPU).
+  c.renderer.compute_dtype = "float32"
+  c.renderer.remat = False
 
   # Stage B, head motion: each model here is trained by the "motion" stage, one after another.
   # Baselines: "audio2pose_lstm" (one-to-one) and "noise_sampler" (FONT-style noise input).

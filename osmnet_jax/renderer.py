@@ -27,6 +27,12 @@ def vox256_config() -> ml_collections.ConfigDict:
   c.num_kp = 10
   c.num_channels = 3
   c.estimate_jacobian = True
+  # [ours] Not FOMM fields (converters ignore them). compute_dtype "bfloat16": the hourglasses and
+  # the generator's blocks compute in bf16 with float32 params; heads, softmax, warps, losses and
+  # Adam stay float32 (models/*.py say why). remat: recompute the hourglass blocks in the
+  # backward pass instead of storing their activations (less memory, ~1 more forward).
+  c.compute_dtype = "float32"
+  c.remat = False
   c.kp_detector = ml_collections.ConfigDict(
       dict(
           temperature=0.1,
@@ -108,6 +114,21 @@ def tiny_config() -> ml_collections.ConfigDict:
   return c
 
 
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(cfg):
+  """cfg.compute_dtype -> the modules' `dtype`: None (float32, follows the params) or bfloat16.
+
+  float16 is not offered: its 5-bit exponent would need loss scaling; bf16 has float32's
+  exponent range, so the float32 loss and gradients need none.
+  """
+  name = cfg.get("compute_dtype", "float32")  # configs saved before the field: float32
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"compute_dtype={name!r}: use one of {sorted(COMPUTE_DTYPES)}")
+  return COMPUTE_DTYPES[name]
+
+
 def make_kp_detector(cfg, train: bool = False, bn_axis_name: Any = None) -> KPDetector:
   k = cfg.kp_detector
   return KPDetector(
@@ -122,6 +143,8 @@ def make_kp_detector(cfg, train: bool = False, bn_axis_name: Any = None) -> KPDe
       pad=k.get("pad", 0),
       train=train,
       bn_axis_name=bn_axis_name,
+      dtype=compute_dtype(cfg),
+      remat=bool(cfg.get("remat", False)),
   )
 
 
@@ -139,6 +162,8 @@ def make_generator(cfg, train: bool = False, bn_axis_name: Any = None) -> Occlus
       dense_motion_params=None if dmp is None else dict(dmp),
       train=train,
       bn_axis_name=bn_axis_name,
+      dtype=compute_dtype(cfg),
+      remat=bool(cfg.get("remat", False)),
   )
 
 

@@ -6,6 +6,11 @@ plus the identity as background motion (K+1 motions). The hourglass sees, per mo
 difference of Gaussian heatmaps (driving - source; zeros for the background) and the source warped
 by that motion; it predicts a softmax mask over the K+1 motions (dense flow = mask-weighted sum)
 and a sigmoid occlusion map.
+
+Mixed precision (`dtype=jnp.bfloat16`): only the hourglass computes in bf16. The sparse motions,
+the warped sources (grid_sample coordinates), the 'mask' / 'occlusion' heads, the softmax and
+the flow stay float32: the flow is a coordinate field read by grid_sample, where bf16 would
+misplace pixels (see grid_sample.py), and the heads are cheap.
 """
 
 from typing import Any
@@ -57,6 +62,8 @@ class DenseMotionNetwork(nn.Module):
   kp_variance: float = 0.01
   train: bool = False
   bn_axis_name: Any = None
+  dtype: Any = None  # hourglass compute dtype (None: float32)
+  remat: bool = False  # nn.remat on the hourglass blocks
 
   @nn.compact
   def __call__(self, source: jax.Array, kp_drv: dict, kp_src: dict) -> dict[str, jax.Array]:
@@ -87,8 +94,11 @@ class DenseMotionNetwork(nn.Module):
         self.max_features,
         self.train,
         self.bn_axis_name,
+        self.dtype,
+        self.remat,
         name="hourglass",
     )(inp)
+    # Heads without a dtype: bf16 'prediction' is promoted to the float32 params (float32 out).
     mask = jax.nn.softmax(conv(self.num_kp + 1, 7, 3, "mask")(prediction), axis=-1)
     deformation = jnp.einsum(
         "bhwm,bmhwi->bhwi", mask, motions, precision=jax.lax.Precision.HIGHEST

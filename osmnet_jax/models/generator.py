@@ -30,11 +30,12 @@ class Bottleneck(nn.Module):
   num_blocks: int
   train: bool = False
   bn_axis_name: Any = None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
     for i in range(self.num_blocks):
-      x = ResBlock2d(3, 1, self.train, self.bn_axis_name, name=f"r{i}")(x)
+      x = ResBlock2d(3, 1, self.train, self.bn_axis_name, self.dtype, name=f"r{i}")(x)
     return x
 
 
@@ -52,16 +53,21 @@ class OcclusionAwareGenerator(nn.Module):
   dense_motion_params: Any = None  # dict(block_expansion, num_blocks, max_features, scale_factor)
   train: bool = False
   bn_axis_name: Any = None
+  # Mixed precision: the blocks compute in `dtype` (None: float32); the warps (grid_sample
+  # coordinates), the 'final' conv and the sigmoid stay float32 so the prediction that the
+  # losses see is float32. `remat` applies to the dense motion network's hourglass.
+  dtype: Any = None
+  remat: bool = False
 
   @nn.compact
   def __call__(self, source: jax.Array, kp_drv: dict, kp_src: dict) -> dict[str, jax.Array]:
     """Returns prediction [B,H,W,C] and, with dense motion: mask, sparse_deformed,
     occlusion_map, deformation (at dense-motion resolution) and deformed (source warped)."""
-    ax = self.bn_axis_name
-    out = SameBlock2d(self.block_expansion, 7, 3, self.train, ax, name="first")(source)
+    ax, dt = self.bn_axis_name, self.dtype
+    out = SameBlock2d(self.block_expansion, 7, 3, self.train, ax, dt, name="first")(source)
     for i in range(self.num_down_blocks):
       f = min(self.max_features, self.block_expansion * (2 ** (i + 1)))
-      out = DownBlock2d(f, 3, 1, self.train, ax, name=f"down_blocks_{i}")(out)
+      out = DownBlock2d(f, 3, 1, self.train, ax, dt, name=f"down_blocks_{i}")(out)
 
     output = {}
     if self.dense_motion_params is not None:
@@ -70,6 +76,8 @@ class OcclusionAwareGenerator(nn.Module):
           estimate_occlusion_map=self.estimate_occlusion_map,
           train=self.train,
           bn_axis_name=ax,
+          dtype=dt,
+          remat=self.remat,
           name="dense_motion_network",
           **dict(self.dense_motion_params),
       )(source, kp_drv, kp_src)
@@ -83,14 +91,14 @@ class OcclusionAwareGenerator(nn.Module):
         output["occlusion_map"] = occ
         if occ.shape[1:3] != out.shape[1:3]:
           occ = resize_bilinear(occ, out.shape[1:3])
-        out = out * occ
+        out = out * occ.astype(out.dtype)  # float32 map; keep bf16 features bf16
       output["deformed"] = deform_input(source, deformation)
 
-    out = Bottleneck(self.num_bottleneck_blocks, self.train, ax, name="bottleneck")(out)
+    out = Bottleneck(self.num_bottleneck_blocks, self.train, ax, dt, name="bottleneck")(out)
     for i in range(self.num_down_blocks):
       f = min(self.max_features, self.block_expansion * (2 ** (self.num_down_blocks - i - 1)))
-      out = UpBlock2d(f, 3, 1, self.train, ax, name=f"up_blocks_{i}")(out)
-    out = conv(self.num_channels, 7, 3, "final")(out)
+      out = UpBlock2d(f, 3, 1, self.train, ax, dt, name=f"up_blocks_{i}")(out)
+    out = conv(self.num_channels, 7, 3, "final")(out)  # no dtype: float32 logits [B,H,W,C]
     output["prediction"] = jax.nn.sigmoid(out)
     return output
 

@@ -4,6 +4,12 @@ image [B,H,W,C] -> anti-aliased downsample by `scale_factor` -> Hourglass -> 7x7
 `pad`, 0 in vox-256, so the heatmap is 6 px smaller than the features) -> softmax over space with
 temperature -> keypoints = expectation of a [-1,1] grid; Jacobians = heatmap-weighted average of a
 second 7x7 head initialised to the identity (zero weights, bias [1,0,0,1]).
+
+Mixed precision (`dtype=jnp.bfloat16`): the hourglass computes in bf16; the two heads, the
+softmax and the expectation stay float32. The logits are divided by the temperature 0.1 before
+the softmax, so a bf16 logit (relative error 2^-9) would shift the heatmap weights by several
+percent and the keypoints with them; the heads are 7x7 convs to K / 4K channels, cheap next to
+the hourglass.
 """
 
 from typing import Any
@@ -38,6 +44,8 @@ class KPDetector(nn.Module):
   pad: int = 0
   train: bool = False
   bn_axis_name: Any = None
+  dtype: Any = None  # hourglass compute dtype (None: float32)
+  remat: bool = False  # nn.remat on the hourglass blocks
 
   @nn.compact
   def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -50,8 +58,11 @@ class KPDetector(nn.Module):
         self.max_features,
         self.train,
         self.bn_axis_name,
+        self.dtype,
+        self.remat,
         name="predictor",
     )(x)
+    # Heads without a dtype: a bf16 feature map is promoted to the float32 params (float32 out).
     prediction = conv(self.num_kp, 7, self.pad, "kp")(feature_map)  # [B,h,w,K]
     heatmap = kp_lib.spatial_softmax(prediction, self.temperature)
     out = {"value": kp_lib.heatmap_expectation(heatmap)}  # [B,K,2]

@@ -9,6 +9,10 @@ FOMM's BatchNorm2d is affine=True: a learned `scale` (torch `weight`) and `bias`
 
 Under `jax.pmap` / `shard_map` pass `axis_name` so batch statistics are averaged over devices
 (`lax.pmean`); under `jax.jit` with a sharded batch the statistics are global already.
+
+Mixed precision: with bf16 inputs the batch mean/variance, the running statistics and the
+normalisation itself are float32 (a bf16 mean of a large spatial batch loses most of its digits,
+and the running averages accumulate it over steps); only the output is cast back to bf16.
 """
 
 from typing import Any
@@ -34,11 +38,17 @@ class BatchNorm(nn.Module):
     ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
     ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
 
+    # ONE cast to (at least) float32, used by the statistics and the normalisation: its
+    # transpose then adds the two backward paths (through x - mean and through mean/var, which
+    # nearly cancel) in float32 before rounding the sum to bf16 once. Two casts would round each
+    # path to bf16 first and lose the difference (measured: ~20% gradient error instead of ~2%).
+    # A no-op for float32/float64 inputs (cdt == x.dtype), so that path is unchanged.
+    cdt = jnp.promote_types(x.dtype, jnp.float32)  # bf16 -> f32; f64 stays f64
+    xf = x.astype(cdt)
     if self.use_running_average:
       mean, var = ra_mean.value, ra_var.value
     else:
       reduce_axes = tuple(range(x.ndim - 1))
-      xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> f32; f64 stays f64
       mean = jnp.mean(xf, axis=reduce_axes)
       n = x.size // c
       if self.axis_name is not None and not self.is_initializing():
@@ -53,5 +63,7 @@ class BatchNorm(nn.Module):
         ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
 
     inv = jax.lax.rsqrt(var + self.epsilon) * scale
-    y = (x - mean.astype(x.dtype)) * inv.astype(x.dtype) + bias.astype(x.dtype)
-    return y
+    # Normalise in float32 too and return the input dtype: with bf16 activations x - mean
+    # would cancel catastrophically in bf16 (8-bit mantissa) whenever |mean| >> std.
+    y = (xf - mean.astype(cdt)) * inv.astype(cdt) + bias.astype(cdt)
+    return y.astype(x.dtype)

@@ -6,6 +6,15 @@ weight` is the Flax path `encoder/down_blocks_0/conv/kernel` (see `osmnet_jax.co
 
 Every conv uses explicit symmetric padding equal to torch's `padding=p` (Flax 'SAME' differs for
 even kernels and when the torch module pads by less than k // 2, e.g. FOMM's padding-0 heads).
+
+Mixed precision: `dtype` is the compute dtype of the convs and of the activations between blocks
+(None = follow the inputs and the float32 params, i.e. plain float32; jnp.bfloat16 for bf16
+compute). Parameters are always created in float32 (`param_dtype`), the master copy the optimizer
+updates; BatchNorm keeps its statistics in float32 (see batch_norm.py).
+
+Rematerialisation: `remat=True` wraps each Encoder/Decoder block in `nn.remat`, so the backward
+pass recomputes the block's convs/norms from its input instead of keeping them in memory. The
+lifted module keeps the name it is given, so the parameter tree is unchanged.
 """
 
 from typing import Any, Sequence
@@ -99,15 +108,16 @@ class ResBlock2d(nn.Module):
   padding: int = 1
   train: bool = False
   bn_axis_name: Any = None
+  dtype: Any = None  # compute dtype (None: float32 as the params)
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
     bn = lambda name: BatchNorm(not self.train, axis_name=self.bn_axis_name, name=name)
     out = nn.relu(bn("norm1")(x))
-    out = conv(c, self.kernel_size, self.padding, "conv1")(out)
+    out = conv(c, self.kernel_size, self.padding, "conv1", dtype=self.dtype)(out)
     out = nn.relu(bn("norm2")(out))
-    out = conv(c, self.kernel_size, self.padding, "conv2")(out)
+    out = conv(c, self.kernel_size, self.padding, "conv2", dtype=self.dtype)(out)
     return out + x
 
 
@@ -119,11 +129,12 @@ class UpBlock2d(nn.Module):
   padding: int = 1
   train: bool = False
   bn_axis_name: Any = None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
     out = upsample_nearest2x(x)
-    out = conv(self.features, self.kernel_size, self.padding, "conv")(out)
+    out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype)(out)
     out = BatchNorm(not self.train, axis_name=self.bn_axis_name, name="norm")(out)
     return nn.relu(out)
 
@@ -136,10 +147,11 @@ class DownBlock2d(nn.Module):
   padding: int = 1
   train: bool = False
   bn_axis_name: Any = None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
-    out = conv(self.features, self.kernel_size, self.padding, "conv")(x)
+    out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype)(x)
     out = BatchNorm(not self.train, axis_name=self.bn_axis_name, name="norm")(out)
     return avg_pool2x(nn.relu(out))
 
@@ -152,10 +164,11 @@ class SameBlock2d(nn.Module):
   padding: int = 1
   train: bool = False
   bn_axis_name: Any = None
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
-    out = conv(self.features, self.kernel_size, self.padding, "conv")(x)
+    out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype)(x)
     out = BatchNorm(not self.train, axis_name=self.bn_axis_name, name="norm")(out)
     return nn.relu(out)
 
@@ -173,14 +186,20 @@ class Encoder(nn.Module):
   max_features: int = 256
   train: bool = False
   bn_axis_name: Any = None
+  dtype: Any = None
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x) -> list[jax.Array]:
+    # nn.remat(cls) is a lifted class; name= keeps the path 'down_blocks_i/conv/kernel'.
+    block = nn.remat(DownBlock2d) if self.remat else DownBlock2d
     outs = [x]
     for i in range(self.num_blocks):
       f = hourglass_channels(self.block_expansion, self.max_features, i + 1)
       outs.append(
-          DownBlock2d(f, 3, 1, self.train, self.bn_axis_name, name=f"down_blocks_{i}")(outs[-1])
+          block(f, 3, 1, self.train, self.bn_axis_name, self.dtype, name=f"down_blocks_{i}")(
+              outs[-1]
+          )
       )
     return outs
 
@@ -196,14 +215,17 @@ class Decoder(nn.Module):
   max_features: int = 256
   train: bool = False
   bn_axis_name: Any = None
+  dtype: Any = None
+  remat: bool = False
 
   @nn.compact
   def __call__(self, feats: Sequence[jax.Array]) -> jax.Array:
+    block = nn.remat(UpBlock2d) if self.remat else UpBlock2d
     feats = list(feats)
     out = feats.pop()
     for j, i in enumerate(reversed(range(self.num_blocks))):
       f = hourglass_channels(self.block_expansion, self.max_features, i)
-      out = UpBlock2d(f, 3, 1, self.train, self.bn_axis_name, name=f"up_blocks_{j}")(out)
+      out = block(f, 3, 1, self.train, self.bn_axis_name, self.dtype, name=f"up_blocks_{j}")(out)
       skip = feats.pop()
       out = jnp.concatenate([out, skip], axis=-1)  # torch.cat([out, skip], dim=1)
     return out
@@ -217,8 +239,15 @@ class Hourglass(nn.Module):
   max_features: int = 256
   train: bool = False
   bn_axis_name: Any = None
+  dtype: Any = None
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x):
-    args = (self.block_expansion, self.num_blocks, self.max_features, self.train, self.bn_axis_name)
+    if self.dtype is not None:
+      # The input becomes the decoder's last skip: cast it so the concatenated output
+      # [B,h,w,block_expansion+C] stays in the compute dtype instead of promoting to float32.
+      x = x.astype(self.dtype)
+    args = (self.block_expansion, self.num_blocks, self.max_features, self.train,
+            self.bn_axis_name, self.dtype, self.remat)
     return Decoder(*args, name="decoder")(Encoder(*args, name="encoder")(x))

@@ -56,7 +56,12 @@ def grid_sample(
   """
   b, h, w, c = x.shape
   _, ho, wo, _ = grid.shape
-  grid = grid.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else grid
+  # Coordinates and bilinear weights in at least float32: in bf16 the spacing near |1| is 2^-8,
+  # i.e. ~0.25 px at 64 px and ~1 px at 256 px, so a bf16 grid would misplace the warp. With
+  # float32/float64 features cdt == x.dtype (the unchanged full-precision path); with bf16
+  # features (mixed precision) each corner is weighted in float32 and the sum cast back.
+  cdt = jnp.promote_types(x.dtype, jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else None
+  grid = grid.astype(cdt) if cdt is not None else grid
   ix = _unnormalize(grid[..., 0], w)  # [B, Ho, Wo]
   iy = _unnormalize(grid[..., 1], h)
   if padding_mode == "border":
@@ -88,6 +93,8 @@ def grid_sample(
     idx = (yi * w + xi).reshape(b, ho * wo, 1)  # [B, N, 1]
     vals = jnp.take_along_axis(flat, idx, axis=1, mode="clip")  # [B, N, C]
     weight = jnp.where(valid, weight, 0.0).reshape(b, ho * wo, 1)
+    if cdt is not None and cdt != vals.dtype:  # bf16 features: weight in float32
+      return vals.astype(cdt) * weight
     return vals * weight.astype(vals.dtype)
 
   out = (
@@ -96,7 +103,7 @@ def grid_sample(
       + corner(y1, x0, wy1 * wx0)
       + corner(y1, x1, wy1 * wx1)
   )
-  return out.reshape(b, ho, wo, c)
+  return out.reshape(b, ho, wo, c).astype(x.dtype)
 
 
 def _source_index(out_size: int, in_size: int):

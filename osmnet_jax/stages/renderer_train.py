@@ -4,6 +4,8 @@ Config (``cfg.renderer``, defaults in ``renderer_train_config``):
   model        "tiny" | "vox256"  (renderer.tiny_config / vox256_config)
   overrides    dict merged into the model config (e.g. {"train": {"lr_generator": 1e-4}})
   steps, save_every, keep, grid_every (TensorBoard image grid period)
+  compute_dtype "float32" | "bfloat16" (bf16 compute, float32 params / BN stats / losses / Adam)
+  remat        True: recompute the hourglass blocks in the backward pass (less activation memory)
   sample_clips test clips reconstructed into W/samples/ after training (mp4 with sound)
 
 Writes W/checkpoints/renderer/ (orbax), W/renderer_config.json (the model config, so eval and
@@ -30,7 +32,7 @@ MODEL_CONFIG_FILE = "renderer_config.json"
 def renderer_train_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       model="tiny", overrides={}, steps=200, save_every=100, keep=2, grid_every=100,
-      sample_clips=1, seed=0))
+      sample_clips=1, seed=0, compute_dtype="float32", remat=False))
 
 
 def model_config(rcfg) -> ml_collections.ConfigDict:
@@ -39,7 +41,12 @@ def model_config(rcfg) -> ml_collections.ConfigDict:
   if rcfg.model not in makers:
     raise ValueError(f"config.renderer.model={rcfg.model!r}: use one of {sorted(makers)}")
   mcfg = makers[rcfg.model]()
+  # Model-config fields (saved in renderer_config.json, so eval/generation rebuild the same
+  # modules); set here rather than through `overrides` so `--config.renderer.remat=True` works.
+  mcfg.compute_dtype = rcfg.get("compute_dtype", "float32")
+  mcfg.remat = bool(rcfg.get("remat", False))
   mcfg.update_from_flattened_dict(_flatten(dict(rcfg.overrides)))
+  renderer.compute_dtype(mcfg)  # fail early on an unknown dtype name
   return mcfg
 
 
