@@ -51,6 +51,7 @@ def vox256_config() -> ml_collections.ConfigDict:
           num_down_blocks=2,
           num_bottleneck_blocks=6,
           estimate_occlusion_map=True,
+          output_blend="none",  # [ours] "occlusion": see models/generator.py
           dense_motion_params=dict(
               block_expansion=64, max_features=1024, num_blocks=5, scale_factor=0.25
           ),
@@ -159,6 +160,7 @@ def make_generator(cfg, train: bool = False, bn_axis_name: Any = None) -> Occlus
       num_down_blocks=g.num_down_blocks,
       num_bottleneck_blocks=g.num_bottleneck_blocks,
       estimate_occlusion_map=g.estimate_occlusion_map,
+      output_blend=g.get("output_blend", "none"),
       dense_motion_params=None if dmp is None else dict(dmp),
       train=train,
       bn_axis_name=bn_axis_name,

@@ -4,16 +4,25 @@ source [B,H,W,C] -> 'first' 7x7 SameBlock -> down blocks -> warp features by the
 (bilinearly resized to the feature size if needed) -> multiply by the occlusion map (bilinearly
 resized if needed, as torch `F.interpolate(..., mode='bilinear')`, align_corners=False) ->
 'bottleneck' residual blocks -> up blocks -> 'final' 7x7 conv -> sigmoid.
+
+``output_blend="occlusion"`` ([ours], off in the FOMM configs): the prediction becomes
+occ * deformed + (1 - occ) * decoded, with the occlusion map resized to the image and the source
+warped at full resolution by ``deform_pixels`` (identity flow = identity warp). FOMM has no
+skip path from the warped source pixels to the output, so a small or briefly trained decoder
+returns a blurred face; the blend lets visible regions come straight from the warped source and
+leaves the decoder the occluded ones. It adds no parameters (FOMM checkpoints load unchanged).
 """
 
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from osmnet_jax.models.dense_motion import DenseMotionNetwork
 from osmnet_jax.nn.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, conv
 from osmnet_jax.nn.grid_sample import grid_sample, resize_bilinear
+from osmnet_jax.nn.keypoints import make_coordinate_grid
 
 
 def deform_input(x: jax.Array, deformation: jax.Array) -> jax.Array:
@@ -22,6 +31,26 @@ def deform_input(x: jax.Array, deformation: jax.Array) -> jax.Array:
   if deformation.shape[1:3] != (h, w):
     deformation = resize_bilinear(deformation, (h, w))
   return grid_sample(x, deformation)
+
+
+def deform_pixels(x: jax.Array, deformation: jax.Array) -> jax.Array:
+  """Warps x [B,H,W,C] with a low-resolution flow [B,h,w,2] by upsampling its displacement.
+
+  FOMM's flow holds absolute coordinates on its own (h, w) grid, x = 2 j / (w - 1) - 1; resized
+  to (H, W) and sampled with align_corners=False, even the identity flow shrinks the image by
+  about 1/h per side (6 % at h = 16) and blackens its border. Here the displacement (flow minus
+  that grid) is upsampled and added to the (H, W) pixel-centre grid, so the identity flow is the
+  identity warp. Used by output_blend only: FOMM's own warps stay as they are (parity).
+  """
+  _, h, w, _ = x.shape
+  dh, dw = deformation.shape[1:3]
+  disp = deformation - make_coordinate_grid(dh, dw, deformation.dtype)[None]
+  if (dh, dw) != (h, w):
+    disp = resize_bilinear(disp, (h, w))
+  cx = (2.0 * jnp.arange(w, dtype=disp.dtype) + 1.0) / w - 1.0  # pixel centres
+  cy = (2.0 * jnp.arange(h, dtype=disp.dtype) + 1.0) / h - 1.0
+  grid = jnp.stack(jnp.broadcast_arrays(cx[None, :], cy[:, None]), -1)  # [H,W,2] (x, y)
+  return grid_sample(x, grid[None] + disp)
 
 
 class Bottleneck(nn.Module):
@@ -50,6 +79,7 @@ class OcclusionAwareGenerator(nn.Module):
   num_down_blocks: int = 2
   num_bottleneck_blocks: int = 6
   estimate_occlusion_map: bool = True
+  output_blend: str = "none"  # "none" (FOMM) | "occlusion" (see the module docstring)
   dense_motion_params: Any = None  # dict(block_expansion, num_blocks, max_features, scale_factor)
   train: bool = False
   bn_axis_name: Any = None
@@ -99,6 +129,17 @@ class OcclusionAwareGenerator(nn.Module):
       f = min(self.max_features, self.block_expansion * (2 ** (self.num_down_blocks - i - 1)))
       out = UpBlock2d(f, 3, 1, self.train, ax, dt, name=f"up_blocks_{i}")(out)
     out = conv(self.num_channels, 7, 3, "final")(out)  # no dtype: float32 logits [B,H,W,C]
-    output["prediction"] = jax.nn.sigmoid(out)
+    pred = jax.nn.sigmoid(out)
+    if self.output_blend not in ("none", "occlusion"):
+      raise ValueError(f"output_blend={self.output_blend!r}: use 'none' or 'occlusion'")
+    if self.output_blend == "occlusion":
+      if "occlusion_map" not in output:
+        raise ValueError("output_blend='occlusion' needs estimate_occlusion_map=True and "
+                         "dense_motion_params")
+      occ = resize_bilinear(output["occlusion_map"], pred.shape[1:3])  # [B,H,W,1]
+      warped = deform_pixels(source, output["deformation"])
+      output["deformed_pixels"] = warped
+      pred = occ * warped + (1.0 - occ) * pred
+    output["prediction"] = pred
     return output
 
