@@ -10,6 +10,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(REPO, "tests")
+# Cheap XLA:CPU codegen for the multi-step workers: compile time dominates those tests.
+CHEAP_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def run_worker(test_file: str, xla_flags: str | None = None, timeout: int = 600) -> dict:
+  """Runs ``python TEST_FILE worker`` (the module's own worker, in a fresh process so its
+  simulated device count cannot clash with other test modules) with the repo and tests/ on
+  PYTHONPATH and XLA_FLAGS = ``xla_flags`` (None: unset); returns the JSON its last
+  ``RESULT `` line carries."""
+  import json
+
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS, os.environ.get("PYTHONPATH", "")]))
+  env.pop("XLA_FLAGS", None)
+  if xla_flags is not None:
+    env["XLA_FLAGS"] = xla_flags
+  proc = subprocess.run([sys.executable, os.path.abspath(test_file), "worker"],
+                        capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
 
 
 def run_script(args, tfds_dir, timeout=900) -> subprocess.CompletedProcess:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+from conftest import run_worker
 
 N_DEV = 4
 STEPS = 2
@@ -90,14 +91,7 @@ def _worker():
 
 
 def test_jit_mesh_pmap_single_device_agree():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  env.pop("XLA_FLAGS", None)
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), "worker"],
-                        capture_output=True, text=True, env=env, cwd=root, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  res = json.loads(line[len("RESULT "):])
+  res = run_worker(__file__)  # default XLA:CPU codegen
   print(res)
   assert res["dtype"] == "float64"
   # Adam at lr 1e-3 (first steps at lr/100 warm-up .. lr) moves params by ~1e-5..1e-3.

@@ -14,12 +14,13 @@ The worker runs in a subprocess so its device count cannot clash with other test
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from conftest import CHEAP_XLA_FLAGS, run_worker
 
 N_DEV = 4
 STEPS = 2
@@ -154,15 +155,7 @@ def _worker():
 
 
 def test_fsdp_sharded_step_matches_data_parallel_and_single_device():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  # Cheap XLA:CPU codegen as in test_renderer_train: compile time dominates.
-  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), "worker"],
-                        capture_output=True, text=True, env=env, cwd=root, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  res = json.loads(line[len("RESULT "):])
+  res = run_worker(__file__, CHEAP_XLA_FLAGS)  # as in test_renderer_train
   print(res)
   assert res["moved"] > 3e-4  # Adam at lr 2e-4 moved the params
   for name, fsdp in (("data4_fsdp1", 1), ("data1_fsdp4", 4), ("data2_fsdp2", 2)):

@@ -14,12 +14,13 @@ CPU, 90-105 s wall on the shared 2-core machine at load 8-10.
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+
+from conftest import CHEAP_XLA_FLAGS, run_worker
 
 STEPS = 2
 
@@ -157,15 +158,7 @@ def _worker():
 
 @pytest.fixture(scope="module")
 def worker_result():
-  here = os.path.dirname(os.path.abspath(__file__))
-  root = os.path.dirname(here)
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, here, os.environ.get("PYTHONPATH", "")]))
-  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), "worker"],
-                        capture_output=True, text=True, env=env, cwd=root, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  res = json.loads(line[len("RESULT "):])
+  res = run_worker(__file__, CHEAP_XLA_FLAGS)
   print(json.dumps({k: res[k] for k in ("compare", "seconds")}, indent=1))
   return res
 

@@ -9,11 +9,12 @@ modules that already initialised JAX.
 
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+from conftest import CHEAP_XLA_FLAGS, run_worker
 
 N_DEV = 4
 STEPS = 2
@@ -125,17 +126,8 @@ def _worker():
 
 
 def test_jit_mesh_pmap_single_device_agree():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
   # Cheap XLA:CPU codegen: compile time dominates this test; all three layouts use the same flags.
-  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-  proc = subprocess.run(
-      [sys.executable, os.path.abspath(__file__), "worker"],
-      capture_output=True, text=True, env=env, cwd=root, timeout=600,
-  )
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  res = json.loads(line[len("RESULT "):])
+  res = run_worker(__file__, CHEAP_XLA_FLAGS)
   print(res)
   # Parameters moved (Adam at lr 2e-4 for 3 steps: ~6e-4) and every loss is finite.
   assert res["moved"] > 3e-4
