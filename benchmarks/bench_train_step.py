@@ -125,7 +125,8 @@ def build(model: str, res: int, batch: int, layers: int, vgg_path: str):
     loss.backward()
     opt.step()
 
-  return jax_step, torch_step, {"compile_s": compile_s, "xla_memory_bytes": mem_bytes}
+  return jax_step, torch_step, {"compile_s": compile_s, "xla_memory_bytes": mem_bytes,
+                                "compiled": compiled}
 
 
 def main(argv=None):

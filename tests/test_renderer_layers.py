@@ -74,7 +74,9 @@ def test_antialias_matches_torch(scale, size):
   ref = mod(_nchw(x)).numpy().transpose(0, 2, 3, 1)
   out = AntiAliasInterpolation2d(scale).apply({}, jnp.asarray(x))
   assert out.shape == ref.shape
-  np.testing.assert_allclose(out, ref, atol=1e-6)
+  # Ours is two separable passes (k taps each), torch one k*k float32 sum: at scale 1/8 (29x29
+  # taps) torch itself is ~1e-6 off the float64 value, ours ~1e-7, so the gap can reach ~1e-6.
+  np.testing.assert_allclose(out, ref, atol=2e-6)
   k, ka, kb, stride = antialias_kernel(scale)
   assert k.shape[0] == {0.25: 13, 0.5: 5, 0.125: 29}[scale] and ka == kb and stride == int(1 / scale)
   np.testing.assert_allclose(k, mod.weight[0, 0].numpy(), atol=1e-7)

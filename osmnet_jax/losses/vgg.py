@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from osmnet_jax.nn.conv import Conv
+
 # Conv widths and 'M' (2x2 max pool) of torchvision's `features`.
 VGG_LAYERS = {
     "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
@@ -37,6 +39,20 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
+
+
+def max_pool2x(x: jax.Array) -> jax.Array:
+  """`nn.MaxPool2d(2)` (floor for odd sizes) as the max of four strided views.
+
+  [B,H,W,C] -> [B,H/2,W/2,C], the same values as `nn.max_pool(x, (2, 2), strides=(2, 2))`.
+  XLA:CPU's reduce-window and its select-and-scatter gradient were ~8 % of the 64 px renderer
+  step (a reshape + `max` was no better: its gradient counts ties with a compare, a convert and a
+  sum); elementwise maxima and their select gradients fuse into one loop each way. Gradient ties
+  (equal maxima in a window) only occur at ReLU zeros here, where the upstream gradient is zero.
+  """
+  h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+  return jnp.maximum(jnp.maximum(x[:, 0:h:2, 0:w:2], x[:, 0:h:2, 1:w:2]),
+                     jnp.maximum(x[:, 1:h:2, 0:w:2], x[:, 1:h:2, 1:w:2]))
 
 
 class VGG(nn.Module):
@@ -60,9 +76,10 @@ class VGG(nn.Module):
     outs, j = [], 0
     for v in layers:
       if v == "M":
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        x = max_pool2x(x)
         continue
-      x = nn.relu(nn.Conv(v, (3, 3), padding=((1, 1), (1, 1)), name=f"conv{j}")(x))
+      # `Conv`: nn.Conv's params; a matmul on the 2x2..8x8 maps of the deep levels (nn/conv.py).
+      x = nn.relu(Conv(v, (3, 3), padding=((1, 1), (1, 1)), name=f"conv{j}")(x))
       if j in wanted:
         outs.append(x)
         if len(outs) == len(wanted):

@@ -25,14 +25,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from osmnet_jax.nn.batch_norm import BatchNorm
+from osmnet_jax.nn.conv import Conv
 
 # torch's default Conv2d init: kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
 torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def conv(features: int, kernel: int, padding: int, name: str, **kw) -> nn.Conv:
-  """`nn.Conv2d(in, features, kernel, padding=padding)` as a Flax conv."""
-  return nn.Conv(
+def conv(features: int, kernel: int, padding: int, name: str, **kw) -> Conv:
+  """`nn.Conv2d(in, features, kernel, padding=padding)` as a Flax conv (`nn.Conv`'s params).
+
+  `Conv` (nn/conv.py) takes XLA:CPU's fast path on small feature maps; same parameters.
+  """
+  return Conv(
       features,
       (kernel, kernel),
       padding=((padding, padding), (padding, padding)),
@@ -72,33 +76,53 @@ def antialias_kernel(scale: float) -> tuple[np.ndarray, int, int, int]:
   return kernel.astype(np.float32), ka, kb, int(1.0 / scale)
 
 
+def antialias_matrix(size: int, scale: float) -> np.ndarray:
+  """One axis of AntiAliasInterpolation2d as a matrix: [size_out, size] (float32).
+
+  FOMM's kernel is an outer product of one normalised 1-D Gaussian g with itself, so "zero-pad
+  (ka, kb), convolve with g x g, keep every s-th pixel" is A_h @ X @ A_w^T with
+  A[o, h] = g[h - o * s + ka] (0 <= h - o * s + ka < k).
+  """
+  kernel, ka, kb, stride = antialias_kernel(scale)
+  # kernel = outer(g, g) / sum(g)^2, so each factor is g / sum(g); the row sums in float64 give it
+  # to float32 round-off (max |outer(g1, g1) - kernel| ~ 1e-9).
+  g = kernel.astype(np.float64).sum(axis=1)
+  k = g.shape[0]
+  out = (size + ka + kb - k) // stride + 1
+  a = np.zeros((out, size), np.float32)
+  for o in range(out):
+    for t in range(k):
+      h = o * stride - ka + t
+      if 0 <= h < size:
+        a[o, h] = g[t]
+  return a
+
+
 class AntiAliasInterpolation2d(nn.Module):
   """Gaussian blur then pick every (1/scale)-th pixel; no learned parameters.
 
-  FOMM convolves at full resolution and then slices `[::s, ::s]`; a stride-s convolution
-  computes exactly those outputs. (Older FOMM used nearest `F.interpolate` by `scale`, which
-  picks the same pixels.) Torch stores the kernel as a buffer `down.weight` [C,1,k,k]; the
-  converter checks it against this recomputation and drops it.
+  FOMM convolves at full resolution and then slices `[::s, ::s]`; only those outputs are
+  computed here. The Gaussian is separable, so the blur-and-pick is two small matmuls with
+  `antialias_matrix` (rows, then columns): XLA:CPU ran the depthwise 13x13 conv's transpose (the
+  gradient of the prediction's image pyramid) as a slow lhs-dilated conv, ~75 ms per 64 px step
+  (benchmarks/profile_train_step.py); as matmuls both directions are cheap on every backend. (Older
+  FOMM used nearest `F.interpolate` by `scale`, which picks the same pixels.) Torch stores the
+  kernel as a buffer `down.weight` [C,1,k,k]; the converter checks it against
+  `antialias_kernel` and drops it.
   """
 
   scale: float
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, H, W, C] -> [B, ~H*scale, ~W*scale, C]."""
     if self.scale == 1.0:
       return x
-    kernel, ka, kb, stride = antialias_kernel(self.scale)
-    c = x.shape[-1]
-    k = jnp.asarray(np.tile(kernel[:, :, None, None], (1, 1, 1, c)), x.dtype)  # HWIO, depthwise
-    return jax.lax.conv_general_dilated(
-        x,
-        k,
-        window_strides=(stride, stride),
-        padding=((ka, kb), (ka, kb)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=c,
-        precision=jax.lax.Precision.HIGHEST,
-    )
+    ah = jnp.asarray(antialias_matrix(x.shape[1], self.scale), x.dtype)  # [Ho, H]
+    aw = jnp.asarray(antialias_matrix(x.shape[2], self.scale), x.dtype)  # [Wo, W]
+    hi = jax.lax.Precision.HIGHEST
+    y = jnp.einsum("oh,bhwc->bowc", ah, x, precision=hi)
+    return jnp.einsum("pw,bowc->bopc", aw, y, precision=hi)
 
 
 class ResBlock2d(nn.Module):

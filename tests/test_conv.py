@@ -1,0 +1,114 @@
+"""nn/conv.py (im2col path for small maps), the matmul anti-alias and the reshape max-pool: same
+functions as the XLA ops they replace, values and gradients."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from osmnet_jax.losses import perceptual, vgg
+from osmnet_jax.nn import conv as conv_lib
+from osmnet_jax.nn.blocks import AntiAliasInterpolation2d, antialias_kernel
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.mark.parametrize("hw,k,pad", [(2, 3, ((1, 1), (1, 1))), (5, 3, ((1, 1), (1, 1))),
+                                      (6, 7, ((3, 3), (3, 3))), (4, 1, ((0, 0), (0, 0))),
+                                      (7, 3, ((0, 2), (1, 0)))])
+def test_im2col_conv_matches_xla_values_and_grads(hw, k, pad):
+  r = np.random.RandomState(hw + k)
+  x = jnp.asarray(r.randn(3, hw, hw + 1, 5).astype(np.float32))
+  w = jnp.asarray(r.randn(k, k, 5, 4).astype(np.float32))
+  ref_f = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=DN)
+  ours_f = lambda x, w: conv_lib.im2col_conv(x, w, pad)
+  ref, ours = ref_f(x, w), ours_f(x, w)
+  assert ours.shape == ref.shape
+  np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=1e-5)
+  cot = jnp.asarray(r.randn(*ref.shape).astype(np.float32))
+  g_ref = jax.grad(lambda x, w: jnp.sum(ref_f(x, w) * cot), (0, 1))(x, w)
+  g_ours = jax.grad(lambda x, w: jnp.sum(ours_f(x, w) * cot), (0, 1))(x, w)
+  for a, b in zip(g_ours, g_ref):
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_conv_module_has_nn_conv_params_and_output():
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 4, 4, 6).astype(np.float32))
+  ref_mod = nn.Conv(8, (3, 3), padding=((1, 1), (1, 1)))
+  params = ref_mod.init(jax.random.PRNGKey(0), x)
+  for impl in ("xla", "im2col", "auto"):
+    mod = conv_lib.Conv(8, (3, 3), padding=((1, 1), (1, 1)), impl=impl)
+    ours_params = mod.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.map(jnp.shape, ours_params) == jax.tree.map(jnp.shape, params)
+    np.testing.assert_allclose(mod.apply(params, x), ref_mod.apply(params, x), atol=1e-5)
+
+
+def test_path_rule_and_compiled_program():
+  assert conv_lib.use_im2col("auto", 2, 2) == (jax.default_backend() == "cpu")
+  assert not conv_lib.use_im2col("auto", 16, 16)
+  assert conv_lib.use_im2col("im2col", 64, 64) and not conv_lib.use_im2col("xla", 2, 2)
+  with pytest.raises(ValueError, match="'auto', 'xla' or 'im2col'"):
+    conv_lib.use_im2col("fast", 2, 2)
+  with pytest.raises(ValueError, match="explicit"):
+    conv_lib.Conv(4, (3, 3), padding="SAME").init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, 3)))
+  # The point of the module: on CPU a 2x2 map's conv is compiled as a dot, not a convolution.
+  if jax.default_backend() == "cpu":
+    mod = conv_lib.Conv(16, (3, 3), padding=((1, 1), (1, 1)))
+    x = jnp.zeros((2, 2, 2, 16))
+    p = mod.init(jax.random.PRNGKey(0), x)
+    hlo = jax.jit(mod.apply).lower(p, x).compile().as_text()
+    assert " convolution(" not in hlo and "dot" in hlo
+
+
+@pytest.mark.parametrize("scale,size", [(0.5, 17), (0.25, 64), (0.25, 29)])
+def test_antialias_matmul_equals_depthwise_conv(scale, size):
+  """The separable matmul form == the full k x k depthwise strided conv it replaced (+ grads)."""
+  x = jnp.asarray(np.random.RandomState(1).rand(2, size, size + 3, 3).astype(np.float32))
+  kernel, ka, kb, stride = antialias_kernel(scale)
+  k = jnp.asarray(np.tile(kernel[:, :, None, None], (1, 1, 1, 3)))
+
+  def ref(x):
+    return jax.lax.conv_general_dilated(x, k, (stride, stride), ((ka, kb), (ka, kb)),
+                                        dimension_numbers=DN, feature_group_count=3,
+                                        precision=jax.lax.Precision.HIGHEST)
+
+  mod = AntiAliasInterpolation2d(scale)
+  out = mod.apply({}, x)
+  assert out.shape == ref(x).shape
+  np.testing.assert_allclose(out, ref(x), atol=1e-6)
+  cot = jnp.asarray(np.random.RandomState(2).randn(*out.shape).astype(np.float32))
+  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(mod.apply({}, x) * cot))(x),
+                             jax.grad(lambda x: jnp.sum(ref(x) * cot))(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (7, 9)])
+def test_max_pool2x_matches_reduce_window(h, w):
+  x = jnp.asarray(np.random.RandomState(3).randn(2, h, w, 4).astype(np.float32))
+  ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+  np.testing.assert_array_equal(vgg.max_pool2x(x), ref(x))
+  cot = jnp.asarray(np.random.RandomState(4).randn(*ref(x).shape).astype(np.float32))
+  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(vgg.max_pool2x(x) * cot))(x),
+                             jax.grad(lambda x: jnp.sum(ref(x) * cot))(x), atol=1e-6)
+
+
+def test_perceptual_loss_one_call_equals_two_calls():
+  """[pred; target] in one VGG call gives the loss and gradient of separate calls."""
+  module = vgg.VGG(kind="vgg19", num_outputs=3)
+  r = np.random.RandomState(5)
+  pred = jnp.asarray(r.rand(2, 16, 16, 3).astype(np.float32))
+  target = jnp.asarray(r.rand(2, 16, 16, 3).astype(np.float32))
+  variables = module.init(jax.random.PRNGKey(0), pred)
+  scales, weights = (1.0, 0.5), (1.0, 2.0, 3.0)
+
+  def separate(p):
+    pp, pr = perceptual.image_pyramid(p, scales), perceptual.image_pyramid(target, scales)
+    total = 0.0
+    for s in scales:
+      fx = module.apply(variables, pp[perceptual.pyramid_key(s)])
+      fy = module.apply(variables, pr[perceptual.pyramid_key(s)])
+      total += sum(w * jnp.mean(jnp.abs(a - b)) for w, a, b in zip(weights, fx, fy))
+    return total
+
+  ours = lambda p: perceptual.perceptual_loss(module, variables, p, target, scales, weights)
+  np.testing.assert_allclose(ours(pred), separate(pred), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(ours)(pred), jax.grad(separate)(pred), atol=1e-6, rtol=1e-5)
