@@ -30,7 +30,11 @@ import shlex
 import sys
 import time
 
-from absl import app, flags, logging
+from osmnet_jax import xla_cpu_tuning
+
+xla_cpu_tuning.apply()  # XLA:CPU options, before JAX starts (see osmnet_jax/xla_cpu_tuning.py)
+
+from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The training workdir (holds config.json).")

@@ -15,7 +15,11 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from osmnet_jax import xla_cpu_tuning
+
+xla_cpu_tuning.apply()  # XLA:CPU options, before JAX starts (see osmnet_jax/xla_cpu_tuning.py)
+
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS

@@ -21,6 +21,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from osmnet_jax import xla_cpu_tuning  # noqa: E402
+
+xla_cpu_tuning.apply()  # what generate's CLI runs with
 
 
 def parse_args(argv=None):

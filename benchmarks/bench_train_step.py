@@ -28,6 +28,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+from osmnet_jax import xla_cpu_tuning  # noqa: E402
+
+xla_cpu_tuning.apply()  # what train.py runs with; OSMNET_XLA_CPU_TUNING=0 for XLA's defaults
 
 
 def parse_args(argv=None):
@@ -167,7 +170,8 @@ def main(argv=None):
         print(json.dumps(row), flush=True)
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   print(f"\n{stamp}; {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__} "
-        f"({jax.default_backend()}), torch {torch.__version__}; command: python "
+        f"({jax.default_backend()}), torch {torch.__version__}; XLA_FLAGS="
+        f"{os.environ.get('XLA_FLAGS', '')!r}; command: python "
         f"benchmarks/bench_train_step.py {' '.join(argv if argv is not None else sys.argv[1:])}")
   print("| model | px | batch | JAX frames/s | torch frames/s | torch/JAX time | JAX compile s |"
         " XLA memory MiB |")

@@ -111,7 +111,6 @@ def main(argv=None):
       print(f"  {ms / args.steps:8.1f} ms/step  {100 * ms / total:5.1f} %  {n}")
     if args.no_torch:
       return
-    import torch
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
       for _ in range(args.steps):

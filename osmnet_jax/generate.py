@@ -563,6 +563,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+  from osmnet_jax import xla_cpu_tuning  # pylint: disable=g-import-not-at-top
+  xla_cpu_tuning.apply()  # before the first computation initialises the backend
   args = parse_args(argv)
   if args.data_dir:
     os.environ["TFDS_DATA_DIR"] = args.data_dir

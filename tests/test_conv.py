@@ -1,12 +1,12 @@
-"""nn/conv.py (im2col path for small maps), the matmul anti-alias and the reshape max-pool: same
-functions as the XLA ops they replace, values and gradients."""
+"""nn/conv.py (im2col path for small maps), the matmul anti-alias and the strided-max max-pool:
+the same functions as the XLA ops they replace, values and gradients."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from osmnet_jax.losses import perceptual, vgg
+from osmnet_jax.losses import vgg
 from osmnet_jax.nn import conv as conv_lib
 from osmnet_jax.nn.blocks import AntiAliasInterpolation2d, antialias_kernel
 
@@ -89,26 +89,3 @@ def test_max_pool2x_matches_reduce_window(h, w):
   cot = jnp.asarray(np.random.RandomState(4).randn(*ref(x).shape).astype(np.float32))
   np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(vgg.max_pool2x(x) * cot))(x),
                              jax.grad(lambda x: jnp.sum(ref(x) * cot))(x), atol=1e-6)
-
-
-def test_perceptual_loss_one_call_equals_two_calls():
-  """[pred; target] in one VGG call gives the loss and gradient of separate calls."""
-  module = vgg.VGG(kind="vgg19", num_outputs=3)
-  r = np.random.RandomState(5)
-  pred = jnp.asarray(r.rand(2, 16, 16, 3).astype(np.float32))
-  target = jnp.asarray(r.rand(2, 16, 16, 3).astype(np.float32))
-  variables = module.init(jax.random.PRNGKey(0), pred)
-  scales, weights = (1.0, 0.5), (1.0, 2.0, 3.0)
-
-  def separate(p):
-    pp, pr = perceptual.image_pyramid(p, scales), perceptual.image_pyramid(target, scales)
-    total = 0.0
-    for s in scales:
-      fx = module.apply(variables, pp[perceptual.pyramid_key(s)])
-      fy = module.apply(variables, pr[perceptual.pyramid_key(s)])
-      total += sum(w * jnp.mean(jnp.abs(a - b)) for w, a, b in zip(weights, fx, fy))
-    return total
-
-  ours = lambda p: perceptual.perceptual_loss(module, variables, p, target, scales, weights)
-  np.testing.assert_allclose(ours(pred), separate(pred), rtol=1e-6)
-  np.testing.assert_allclose(jax.grad(ours)(pred), jax.grad(separate)(pred), atol=1e-6, rtol=1e-5)

@@ -55,12 +55,13 @@ def perceptual_loss(
   pyr_real = image_pyramid(target, scales)
   variables = jax.lax.stop_gradient(variables)
   total = jnp.zeros((), jnp.float32)
-  b = prediction.shape[0]
+  # Two VGG calls, not one on the concatenation [prediction; target]: the two chains are
+  # independent, and XLA:CPU runs independent ops concurrently on separate cores (its conv and
+  # matmul kernels use ~1 core each here). Concatenating made the 64 px, batch 8 renderer step
+  # 1.5x slower (measured 2026-11-29, BENCHMARKS.md).
   for s in scales:
-    # One VGG call on [prediction; target] ([2B,h,w,3]): half the ops, twice the rows per matmul.
-    # VGG has no batch statistics, so each half is exactly what a separate call gives.
-    both = jnp.concatenate([pyr_pred[pyramid_key(s)],
-                            jax.lax.stop_gradient(pyr_real[pyramid_key(s)])], axis=0)
-    for w, f in zip(weights, module.apply(variables, both)):
-      total = total + w * jnp.mean(jnp.abs(f[:b] - jax.lax.stop_gradient(f[b:])))
+    fx = module.apply(variables, pyr_pred[pyramid_key(s)])
+    fy = module.apply(variables, pyr_real[pyramid_key(s)])
+    for w, a, b in zip(weights, fx, fy):
+      total = total + w * jnp.mean(jnp.abs(a - jax.lax.stop_gradient(b)))
   return total
