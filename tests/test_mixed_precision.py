@@ -26,10 +26,11 @@ STEPS = 2
 
 
 def _conv_dtypes(hlo_text: str) -> list[str]:
-  """Result element types of every stablehlo.convolution in a lowered module's text."""
+  """Result element types of every conv in a lowered module's text: stablehlo.convolution, and
+  the stablehlo.dot_general that nn/conv.py's im2col path makes of a conv on a small map (on CPU)."""
   out = []
   for line in hlo_text.splitlines():
-    if "stablehlo.convolution" in line:
+    if "stablehlo.convolution" in line or "stablehlo.dot_general" in line:
       m = re.search(r"->\s*tensor<[0-9x]*x(\w+)>", line)
       out.append(m.group(1))
   return out
