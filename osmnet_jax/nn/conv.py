@@ -11,8 +11,8 @@ channel axis, [B*H*W, kh*kw*Cin] @ [kh*kw*Cin, Cout]) the same conv is a plain m
 gradients (dx: matmul + the transpose of the concatenation; dw: one matmul) are plain too.
 
 On large maps XLA's own convolution is faster in the forward pass (the im2col copy is
-kh*kw times the input), so the matmul path is taken only where H*W <= `im2col_max_pixels`
-(default 64, i.e. up to 8x8; measured crossover between 8x8 and 16x16 on a 2-core Xeon), and only
+kh*kw times the input), so the matmul path is taken only where H*W <= IM2COL_MAX_PIXELS
+(64, i.e. up to 8x8; measured crossover between 8x8 and 16x16 on a 2-core AMD EPYC), and only
 on the CPU backend by default: GPU/TPU convolution libraries have no such cliff.
 
 Parameters are `kernel` [kh, kw, Cin, Cout] and `bias` [Cout] exactly as in `nn.Conv`, so
@@ -52,7 +52,7 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, in
   return out.reshape(b, ho, wo, cout)
 
 
-def use_im2col(impl: str, height: int, width: int, max_pixels: int = IM2COL_MAX_PIXELS) -> bool:
+def use_im2col(impl: str, height: int, width: int) -> bool:
   """The path rule: 'xla' | 'im2col' force one; 'auto' = im2col for small maps on CPU."""
   if impl == "xla":
     return False
@@ -60,7 +60,7 @@ def use_im2col(impl: str, height: int, width: int, max_pixels: int = IM2COL_MAX_
     return True
   if impl != "auto":
     raise ValueError(f"conv impl must be 'auto', 'xla' or 'im2col', got {impl!r}")
-  return height * width <= max_pixels and jax.default_backend() == "cpu"
+  return height * width <= IM2COL_MAX_PIXELS and jax.default_backend() == "cpu"
 
 
 class Conv(nn.Module):
