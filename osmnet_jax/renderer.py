@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from osmnet_jax.init_jit import init_jit
 from osmnet_jax.models.discriminator import MultiScaleDiscriminator
 from osmnet_jax.models.generator import OcclusionAwareGenerator
 from osmnet_jax.models.keypoint_detector import KPDetector
@@ -192,7 +193,7 @@ def init(rng: jax.Array, cfg, image_size: int, with_discriminator: bool | None =
   return _init_jit(rng, _HashableCfg(cfg), int(image_size), bool(with_discriminator))
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+@init_jit(static_argnums=(1, 2, 3))  # one-off program: cheap XLA:CPU compile, same values
 def _init_jit(rng, cfg, image_size, with_discriminator):
   return _init(rng, cfg, image_size, with_discriminator)
 

@@ -43,6 +43,7 @@ from absl import logging
 from osmnet_jax import face_geometry as fg
 from osmnet_jax import renderer
 from osmnet_jax import sharding as sharding_lib
+from osmnet_jax.init_jit import init_jit
 from osmnet_jax.models import expression as expression_lib
 from osmnet_jax.models import keypoint_predictor as kp_lib
 
@@ -128,10 +129,10 @@ class ExpressionStage:
     src = jnp.zeros((1, image_size, image_size, 3), self.dtype)
     lm = jnp.zeros((1, fg.NUM_LANDMARKS, 2), self.dtype)
     pose = jnp.zeros((1, t, 6), self.dtype)
-    p_enc = jax.jit(self.encoder.init)(r_enc, mel, src, lm, pose)["params"]
+    p_enc = init_jit(self.encoder.init)(r_enc, mel, src, lm, pose)["params"]
     kp_src = {"value": jnp.zeros((1, k, 2), self.dtype), "jacobian": jnp.zeros((1, k, 2, 2), self.dtype)}
     expr = jnp.zeros((1, t, self.cfg.expression_dim), self.dtype)
-    p_kp = jax.jit(self.kp_predictor.init)(r_kp, kp_src, expr, pose)["params"]
+    p_kp = init_jit(self.kp_predictor.init)(r_kp, kp_src, expr, pose)["params"]
     return {"expression": p_enc, "keypoints": p_kp}
 
   def init_state(self, rng: jax.Array, renderer_variables: dict, image_size: int

@@ -47,6 +47,7 @@ import optax
 from absl import logging
 
 from osmnet_jax import sharding as sharding_lib
+from osmnet_jax.init_jit import init_jit
 from osmnet_jax.models import motion_space, pose_baselines
 
 MODELS = ("osmnet",) + pose_baselines.MODELS
@@ -172,14 +173,15 @@ class MotionStage:
     return self.model.init(rng, mel, noise, src)["params"]
 
   def init_state(self, rng: jax.Array) -> MotionState:
-    """Fresh state; one jitted program (op-by-op flax init compiles every op separately)."""
+    """Fresh state; one jitted program (op-by-op flax init compiles every op separately),
+    compiled cheaply on CPU (``init_jit``: same values)."""
 
     def init(rng):
       params = self.init_params(rng)
       return MotionState(step=jnp.zeros((), jnp.int32), params=params,
                          opt_state=self.tx.init(params))
 
-    return jax.jit(init)(rng)
+    return init_jit(init)(rng)
 
   # ------------------------------------------------------------------------------------------
   def loss(self, params, batch, rng, offset=0, axis_name=None):
