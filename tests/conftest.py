@@ -33,9 +33,17 @@ def run_worker(test_file: str, xla_flags: str | None = None, timeout: int = 600)
   return json.loads(line[len("RESULT "):])
 
 
-def run_script(args, tfds_dir, timeout=900) -> subprocess.CompletedProcess:
-  """Runs ``python ARGS`` in the repo root like a user would (own TFDS data dir)."""
+def run_script(args, tfds_dir, timeout=900, xla_flags: str | None = CHEAP_XLA_FLAGS
+               ) -> subprocess.CompletedProcess:
+  """Runs ``python ARGS`` in the repo root like a user would (own TFDS data dir).
+
+  XLA_FLAGS defaults to CHEAP_XLA_FLAGS: these runs train 2-3 steps, so XLA:CPU's optimising
+  codegen was most of their time (the flags change how fast the code runs, not what it
+  computes; the scripts still add their own xla_cpu_tuning flags). None: the caller's
+  environment as is."""
   env = {**os.environ, "TFDS_DATA_DIR": str(tfds_dir), "PYTHONPATH": REPO}
+  if xla_flags is not None:
+    env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), xla_flags]).strip()
   return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
                         env=env, timeout=timeout)
 
