@@ -129,7 +129,7 @@ def build_motion(batch: int):
   batch_t = {k: torch.from_numpy(v) for k, v in batch_np.items()}
   step_t = to.make_step(model, lambda b: to.motion_loss(model, b, mcfg), lr, mcfg.grad_clip)
   return (_jax_runner(compiled, state, batch_j, rng), lambda: step_t(batch_t),
-          {"frames": t, "compile_s": compile_s, "xla_memory_bytes": mem})
+          {"frames": t, "compile_s": compile_s, "xla_memory_bytes": mem, "compiled": compiled})
 
 
 def build_expression(batch: int, size: int):
@@ -185,7 +185,7 @@ def build_expression(batch: int, size: int):
   step_t = to.make_step(models, lambda b: to.expression_loss(models, kp_t, b, ecfg), lr,
                         ecfg.grad_clip)
   return (_jax_runner(compiled, state, batch_j, rng), lambda: step_t(batch_t),
-          {"frames": t, "compile_s": compile_s, "xla_memory_bytes": mem})
+          {"frames": t, "compile_s": compile_s, "xla_memory_bytes": mem, "compiled": compiled})
 
 
 def main(argv=None):

@@ -1,8 +1,11 @@
-r"""Where the renderer train step spends its time: XLA ops (JAX) and aten ops (PyTorch mirror).
+r"""Where a train step spends its time: XLA ops (JAX) and aten ops (PyTorch mirror).
 
-  python benchmarks/profile_train_step.py --res 64 --batch 8 --steps 3 --top 25
+  python benchmarks/profile_train_step.py --res 64 --batch 8 --steps 3 --top 25   # renderer
+  python benchmarks/profile_train_step.py --stage motion --batch 16                # stage B
+  python benchmarks/profile_train_step.py --stage expression --batch 8 --res 64
 
-Builds the same two steps as `bench_train_step.py`, runs `--steps` warm steps of each under its
+Builds the same two steps as `bench_train_step.py` (renderer) or `bench_stage_b.py` (motion,
+expression; default configs), runs `--steps` warm steps of each under its
 framework's profiler and prints the top ops by total self time. For JAX the trace of
 `jax.profiler` is read back (the XLA:CPU thunks are named after their HLO instructions; fusions
 are grouped by the op that roots them, e.g. `convolution`, `scatter`, `gather`, `fusion`). For
@@ -27,7 +30,8 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--model", default="tiny", choices=("tiny", "vox256"))
+  p.add_argument("--stage", default="renderer", choices=("renderer", "motion", "expression"))
+  p.add_argument("--model", default="tiny", choices=("tiny", "vox256"), help="renderer model")
   p.add_argument("--res", type=int, default=64)
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--steps", type=int, default=3, help="profiled warm steps per framework")
@@ -84,8 +88,13 @@ def main(argv=None):
   args = parse_args(argv)
   import bench_train_step as bts
   with tempfile.TemporaryDirectory() as tmp:
-    jax_step, torch_step, info = bts.build(args.model, args.res, args.batch,
-                                        args.perceptual_layers, os.path.join(tmp, "vgg19.pth"))
+    if args.stage == "renderer":
+      jax_step, torch_step, info = bts.build(args.model, args.res, args.batch,
+                                          args.perceptual_layers, os.path.join(tmp, "vgg19.pth"))
+    else:
+      import bench_stage_b as bsb
+      jax_step, torch_step, info = (bsb.build_motion(args.batch) if args.stage == "motion"
+                                    else bsb.build_expression(args.batch, args.res))
     jax_step()
     torch_step()
     by_name, count = jax_profile(jax_step, args.steps, os.path.join(tmp, "trace"))
@@ -98,7 +107,7 @@ def main(argv=None):
     for n, ms in by_name.items():
       by_src[where.get(n, "?")] += ms
     print(f"JAX: {total / args.steps:.0f} ms of XLA ops per step "
-          f"({args.res} px, batch {args.batch}, {args.steps} steps)")
+          f"({args.stage}, {args.res} px, batch {args.batch}, {args.steps} steps)")
     print("  by kind:", ", ".join(f"{k} {v / args.steps:.0f} ms" for k, v in kinds.most_common(8)))
     for n, ms in by_name.most_common(args.top):
       print(f"  {ms / args.steps:8.1f} ms/step  {100 * ms / total:5.1f} %  x{count[n] // args.steps:<3d} {n}")
