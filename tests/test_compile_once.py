@@ -41,6 +41,11 @@ def test_renderer_jit_step_compiles_once_and_donates_state():
   assert int(state.step) == STEPS
   assert step._cache_size() == 1  # pylint: disable=protected-access
   assert first_leaf.is_deleted()  # the input state's buffers were donated to the output
+  # The perceptual backbone's weights ride in the donated state; the stage's own copy must
+  # survive, or the next init_state / state_from_variables (resume, a second run) fails.
+  assert not any(x.is_deleted() for x in jax.tree.leaves(stage._vgg_vars))  # pylint: disable=protected-access
+  again = stage.init_state(jax.random.PRNGKey(1), 32)
+  assert jax.tree.structure(again.loss_params) == jax.tree.structure(state.loss_params)
 
 
 def test_motion_jit_step_compiles_once_and_donates_state():

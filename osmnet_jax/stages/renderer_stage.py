@@ -88,7 +88,10 @@ class RendererStage:
         params=params,
         batch_stats=stats,
         opt_state=opt,
-        loss_params=jax.tree.map(jnp.asarray, self._vgg_vars),
+        # A copy: the jit/pmap steps donate the state, and jnp.asarray would hand them the
+        # stage's own backbone buffers (deleted after the first step; the next init_state or
+        # state_from_variables, e.g. a resume, then failed). One copy per state, not per step.
+        loss_params=jax.tree.map(lambda x: jnp.array(x, copy=True), self._vgg_vars),
     )
 
   # --------------------------------------------------------------------------------------------
