@@ -50,7 +50,9 @@ def to_float(audio: np.ndarray) -> np.ndarray:
 
 
 def to_int16(audio: np.ndarray) -> np.ndarray:
-  return np.clip(np.round(np.asarray(audio) * 32767.0), -32768, 32767).astype(np.int16)
+  """float audio in [-1, 1] -> int16 PCM; the inverse of ``to_float`` (same 32768 scale, so
+  int16 -> float -> int16 is exact; +1.0 clips to 32767)."""
+  return np.clip(np.round(np.asarray(audio) * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def log_mel(audio: np.ndarray, num_frames: int | None = None) -> np.ndarray:
