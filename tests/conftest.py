@@ -11,8 +11,14 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, "tests")
-# Cheap XLA:CPU codegen for the multi-step workers: compile time dominates those tests.
+# Cheap XLA:CPU codegen: the tests run a few steps of each program, so XLA's optimising
+# codegen was most of the suite's time. The flags change how fast the compiled code runs, not
+# what it computes. Set for this process (before anything imports jax) and inherited by the
+# subprocesses, unless XLA_FLAGS is already set; OSMNET_TEST_FULL_XLA=1 runs the suite with
+# XLA's default codegen instead.
 CHEAP_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if os.environ.get("OSMNET_TEST_FULL_XLA", "0") != "1" and "XLA_FLAGS" not in os.environ:
+  os.environ["XLA_FLAGS"] = CHEAP_XLA_FLAGS
 
 
 def run_worker(test_file: str, xla_flags: str | None = None, timeout: int = 600) -> dict:
@@ -33,17 +39,10 @@ def run_worker(test_file: str, xla_flags: str | None = None, timeout: int = 600)
   return json.loads(line[len("RESULT "):])
 
 
-def run_script(args, tfds_dir, timeout=900, xla_flags: str | None = CHEAP_XLA_FLAGS
-               ) -> subprocess.CompletedProcess:
-  """Runs ``python ARGS`` in the repo root like a user would (own TFDS data dir).
-
-  XLA_FLAGS defaults to CHEAP_XLA_FLAGS: these runs train 2-3 steps, so XLA:CPU's optimising
-  codegen was most of their time (the flags change how fast the code runs, not what it
-  computes; the scripts still add their own xla_cpu_tuning flags). None: the caller's
-  environment as is."""
+def run_script(args, tfds_dir, timeout=900) -> subprocess.CompletedProcess:
+  """Runs ``python ARGS`` in the repo root like a user would (own TFDS data dir; XLA_FLAGS
+  inherited, i.e. CHEAP_XLA_FLAGS unless the suite runs with OSMNET_TEST_FULL_XLA=1)."""
   env = {**os.environ, "TFDS_DATA_DIR": str(tfds_dir), "PYTHONPATH": REPO}
-  if xla_flags is not None:
-    env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), xla_flags]).strip()
   return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
                         env=env, timeout=timeout)
 
