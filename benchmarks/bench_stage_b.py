@@ -21,21 +21,17 @@ JAX's much less, so the default setting then overstates JAX's lead.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import resource
-import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from osmnet_jax import xla_cpu_tuning  # noqa: E402
-
-xla_cpu_tuning.apply()  # what train.py runs with; OSMNET_XLA_CPU_TUNING=0 for XLA's defaults
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+# bench_train_step applies train.py's XLA:CPU options on import (OSMNET_XLA_CPU_TUNING=0 for
+# XLA's defaults) and holds the compile / timing / header helpers both benchmarks share.
+import bench_train_step as bts  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -54,30 +50,6 @@ def parse_args(argv=None):
                       "threads vs 0.2 s with 1 on a busy 2-core box), so compare with 1 there")
   p.add_argument("--out", default="", help="append the rows as JSON lines to this file")
   return p.parse_args(argv)
-
-
-def cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
-def _compile(step, state, batch, rng):
-  """-> (executable, compile seconds, XLA temp + argument + output bytes or None)."""
-  t0 = time.perf_counter()
-  compiled = step.lower(state, batch, rng).compile()  # the executable the loop runs
-  compile_s = time.perf_counter() - t0
-  mem = compiled.memory_analysis()
-  mem_bytes = None
-  if mem is not None:
-    mem_bytes = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
-                    + mem.output_size_in_bytes)
-  return compiled, compile_s, mem_bytes
 
 
 def _jax_runner(compiled, state, batch, rng):
@@ -119,7 +91,7 @@ def build_motion(batch: int):
     batch_np["source"] = r.randint(0, 256, (batch, mcfg.image_size, mcfg.image_size, 3),
                                    dtype=np.uint8)
   batch_j = jax.device_put(batch_np, sharding.batch_sharding(mesh))
-  compiled, compile_s, mem = _compile(stage.make_jit_step(mesh), state, batch_j, rng)
+  compiled, compile_s, mem = bts.compile_step(stage.make_jit_step(mesh), state, batch_j, rng)
 
   model = to.OSMNetMotion.from_config(mcfg)
   to.load_flax_params(model, params)
@@ -174,7 +146,7 @@ def build_expression(batch: int, size: int):
               "mel": (r.randn(batch, t, 20, 80) * 4.5 - 7).astype(np.float32),
               "pose": r.randn(batch, t, 6).astype(np.float32)}
   batch_j = jax.device_put(batch_np, sharding.batch_sharding(mesh))
-  compiled, compile_s, mem = _compile(stage.make_jit_step(mesh), state, batch_j, rng)
+  compiled, compile_s, mem = bts.compile_step(stage.make_jit_step(mesh), state, batch_j, rng)
 
   models = to.ExpressionModels(ecfg, rcfg.num_kp)
   to.load_flax_params(models, params)
@@ -190,7 +162,6 @@ def build_expression(batch: int, size: int):
 
 def main(argv=None):
   args = parse_args(argv)
-  import jax
   import torch
 
   threads = args.torch_threads or os.cpu_count() or 1
@@ -208,20 +179,8 @@ def main(argv=None):
       jax_step, torch_step, info = build_motion(batch)
     else:
       jax_step, torch_step, info = build_expression(batch, args.image_size)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    jax_step()  # warm-up: first call of the compiled step; torch's first step allocates
-    torch_step()
-    tj, tt = [], []
-    for _ in range(args.repeats):  # alternate so drift on a shared machine hits both
-      t0 = time.perf_counter()
-      for _ in range(args.steps):
-        jax_step()
-      tj.append((time.perf_counter() - t0) / args.steps)
-      t0 = time.perf_counter()
-      for _ in range(args.steps):
-        torch_step()
-      tt.append((time.perf_counter() - t0) / args.steps)
-    mj, mt = statistics.median(tj), statistics.median(tt)
+    tm = bts.time_alternating(jax_step, torch_step, args.repeats, args.steps)
+    mj, mt = tm["jax_step_s"], tm["torch_step_s"]
     t = info["frames"]
     row = {"stage": stage, "batch": batch, "frames_per_clip": t,
            "image_size": args.image_size if stage == "expression" else None,
@@ -230,16 +189,11 @@ def main(argv=None):
            "jax_frames_per_s": batch * t / mj, "torch_frames_per_s": batch * t / mt,
            "ratio_torch_over_jax": mt / mj, "jax_compile_s": info["compile_s"],
            "jax_xla_memory_mib": (info["xla_memory_bytes"] or 0) / 2**20,
-           "peak_rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                   - rss0) / 1024,
+           "peak_rss_growth_mib": tm["peak_rss_growth_mib"],
            "torch_threads": threads, "repeats": args.repeats, "steps_per_repeat": args.steps}
     rows.append(row)
     print(json.dumps(row), flush=True)
-  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  print(f"\n{stamp}; {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__} "
-        f"({jax.default_backend()}), torch {torch.__version__} ({threads} threads); XLA_FLAGS="
-        f"{os.environ.get('XLA_FLAGS', '')!r}; command: python "
-        f"benchmarks/bench_stage_b.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+  stamp = bts.print_run_header("bench_stage_b.py", argv, f" ({threads} threads)")
   print("| stage | batch | T | JAX clips/s | torch clips/s | JAX frames/s | torch frames/s |"
         " torch/JAX time | JAX compile s | XLA memory MiB |")
   print("|---|---|---|---|---|---|---|---|---|---|")

@@ -57,6 +57,53 @@ def cpu_name() -> str:
   return platform.processor() or "unknown"
 
 
+def compile_step(step, state, batch, rng):
+  """-> (executable, compile seconds, XLA temp + argument + output bytes or None)."""
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch, rng).compile()  # the executable the loop runs
+  compile_s = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  mem_bytes = None
+  if mem is not None:
+    mem_bytes = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                    + mem.output_size_in_bytes)
+  return compiled, compile_s, mem_bytes
+
+
+def time_alternating(jax_step, torch_step, repeats: int, steps: int) -> dict:
+  """One warm-up step each, then ``repeats`` x ``steps`` steps, JAX and torch alternating so
+  drift on a shared machine hits both -> median step seconds and peak RSS growth (MiB)."""
+  rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  jax_step()  # warm-up: the compiled step's first call; torch's first step allocates
+  torch_step()
+  tj, tt = [], []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      jax_step()
+    tj.append((time.perf_counter() - t0) / steps)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      torch_step()
+    tt.append((time.perf_counter() - t0) / steps)
+  return {"jax_step_s": statistics.median(tj), "torch_step_s": statistics.median(tt),
+          "peak_rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                  - rss0) / 1024}
+
+
+def print_run_header(script: str, argv, torch_note: str = "") -> str:
+  """Prints date, machine, versions, XLA_FLAGS and the command; returns the date stamp."""
+  import jax
+  import torch
+
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  print(f"\n{stamp}; {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__} "
+        f"({jax.default_backend()}), torch {torch.__version__}{torch_note}; XLA_FLAGS="
+        f"{os.environ.get('XLA_FLAGS', '')!r}; command: python "
+        f"benchmarks/{script} {' '.join(argv if argv is not None else sys.argv[1:])}")
+  return stamp
+
+
 def build(model: str, res: int, batch: int, layers: int, vgg_path: str):
   """-> (jax_step(), torch_step(), jax_info): each call runs one train step to completion."""
   import jax
@@ -94,14 +141,7 @@ def build(model: str, res: int, batch: int, layers: int, vgg_path: str):
   batch_np = {"source": frames[:batch], "driving": frames[batch:]}
   batch_j = jax.device_put(batch_np, sharding.batch_sharding(mesh))
   rng = jax.random.PRNGKey(0)
-  t0 = time.perf_counter()
-  compiled = step.lower(state, batch_j, rng).compile()  # the executable the loop runs
-  compile_s = time.perf_counter() - t0
-  mem = compiled.memory_analysis()
-  mem_bytes = None
-  if mem is not None:
-    mem_bytes = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
-                    + mem.output_size_in_bytes)
+  compiled, compile_s, mem_bytes = compile_step(step, state, batch_j, rng)
   holder = {"state": state}
 
   def jax_step():
@@ -134,7 +174,6 @@ def build(model: str, res: int, batch: int, layers: int, vgg_path: str):
 
 def main(argv=None):
   args = parse_args(argv)
-  import jax
   import torch
 
   torch.set_num_threads(os.cpu_count() or 1)  # both frameworks get every core
@@ -144,35 +183,18 @@ def main(argv=None):
       for batch in [int(x) for x in args.batches.split(",")]:
         jax_step, torch_step, info = build(args.model, res, batch, args.perceptual_layers,
                                            os.path.join(tmp, "vgg19.pth"))
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        jax_step()  # warm-up: the jit step's first call (compile cached by then)
-        torch_step()
-        tj, tt = [], []
-        for _ in range(args.repeats):  # alternate so drift on a shared machine hits both
-          t0 = time.perf_counter()
-          for _ in range(args.steps):
-            jax_step()
-          tj.append((time.perf_counter() - t0) / args.steps)
-          t0 = time.perf_counter()
-          for _ in range(args.steps):
-            torch_step()
-          tt.append((time.perf_counter() - t0) / args.steps)
-        mj, mt = statistics.median(tj), statistics.median(tt)
+        t = time_alternating(jax_step, torch_step, args.repeats, args.steps)
+        mj, mt = t["jax_step_s"], t["torch_step_s"]
         row = {"model": args.model, "res": res, "batch": batch, "jax_step_s": mj,
                "torch_step_s": mt, "jax_frames_per_s": batch / mj,
                "torch_frames_per_s": batch / mt, "ratio_torch_over_jax": mt / mj,
                "jax_compile_s": info["compile_s"],
                "jax_xla_memory_mib": (info["xla_memory_bytes"] or 0) / 2**20,
-               "peak_rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                       - rss0) / 1024,
+               "peak_rss_growth_mib": t["peak_rss_growth_mib"],
                "repeats": args.repeats, "steps_per_repeat": args.steps}
         rows.append(row)
         print(json.dumps(row), flush=True)
-  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  print(f"\n{stamp}; {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__} "
-        f"({jax.default_backend()}), torch {torch.__version__}; XLA_FLAGS="
-        f"{os.environ.get('XLA_FLAGS', '')!r}; command: python "
-        f"benchmarks/bench_train_step.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+  stamp = print_run_header("bench_train_step.py", argv)
   print("| model | px | batch | JAX frames/s | torch frames/s | torch/JAX time | JAX compile s |"
         " XLA memory MiB |")
   print("|---|---|---|---|---|---|---|---|")
