@@ -21,17 +21,14 @@ if os.environ.get("OSMNET_TEST_FULL_XLA", "0") != "1" and "XLA_FLAGS" not in os.
   os.environ["XLA_FLAGS"] = CHEAP_XLA_FLAGS
 
 
-def run_worker(test_file: str, xla_flags: str | None = None, timeout: int = 600) -> dict:
+def run_worker(test_file: str, timeout: int = 600) -> dict:
   """Runs ``python TEST_FILE worker`` (the module's own worker, in a fresh process so its
   simulated device count cannot clash with other test modules) with the repo and tests/ on
-  PYTHONPATH and XLA_FLAGS = ``xla_flags`` (None: unset); returns the JSON its last
-  ``RESULT `` line carries."""
+  PYTHONPATH and this process's XLA_FLAGS (CHEAP_XLA_FLAGS unless OSMNET_TEST_FULL_XLA=1);
+  returns the JSON its last ``RESULT `` line carries."""
   import json
 
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS, os.environ.get("PYTHONPATH", "")]))
-  env.pop("XLA_FLAGS", None)
-  if xla_flags is not None:
-    env["XLA_FLAGS"] = xla_flags
   proc = subprocess.run([sys.executable, os.path.abspath(test_file), "worker"],
                         capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-4000:]

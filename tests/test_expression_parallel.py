@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from conftest import CHEAP_XLA_FLAGS, run_worker
+from conftest import run_worker
 
 N_DEV = 4
 STEPS = 2
@@ -91,7 +91,7 @@ def _worker():
 
 
 def test_jit_mesh_pmap_single_device_agree():
-  res = run_worker(__file__, CHEAP_XLA_FLAGS)  # compile time dominates: cheap codegen
+  res = run_worker(__file__)
   print(res)
   assert res["dtype"] == "float64"
   # Adam at lr 1e-3 (first steps at lr/100 warm-up .. lr) moves params by ~1e-5..1e-3.

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from conftest import CHEAP_XLA_FLAGS, run_worker
+from conftest import run_worker
 
 N_DEV = 4
 STEPS = 2
@@ -155,7 +155,7 @@ def _worker():
 
 
 def test_fsdp_sharded_step_matches_data_parallel_and_single_device():
-  res = run_worker(__file__, CHEAP_XLA_FLAGS)  # as in test_renderer_train
+  res = run_worker(__file__)
   print(res)
   assert res["moved"] > 3e-4  # Adam at lr 2e-4 moved the params
   for name, fsdp in (("data4_fsdp1", 1), ("data1_fsdp4", 4), ("data2_fsdp2", 2)):

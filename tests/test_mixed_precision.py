@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import CHEAP_XLA_FLAGS, run_worker
+from conftest import run_worker
 
 STEPS = 2
 
@@ -172,7 +172,7 @@ def _worker():
 
 @pytest.fixture(scope="module")
 def worker_result():
-  res = run_worker(__file__, CHEAP_XLA_FLAGS)
+  res = run_worker(__file__)
   print(json.dumps({k: res[k] for k in ("compare", "seconds")}, indent=1))
   return res
 

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from conftest import CHEAP_XLA_FLAGS, run_worker
+from conftest import run_worker
 
 N_DEV = 4
 STEPS = 2
@@ -127,7 +127,7 @@ def _worker():
 
 def test_jit_mesh_pmap_single_device_agree():
   # Cheap XLA:CPU codegen: compile time dominates this test; all three layouts use the same flags.
-  res = run_worker(__file__, CHEAP_XLA_FLAGS)
+  res = run_worker(__file__)
   print(res)
   # Parameters moved (Adam at lr 2e-4 for 3 steps: ~6e-4) and every loss is finite.
   assert res["moved"] > 3e-4
