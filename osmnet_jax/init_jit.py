@@ -64,5 +64,4 @@ def init_jit(fn: Callable | None = None, *, static_argnums: Sequence[int] = ()) 
       compiled[key] = exe
     return exe(*dynamic)
 
-  call.jitted = jitted  # the plain jit (``.lower`` etc.)
   return call
