@@ -2,7 +2,7 @@ r"""Evaluate a workdir: W/eval/metrics.json + W/eval/metrics.md (a printed table
 
   python eval.py --workdir runs/demo [--split test] [--max_clips N] [--render_samples 2]
       [--num_samples 8] [--syncnet_weights PATH] [--fid_weights PATH]
-  python -m osmnet_jax.results_table --metrics runs/demo/eval/metrics.json --readme README.md
+  python -m osmnet_jax.evaluation.table --metrics runs/demo/eval/metrics.json --readme README.md
 
 Reads W/config.json (written by train.py) to find the dataset. Methods, on the same test clips:
   osmnet, audio2pose_lstm, noise_sampler — every motion model trained in W: for each test clip
@@ -30,7 +30,7 @@ import shlex
 import sys
 import time
 
-from osmnet_jax import xla_cpu_tuning
+from osmnet_jax.runtime import xla_cpu_tuning
 
 xla_cpu_tuning.apply()  # XLA:CPU options, before JAX starts (see osmnet_jax/xla_cpu_tuning.py)
 
@@ -61,9 +61,9 @@ def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) ->
   import numpy as np
   import tensorflow_datasets as tfds
 
-  from osmnet_jax import reconstruction
+  from osmnet_jax.evaluation import reconstruction
   from osmnet_jax.metrics import cpbd, image, lpips
-  from osmnet_jax.stages import renderer_train
+  from osmnet_jax.stages import renderer as renderer_train
 
   variables, mcfg = renderer_train.load_renderer(workdir)
   ds = builder.as_dataset(split=split, shuffle_files=False)
@@ -113,7 +113,7 @@ def main(argv):
     if path and not os.path.isfile(path):
       raise app.UsageError(f"--{flag} {path}: no such file")
 
-  from osmnet_jax import datasets
+  from osmnet_jax.input import datasets
 
   builder = datasets.get_builder(cfg.data)
   if FLAGS.split not in builder.info.splits:
@@ -124,7 +124,8 @@ def main(argv):
     _write_and_print(results, os.path.join(workdir, "eval"), "reconstruction.json")
     logging.info("reconstruction eval took %.1f s", time.perf_counter() - t0)
     return
-  from osmnet_jax.stages import generated_eval, motion_eval
+  from osmnet_jax.evaluation import generated as generated_eval
+  from osmnet_jax.evaluation import motion as motion_eval
 
   seed = cfg.get("seed", 0)
   results = generated_eval.evaluate_generated(
@@ -157,7 +158,7 @@ def main(argv):
 
 def _write_and_print(results: dict, out_dir: str, name: str) -> None:
   """Writes out_dir/name (JSON, atomically) and, beside it, the comparison table as .md."""
-  from osmnet_jax import results_table
+  from osmnet_jax.evaluation import table as results_table
 
   os.makedirs(out_dir, exist_ok=True)
   tmp = os.path.join(out_dir, name + ".tmp")

@@ -15,7 +15,7 @@ import json
 import os
 import time
 
-from osmnet_jax import xla_cpu_tuning
+from osmnet_jax.runtime import xla_cpu_tuning
 
 xla_cpu_tuning.apply()  # XLA:CPU options, before JAX starts (see osmnet_jax/xla_cpu_tuning.py)
 
@@ -39,7 +39,8 @@ def run_data_check(cfg, builder, mesh, workdir, writer) -> dict:
   import numpy as np
   from tqdm.auto import tqdm
 
-  from osmnet_jax import input_pipeline, sharding
+  from osmnet_jax.input import pipeline as input_pipeline
+  from osmnet_jax.runtime import sharding
 
   per_process = sharding.check_batch_size(cfg.batch_size, mesh)
   ds = input_pipeline.make_dataset(
@@ -74,7 +75,7 @@ def run_data_check(cfg, builder, mesh, workdir, writer) -> dict:
 
 def run_renderer(cfg, builder, mesh, workdir, writer) -> dict:
   """Stage "renderer": FOMM-compatible stage A (osmnet_jax/stages/renderer_train.py)."""
-  from osmnet_jax.stages import renderer_train
+  from osmnet_jax.stages import renderer as renderer_train
 
   return renderer_train.run_renderer(cfg, builder, mesh, workdir, writer)
 
@@ -86,7 +87,7 @@ def run_motion(cfg, builder, mesh, workdir, writer) -> dict:
   each gets checkpoints/motion_<model>/ with its residual spread in sigma.json."""
   import ml_collections
 
-  from osmnet_jax.stages import motion_stage
+  from osmnet_jax.stages import motion as motion_stage
 
   results = {}
   for model in cfg.motion_models:
@@ -101,7 +102,7 @@ def run_motion(cfg, builder, mesh, workdir, writer) -> dict:
 def run_expression(cfg, builder, mesh, workdir, writer) -> dict:
   """Stage "expression": audio -> expression + landmarks -> driving keypoints, rendered by the
   stage-A renderer checkpoint of this workdir (osmnet_jax/stages/expression_stage.py)."""
-  from osmnet_jax.stages import expression_stage
+  from osmnet_jax.stages import expression as expression_stage
 
   return expression_stage.run_expression(cfg, builder, mesh, workdir, writer)
 
@@ -121,7 +122,7 @@ def main(argv):
     raise app.UsageError(f"config.parallel={cfg.parallel!r}: use 'jit' or 'pmap'")
 
   # --- Devices: multi-host start-up and the mesh.
-  from osmnet_jax import sharding
+  from osmnet_jax.runtime import sharding
 
   sharding.maybe_initialize_distributed(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   import jax
@@ -142,13 +143,13 @@ def main(argv):
     writer = SummaryWriter(os.path.join(workdir, "tb"))
 
   # --- Data: a prepared TFDS builder (synth_talk is built on first use).
-  from osmnet_jax import datasets
+  from osmnet_jax.input import datasets
 
   builder = datasets.get_builder(cfg.data)
   logging.info("dataset %s: %s", builder.info.full_name,
                {k: v.num_examples for k, v in builder.info.splits.items()})
   if jax.process_index() == 0:  # generation de-normalises poses with these (no dataset needed)
-    from osmnet_jax import input_pipeline
+    from osmnet_jax.input import pipeline as input_pipeline
 
     mean, std = input_pipeline.pose_stats(builder)
     with open(os.path.join(workdir, "pose_stats.json"), "w") as f:

@@ -18,7 +18,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from osmnet_jax import xla_cpu_tuning  # noqa: E402
+from osmnet_jax.runtime import xla_cpu_tuning  # noqa: E402
 
 xla_cpu_tuning.apply()  # what train.py runs with
 
@@ -28,7 +28,7 @@ def build(ln_cls, batch: int):
   import numpy as np
   from configs import default
   from osmnet_jax.models import audio_encoder
-  from osmnet_jax.stages import motion_stage
+  from osmnet_jax.stages import motion as motion_stage
 
   audio_encoder.LayerNorm = ln_cls  # resolved when the step is traced (below)
   mcfg = default.get_config().motion

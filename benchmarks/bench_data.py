@@ -32,7 +32,8 @@ def main():
   import jax
 
   from data.synth_talk import builder as synth
-  from osmnet_jax import input_pipeline, sharding
+  from osmnet_jax.input import pipeline as input_pipeline
+  from osmnet_jax.runtime import sharding
 
   build_s, clips_s = [], []
   mesh = sharding.make_mesh()

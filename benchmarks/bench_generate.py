@@ -3,7 +3,7 @@ r"""Inference throughput of `generate`: rendered frames/s and real-time factor, 
   python train.py --workdir runs/demo                    # any workdir with all stages trained
   python benchmarks/bench_generate.py --workdir runs/demo [--batches 1,8,32] [--seconds 4]
 
-Runs the library pipeline (osmnet_jax.generate.Generator) on scikit-image's astronaut photo and
+Runs the library pipeline (osmnet_jax.generate.pipeline.Generator) on scikit-image's astronaut photo and
 synthetic speech of --seconds: face crop + landmarks, OSM-Net head-motion sampling, expression
 keypoints and rendering in fixed-size jitted chunks. For each render batch size: compile time of
 the first call, then the median over --repeats of the steady-state render time of N samples x T
@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from osmnet_jax import xla_cpu_tuning  # noqa: E402
+from osmnet_jax.runtime import xla_cpu_tuning  # noqa: E402
 
 xla_cpu_tuning.apply()  # what generate's CLI runs with
 
@@ -44,7 +44,7 @@ def main(argv=None):
   import skimage.data
 
   from osmnet_jax import audio as audio_lib
-  from osmnet_jax import generate
+  from osmnet_jax.generate import pipeline as generate
 
   from data.synth_talk.speech import synthesize_speech  # the project's own speech synthesiser
 

@@ -33,8 +33,10 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from configs import default
-  from osmnet_jax import datasets, sharding
-  from osmnet_jax.stages import motion_eval, motion_stage
+  from osmnet_jax.input import datasets
+  from osmnet_jax.runtime import sharding
+  from osmnet_jax.evaluation import motion as motion_eval
+  from osmnet_jax.stages import motion as motion_stage
 
   cfg = default.get_config()
   cfg.data.data_dir = FLAGS.data_dir

@@ -124,7 +124,7 @@ def main():
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from osmnet_jax import renderer  # pylint: disable=g-import-not-at-top
-  from osmnet_jax.stages import renderer_stage  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.stages import renderer_step as renderer_stage  # pylint: disable=g-import-not-at-top
 
   maker = {"tiny": renderer.tiny_config, "vox256": renderer.vox256_config}[args.model]
   dev = jax.devices()[0]

@@ -32,7 +32,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from osmnet_jax import landmark_backends as lb  # pylint: disable=g-import-not-at-top
+from osmnet_jax.face import landmarks as lb  # pylint: disable=g-import-not-at-top
 from osmnet_jax import media  # pylint: disable=g-import-not-at-top
 
 

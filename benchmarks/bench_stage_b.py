@@ -72,8 +72,8 @@ def build_motion(batch: int):
 
   import torch_osmnet as to
   from configs import default
-  from osmnet_jax import sharding
-  from osmnet_jax.stages import motion_stage
+  from osmnet_jax.runtime import sharding
+  from osmnet_jax.stages import motion as motion_stage
 
   mcfg = default.get_config().motion
   mcfg.batch_size = batch
@@ -114,8 +114,10 @@ def build_expression(batch: int, size: int):
   import torch_fomm
   import torch_osmnet as to
   from configs import default
-  from osmnet_jax import convert, sharding
-  from osmnet_jax.stages import expression_stage, renderer_train
+  from osmnet_jax.convert import fomm as convert
+  from osmnet_jax.runtime import sharding
+  from osmnet_jax.stages import expression as expression_stage
+  from osmnet_jax.stages import renderer as renderer_train
 
   cfg = default.get_config()
   ecfg = cfg.expression

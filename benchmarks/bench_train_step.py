@@ -28,7 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from osmnet_jax import xla_cpu_tuning  # noqa: E402
+from osmnet_jax.runtime import xla_cpu_tuning  # noqa: E402
 
 xla_cpu_tuning.apply()  # what train.py runs with; OSMNET_XLA_CPU_TUNING=0 for XLA's defaults
 
@@ -112,9 +112,10 @@ def build(model: str, res: int, batch: int, layers: int, vgg_path: str):
   import torch
 
   import torch_fomm
-  from osmnet_jax import convert, renderer
+  from osmnet_jax import renderer
+  from osmnet_jax.convert import fomm as convert
   from osmnet_jax.losses import equivariance, perceptual
-  from osmnet_jax.stages import renderer_stage as rs
+  from osmnet_jax.stages import renderer_step as rs
 
   cfg = renderer.tiny_config() if model == "tiny" else renderer.vox256_config()
   # Pyramid levels that keep relu_{layers} non-empty: res * scale >= 2^(layers-1).
@@ -131,7 +132,7 @@ def build(model: str, res: int, batch: int, layers: int, vgg_path: str):
   torch.save(vgg_t.state_dict(), vgg_path)
 
   # --- JAX: the training library's own jit step (donated state) on a one-device mesh.
-  from osmnet_jax import sharding
+  from osmnet_jax.runtime import sharding
   stage = rs.RendererStage(cfg, backbone=perceptual.make_backbone("vgg19", layers, vgg_path))
   mesh = sharding.make_mesh()
   state = jax.device_put(stage.state_from_variables(variables), sharding.replicated(mesh))

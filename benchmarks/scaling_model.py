@@ -44,7 +44,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from osmnet_jax.sharding import FSDP_MIN_SIZE  # pylint: disable=g-import-not-at-top,wrong-import-position
+from osmnet_jax.runtime.sharding import FSDP_MIN_SIZE  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
@@ -185,7 +185,7 @@ def compile_step(stage, size: int, devices, data: int, fsdp: int, per_device_bat
   import jax
   import jax.numpy as jnp
   from jax.sharding import NamedSharding, PartitionSpec as P
-  from osmnet_jax import sharding
+  from osmnet_jax.runtime import sharding
 
   mesh = sharding.make_mesh(data, fsdp, devices=devices)
   abstract = jax.eval_shape(lambda: stage.init_state(jax.random.PRNGKey(0), size))
@@ -427,7 +427,7 @@ def main(argv=None):
   import numpy as np
 
   jax.config.update("jax_num_cpu_devices", max(devs + meas_n))
-  from osmnet_jax.stages import renderer_stage
+  from osmnet_jax.stages import renderer_step as renderer_stage
 
   results, compile_info, keep, stages = {}, {}, {}, {}
   for model in models:

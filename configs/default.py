@@ -17,7 +17,9 @@ runs), though large head tilts are still not reproduced.
 """
 import ml_collections
 
-from osmnet_jax.stages import expression_stage, motion_stage, renderer_train
+from osmnet_jax.stages import expression as expression_stage
+from osmnet_jax.stages import motion as motion_stage
+from osmnet_jax.stages import renderer as renderer_train
 
 
 def get_config() -> ml_collections.ConfigDict:

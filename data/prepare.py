@@ -33,7 +33,7 @@ import sys
 import time
 
 from data.talking_videos import process
-from osmnet_jax import landmark_backends
+from osmnet_jax.face import landmarks as landmark_backends
 
 @contextlib.contextmanager
 def _quiet_native_stderr():
@@ -63,7 +63,7 @@ def _init_worker(name: str) -> None:
     # it into one failed job and carry on with the queued ones).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  from osmnet_jax import landmark_backends  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.face import landmarks as landmark_backends  # pylint: disable=g-import-not-at-top
 
   _BACKEND, _BACKEND_ERROR = None, None
   try:

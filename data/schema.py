@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from osmnet_jax import audio as audio_lib
-from osmnet_jax import face_geometry
+from osmnet_jax.face import geometry as face_geometry
 
 # Keys every dataset provides, with their per-frame trailing shapes.
 REQUIRED_KEYS = ("frames", "landmarks", "pose", "mel", "audio", "speaker", "clip_id")

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from osmnet_jax.init_jit import init_jit
+from osmnet_jax.runtime.init_jit import init_jit
 from osmnet_jax.models.discriminator import MultiScaleDiscriminator
 from osmnet_jax.models.generator import OcclusionAwareGenerator
 from osmnet_jax.models.keypoint_detector import KPDetector

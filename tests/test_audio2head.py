@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from osmnet_jax import audio2head_features as feats
-from osmnet_jax import convert, convert_audio2head, renderer
+from osmnet_jax.audio2head import features as feats
+from osmnet_jax import renderer
+from osmnet_jax.convert import fomm as convert
+from osmnet_jax.convert import audio2head as convert_audio2head
 from osmnet_jax.models import audio2pose as a2p
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -329,7 +331,7 @@ def test_default_f0_tracker_on_a_tone():
 
 
 def test_animate_pipeline_tiny(tiny_ckpt):
-  from osmnet_jax import audio2head_inference as inf  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.audio2head import inference as inf  # pylint: disable=g-import-not-at-top
 
   box = inf.draw_pose_box([0.1, -0.2, 0.05], [0.0, 0.0, 280.0])
   assert box.shape == (256, 256) and set(np.unique(box)) == {0.0, 255.0}

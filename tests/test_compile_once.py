@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osmnet_jax import sharding
-from osmnet_jax.stages import motion_stage, renderer_stage
+from osmnet_jax.runtime import sharding
+from osmnet_jax.stages import motion as motion_stage
+from osmnet_jax.stages import renderer_step as renderer_stage
 from test_motion_stage import tiny_cfg  # pylint: disable=import-error  (tests/ on sys.path)
 from test_renderer_train import small_renderer_config  # pylint: disable=import-error
 

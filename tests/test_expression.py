@@ -9,10 +9,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from osmnet_jax import checkpointing, face_geometry as fg, renderer, sharding
+from osmnet_jax import checkpointing, renderer
+from osmnet_jax.face import geometry as fg
+from osmnet_jax.runtime import sharding
 from osmnet_jax.models import expression as ex
-from osmnet_jax.stages import expression_stage as es
-from osmnet_jax.stages import renderer_stage as rs
+from osmnet_jax.stages import expression as es
+from osmnet_jax.stages import renderer_step as rs
 
 B, T, S = 2, 4, 32
 

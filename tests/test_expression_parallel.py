@@ -31,8 +31,9 @@ def _worker():
   jax.config.update("jax_enable_x64", True)
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  from osmnet_jax import renderer, sharding  # pylint: disable=g-import-not-at-top
-  from osmnet_jax.stages import expression_stage as es  # pylint: disable=g-import-not-at-top
+  from osmnet_jax import renderer  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.runtime import sharding
+  from osmnet_jax.stages import expression as es  # pylint: disable=g-import-not-at-top
 
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from test_expression import random_batch, tiny_expression_config  # pylint: disable=g-import-not-at-top

@@ -2,8 +2,8 @@
 import cv2
 import numpy as np
 
-from osmnet_jax import face_crop
-from osmnet_jax import landmark_backends as lb
+from osmnet_jax.face import crop as face_crop
+from osmnet_jax.face import landmarks as lb
 
 import test_prepare_videos as tv
 

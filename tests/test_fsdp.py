@@ -44,8 +44,9 @@ def _worker():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
-  from osmnet_jax import checkpointing, sharding  # pylint: disable=g-import-not-at-top
-  from osmnet_jax.stages import renderer_stage as rs  # pylint: disable=g-import-not-at-top
+  from osmnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.runtime import sharding
+  from osmnet_jax.stages import renderer_step as rs  # pylint: disable=g-import-not-at-top
   from test_renderer_train import small_renderer_config  # pylint: disable=g-import-not-at-top
 
   assert jax.device_count() == N_DEV, jax.devices()

@@ -1,4 +1,4 @@
-"""osmnet_jax.generate: the CLI end to end and the library call on a tiny trained workdir.
+"""osmnet_jax.generate.pipeline: the CLI end to end and the library call on a tiny trained workdir.
 
 One train.py run (tiny config, 32 px; ~2-3 min on a 2-core CPU) makes the workdir for the whole
 module; the source is a real photo (scikit-image's astronaut), the speech is synthesised.
@@ -57,7 +57,7 @@ def workdir(tiny_trained, tmp_path_factory):
 def gen(workdir):
   """The workdir's Generator via load_cached (the CLI and talking_head reuse it and its jitted
   functions). Every in-process call below uses N=2 samples of 1 s (T=25) so they compile once."""
-  from osmnet_jax import generate
+  from osmnet_jax.generate import pipeline as generate
 
   wd, tfds_dir, _ = workdir
   old = os.environ.get("TFDS_DATA_DIR")
@@ -77,7 +77,8 @@ def face(workdir):
 
 
 def test_cli_end_to_end(gen, workdir, capsys):
-  from osmnet_jax import generate, media
+  from osmnet_jax import media
+  from osmnet_jax.generate import pipeline as generate
 
   wd, tfds_dir, files = workdir
   out = files.parent / "out"
@@ -112,7 +113,7 @@ def test_cli_end_to_end(gen, workdir, capsys):
 
 
 def test_library_call_shapes_and_seed(gen, face):
-  from osmnet_jax import generate
+  from osmnet_jax.generate import pipeline as generate
 
   audio = _speech(SECONDS, seed=3)  # 25 frames: longer than the motion model's 8-frame clips
   a = gen.generate(face, audio, num_samples=2, seed=5, progress=False)
@@ -153,7 +154,7 @@ def test_poses_drive_the_keypoints(gen, face):
   import jax
 
   from osmnet_jax import audio as audio_lib
-  from osmnet_jax import generate
+  from osmnet_jax.generate import pipeline as generate
 
   params = jax.tree.map(np.asarray, gen.expr_params)
   head = params["keypoints"]["out"]
@@ -198,7 +199,7 @@ def test_pose_from_video(gen, workdir, face):
 
 
 def test_clear_errors(gen, workdir, tmp_path, face, capsys, monkeypatch):
-  from osmnet_jax import generate
+  from osmnet_jax.generate import pipeline as generate
 
   wd, tfds_dir, files = workdir
   speech = _speech(0.4)

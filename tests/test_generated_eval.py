@@ -85,7 +85,7 @@ def _metrics(psnr=20.123, fid=None):
 
 
 def test_markdown_table_rows_columns_and_nulls():
-  from osmnet_jax import results_table
+  from osmnet_jax.evaluation import table as results_table
 
   t = results_table.markdown_table(_metrics()).splitlines()
   assert len(t) == 4 and t[0].startswith("| method | PSNR")
@@ -97,7 +97,7 @@ def test_markdown_table_rows_columns_and_nulls():
 
 
 def test_readme_section_rewrites_only_the_marked_region(tmp_path):
-  from osmnet_jax import results_table
+  from osmnet_jax.evaluation import table as results_table
 
   metrics = tmp_path / "w" / "eval" / "metrics.json"
   metrics.parent.mkdir(parents=True)
@@ -121,7 +121,7 @@ def test_readme_section_rewrites_only_the_marked_region(tmp_path):
 
 
 def test_readme_without_markers_fails_clearly(tmp_path, capsys):
-  from osmnet_jax import results_table
+  from osmnet_jax.evaluation import table as results_table
 
   metrics = tmp_path / "metrics.json"
   metrics.write_text(json.dumps(_metrics()))
@@ -135,7 +135,7 @@ def test_readme_without_markers_fails_clearly(tmp_path, capsys):
 
 
 def test_project_readme_has_the_markers():
-  from osmnet_jax import results_table
+  from osmnet_jax.evaluation import table as results_table
 
   with open(os.path.join(REPO, "README.md")) as f:
     text = f.read()
@@ -221,7 +221,7 @@ def synth64(tmp_path_factory):
   """2 test clips (25 frames) of a tiny synth_talk at 64 px, as generated_eval loads them."""
   from conftest import tiny_config
   from data.synth_talk import builder
-  from osmnet_jax.stages import generated_eval
+  from osmnet_jax.evaluation import generated as generated_eval
 
   b = builder.build(tiny_config(resolution=64), str(tmp_path_factory.mktemp("tfds64")))
   return b, generated_eval.load_clips(b, "test", 2)
@@ -229,7 +229,7 @@ def synth64(tmp_path_factory):
 
 def test_lip_sync_known_answers_on_64px_frames(synth64):
   from osmnet_jax.metrics import fid
-  from osmnet_jax.stages import generated_eval as ge
+  from osmnet_jax.evaluation import generated as ge
 
   builder, clips = synth64
   det, meta = ge.make_detector(builder)

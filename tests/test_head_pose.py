@@ -1,8 +1,8 @@
 """head_pose inverts face_geometry.project; smoothing reduces landmark noise."""
 import numpy as np
 
-from osmnet_jax import face_geometry as fg
-from osmnet_jax import head_pose
+from osmnet_jax.face import geometry as fg
+from osmnet_jax.face import pose as head_pose
 
 
 def _random_poses(rng, n):

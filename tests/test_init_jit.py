@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osmnet_jax import init_jit as init_jit_lib
-from osmnet_jax.init_jit import init_jit
+from osmnet_jax.runtime import init_jit as init_jit_lib
+from osmnet_jax.runtime.init_jit import init_jit
 
 
 class _Net(nn.Module):

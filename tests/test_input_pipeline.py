@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from osmnet_jax import audio, input_pipeline as ip
+from osmnet_jax import audio
+from osmnet_jax.input import pipeline as ip
 
 T = 5
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +90,8 @@ _MULTI_DEVICE = textwrap.dedent("""
     import tensorflow_datasets as tfds
     sys.path.insert(0, sys.argv[2])
     from data.synth_talk import builder
-    from osmnet_jax import input_pipeline as ip, sharding
+    from osmnet_jax.input import pipeline as ip
+    from osmnet_jax.runtime import sharding
     import conftest
 
     b = builder.SynthTalk(config=conftest.tiny_config(), data_dir=sys.argv[1])

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from osmnet_jax import face_geometry as fg
-from osmnet_jax import head_pose
-from osmnet_jax import landmark_backends as lb
+from osmnet_jax.face import geometry as fg
+from osmnet_jax.face import pose as head_pose
+from osmnet_jax.face import landmarks as lb
 
 import test_prepare_videos as tv
 

@@ -65,7 +65,7 @@ def _worker():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from osmnet_jax import renderer  # pylint: disable=g-import-not-at-top
-  from osmnet_jax.stages import renderer_stage as rs  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.stages import renderer_step as rs  # pylint: disable=g-import-not-at-top
   from test_renderer_train import small_renderer_config  # pylint: disable=import-error
 
   t0 = time.time()
@@ -269,7 +269,7 @@ def test_config_plumbing():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from osmnet_jax import renderer  # pylint: disable=g-import-not-at-top
-  from osmnet_jax.stages import renderer_train  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.stages import renderer as renderer_train  # pylint: disable=g-import-not-at-top
 
   assert renderer.compute_dtype(renderer.tiny_config()) is None  # float32: unchanged modules
   assert renderer.compute_dtype(ml_collections.ConfigDict({})) is None  # configs saved before

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from osmnet_jax import motion_sampling
+from osmnet_jax.inference import sampling as motion_sampling
 from osmnet_jax.metrics import head_motion
-from osmnet_jax.stages import motion_stage
+from osmnet_jax.stages import motion as motion_stage
 
 T, O, L = 8, 4, 30  # clip length, overlap, audio frames (4 clips after edge-padding to 32)
 

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from osmnet_jax import sharding
-from osmnet_jax.stages import motion_stage
+from osmnet_jax.runtime import sharding
+from osmnet_jax.stages import motion as motion_stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +37,7 @@ def _batch(b=4, t=8, seed=0):
 
 def test_run_motion_stores_sigma_and_evaluates(tiny_synth, tmp_path):
   from configs import tiny_test
-  from osmnet_jax.stages import motion_eval
+  from osmnet_jax.evaluation import motion as motion_eval
 
   cfg = tiny_test.get_config()
   mesh = sharding.make_mesh()
@@ -82,8 +82,8 @@ _EQUIVALENCE = textwrap.dedent("""
     import json, sys
     import numpy as np
     sys.path.insert(0, {root!r})
-    from osmnet_jax import sharding
-    from osmnet_jax.stages import motion_stage
+    from osmnet_jax.runtime import sharding
+    from osmnet_jax.stages import motion as motion_stage
     from tests.test_motion_stage import tiny_cfg, _batch
 
     out = {{}}

@@ -16,14 +16,14 @@ _WORKER = textwrap.dedent("""
     jax.config.update("jax_num_cpu_devices", 2)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     data_dir, port, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    from osmnet_jax import sharding
+    from osmnet_jax.runtime import sharding
     # Same code path as train.py: coordinator address + process count/id.
     assert sharding.maybe_initialize_distributed(f"127.0.0.1:{port}", 2, pid)
     import numpy as np
     import tensorflow_datasets as tfds
     from jax.experimental import multihost_utils
     from data.synth_talk import builder
-    from osmnet_jax import input_pipeline
+    from osmnet_jax.input import pipeline as input_pipeline
     import conftest
 
     b = builder.SynthTalk(config=conftest.tiny_config(), data_dir=data_dir)

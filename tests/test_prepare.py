@@ -16,8 +16,8 @@ from data import prepare
 from data import schema
 from data.talking_videos import process
 from osmnet_jax import audio as audio_lib
-from osmnet_jax import face_crop
-from osmnet_jax import landmark_backends as lb
+from osmnet_jax.face import crop as face_crop
+from osmnet_jax.face import landmarks as lb
 
 import test_prepare_videos as tv
 

@@ -7,7 +7,7 @@ import pytest
 from data import prepare
 from data.talking_videos import builder as builder_lib
 from data.talking_videos import process
-from osmnet_jax import landmark_backends as lb
+from osmnet_jax.face import landmarks as lb
 from osmnet_jax import media
 
 import test_prepare_videos as tv

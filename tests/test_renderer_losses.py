@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from osmnet_jax import convert, renderer
+from osmnet_jax import renderer
+from osmnet_jax.convert import fomm as convert
 from osmnet_jax.losses import equivariance, gan, perceptual
 from osmnet_jax.losses import vgg as vgg_lib
 

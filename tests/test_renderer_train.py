@@ -49,8 +49,8 @@ def _worker():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
-  from osmnet_jax import sharding  # pylint: disable=g-import-not-at-top
-  from osmnet_jax.stages import renderer_stage as rs  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.stages import renderer_step as rs  # pylint: disable=g-import-not-at-top
 
   assert jax.device_count() == N_DEV, jax.devices()
   cfg = small_renderer_config()

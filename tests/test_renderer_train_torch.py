@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from osmnet_jax import convert, renderer
+from osmnet_jax import renderer
+from osmnet_jax.convert import fomm as convert
 from osmnet_jax.losses import equivariance, perceptual
-from osmnet_jax.stages import renderer_stage as rs
+from osmnet_jax.stages import renderer_step as rs
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torch_fomm  # pylint: disable=g-import-not-at-top,wrong-import-position

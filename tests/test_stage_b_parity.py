@@ -18,10 +18,12 @@ import optax
 import pytest
 import torch
 
-from osmnet_jax import convert, face_geometry as fg, renderer
+from osmnet_jax import renderer
+from osmnet_jax.convert import fomm as convert
+from osmnet_jax.face import geometry as fg
 from osmnet_jax.models import motion_space
-from osmnet_jax.stages import expression_stage as es
-from osmnet_jax.stages import motion_stage as ms
+from osmnet_jax.stages import expression as es
+from osmnet_jax.stages import motion as ms
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torch_fomm  # noqa: E402  pylint: disable=wrong-import-position

@@ -7,7 +7,8 @@ import tensorflow_datasets as tfds
 
 from data import schema
 from data.synth_talk import builder, clips, face_render, motion
-from osmnet_jax import audio, face_geometry as fg
+from osmnet_jax import audio
+from osmnet_jax.face import geometry as fg
 
 from conftest import tiny_config
 

@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from osmnet_jax import checkpointing, train_loop
+from osmnet_jax import checkpointing
+from osmnet_jax.stages import loop as train_loop
 
 TX = optax.adam(0.05)
 

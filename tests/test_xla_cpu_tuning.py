@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from osmnet_jax import xla_cpu_tuning as t
+from osmnet_jax.runtime import xla_cpu_tuning as t
 
 FLAG = t.CPU_FLAGS[0]
 

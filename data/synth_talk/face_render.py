@@ -14,7 +14,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from osmnet_jax import face_geometry as fg
+from osmnet_jax.face import geometry as fg
 from data.synth_talk.speech import Voice
 
 _SHIFT = 4  # sub-pixel bits for cv2 drawing

@@ -24,8 +24,8 @@ import time
 import numpy as np
 
 from osmnet_jax import audio as audio_lib
-from osmnet_jax import face_crop
-from osmnet_jax import head_pose
+from osmnet_jax.face import crop as face_crop
+from osmnet_jax.face import pose as head_pose
 from osmnet_jax import media
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")

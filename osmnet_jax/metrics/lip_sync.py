@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from osmnet_jax import audio as audio_lib
-from osmnet_jax import face_geometry as fg
+from osmnet_jax.face import geometry as fg
 
 
 def lmd_mouth(pred: np.ndarray, gt: np.ndarray, center: bool = True) -> float:

@@ -9,7 +9,7 @@ default of its run_syncnet.py and of Wav2Lip's evaluation scripts):
   1. MFCC of the whole waveform with python_speech_features' defaults (13 coefficients, 25 ms
      rectangular windows every 10 ms, nfft 512, 26 mel filters, pre-emphasis 0.97, lifter 22,
      c0 = log frame energy) on int16-scale samples -> [F, 13], 100 frames/s = 4 per video frame
-     (numpy implementation: osmnet_jax.audio2head_features.mfcc);
+     (numpy implementation: osmnet_jax.audio2head.features.mfcc);
   2. min_length = min(T, floor(S / 640)); windows v = 0 .. min_length - 6 (`range(0, lastframe)`
      with lastframe = min_length - 5): video frames v .. v+4 (BGR, 0..255, 224x224) and MFCC
      frames 4v .. 4v+19; each through SyncNet -> video / audio embeddings [N, 1024];
@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osmnet_jax import audio2head_features as psf
+from osmnet_jax.audio2head import features as psf
 from osmnet_jax.models import syncnet
 
 SAMPLE_RATE = 16_000

@@ -2,7 +2,7 @@
 
 Audio2Head (Wang et al., IJCAI 2021) drives a FOMM renderer with keypoints predicted from audio.
 This port mirrors the public PyTorch module `modules/audio2kp.py::AudioModel3D` so that its
-`audio2kp` state dict converts by renaming (see `osmnet_jax.convert_audio2head`):
+`audio2kp` state dict converts by renaming (see `osmnet_jax.convert.audio2head`):
 
   audio [B,T,4,41] (4 feature rows of 41 dims per video frame; `audio2head_features`)
     -> per frame: ConvTranspose2d(1->8, (29,14), pad (0,11)) -> BN -> ReLU -> Conv2d(8->2, 13x13)

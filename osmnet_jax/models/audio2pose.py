@@ -1,7 +1,7 @@
 """Audio2Head's audio-to-head-pose regressor (`audio2poseLSTM`), channels-last, for import.
 
 Mirrors the public PyTorch module `modules/audio2pose.py::audio2poseLSTM` of Audio2Head so its
-`audio2pose` state dict converts by renaming (see `osmnet_jax.convert_audio2head`):
+`audio2pose` state dict converts by renaming (see `osmnet_jax.convert.audio2head`):
 
   img [B,256,256,3] -> ResNet-34 ('em_img/resnet') -> e0 [B,256]; pose_0 = Linear(e0) ('output')
   audio [B,T,4,41] -> per frame [B*T,4,41,1] -> ResNet-34 with a 1-channel stem ('em_audio/resnet')

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osmnet_jax import face_geometry as fg
+from osmnet_jax.face import geometry as fg
 from osmnet_jax.models.audio_encoder import AudioEncoder
 
 IDENTITY_MODES = ("image", "landmarks", "image+landmarks")

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osmnet_jax import convert
+from osmnet_jax.convert import fomm as convert
 from osmnet_jax.nn.grid_sample import resize_bilinear
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osmnet_jax import convert
+from osmnet_jax.convert import fomm as convert
 
 EMBED_DIM = 1024
 NUM_MFCC = 13

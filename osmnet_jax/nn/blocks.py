@@ -2,7 +2,7 @@
 
 Submodule names mirror the PyTorch attribute names of the public First Order Motion Model
 (`conv`, `norm`, `conv1`, `norm2`, `down_blocks_0`, ...): a torch key `encoder.down_blocks.0.conv.
-weight` is the Flax path `encoder/down_blocks_0/conv/kernel` (see `osmnet_jax.convert`).
+weight` is the Flax path `encoder/down_blocks_0/conv/kernel` (see `osmnet_jax.convert.fomm`).
 
 Every conv uses explicit symmetric padding equal to torch's `padding=p` (Flax 'SAME' differs for
 even kernels and when the torch module pads by less than k // 2, e.g. FOMM's padding-0 heads).

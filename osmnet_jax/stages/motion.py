@@ -46,8 +46,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from osmnet_jax import sharding as sharding_lib
-from osmnet_jax.init_jit import init_jit
+from osmnet_jax.runtime import sharding as sharding_lib
+from osmnet_jax.runtime.init_jit import init_jit
 from osmnet_jax.models import motion_space, pose_baselines
 
 MODELS = ("osmnet",) + pose_baselines.MODELS
@@ -271,7 +271,7 @@ def _train_windows(builder, mcfg, seed: int, batch: int, split: str = "train"):
   """One pass over ``split``: numpy batches of random T-frame windows (no shuffling)."""
   import tensorflow_datasets as tfds
 
-  from osmnet_jax import input_pipeline
+  from osmnet_jax.input import pipeline as input_pipeline
 
   keys = ("mel", "pose", "source") if mcfg.identity == "image" else ("mel", "pose")
   ds = input_pipeline.make_dataset(builder, split, batch, mcfg.num_frames, seed=seed,
@@ -320,7 +320,9 @@ def estimate_sigma(stage: MotionStage, params, builder, seed: int = 0, passes: i
 
 def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
   """Train ``cfg.motion.model`` on the train split, then store its residual spread."""
-  from osmnet_jax import checkpointing, input_pipeline, train_loop
+  from osmnet_jax import checkpointing
+  from osmnet_jax.input import pipeline as input_pipeline
+  from osmnet_jax.stages import loop as train_loop
 
   mcfg = cfg.motion
   stage = MotionStage(mcfg)

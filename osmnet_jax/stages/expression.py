@@ -40,10 +40,10 @@ import numpy as np
 import optax
 from absl import logging
 
-from osmnet_jax import face_geometry as fg
+from osmnet_jax.face import geometry as fg
 from osmnet_jax import renderer
-from osmnet_jax import sharding as sharding_lib
-from osmnet_jax.init_jit import init_jit
+from osmnet_jax.runtime import sharding as sharding_lib
+from osmnet_jax.runtime.init_jit import init_jit
 from osmnet_jax.models import expression as expression_lib
 from osmnet_jax.models import keypoint_predictor as kp_lib
 
@@ -257,7 +257,7 @@ def evaluate(stage: ExpressionStage, params, renderer_vars, builder, split: str 
   """
   import tensorflow_datasets as tfds
 
-  from osmnet_jax import input_pipeline
+  from osmnet_jax.input import pipeline as input_pipeline
   from osmnet_jax.metrics import lip_sync
 
   t = stage.cfg.num_frames
@@ -371,14 +371,14 @@ def resolve_renderer(cfg, workdir: str, image_size: int, renderer_variables: dic
   elif "num_kp" in rc:
     mcfg = rc
   else:
-    from osmnet_jax.stages import renderer_train
+    from osmnet_jax.stages import renderer as renderer_train
 
     mcfg = renderer_train.model_config(rc)
   if renderer_variables is not None:
     return renderer_variables, mcfg, "argument"
   if cfg.expression.renderer_source == "auto":
     if os.path.exists(os.path.join(workdir, "renderer_config.json")):
-      from osmnet_jax.stages import renderer_train
+      from osmnet_jax.stages import renderer as renderer_train
 
       variables, mcfg = renderer_train.load_renderer(workdir)
       return variables, mcfg, "checkpoint"
@@ -397,7 +397,9 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
 
   The renderer (variables and model config) comes from ``resolve_renderer``; the result says
   which source it used (``renderer_source``: argument | checkpoint | init)."""
-  from osmnet_jax import checkpointing, input_pipeline, train_loop
+  from osmnet_jax import checkpointing
+  from osmnet_jax.input import pipeline as input_pipeline
+  from osmnet_jax.stages import loop as train_loop
 
   ecfg = cfg.expression
   size = int(builder.info.features["frames"].shape[1])
@@ -495,7 +497,7 @@ def load_expression(workdir: str) -> tuple[ExpressionStage, dict, dict]:
 def main(argv=None) -> dict:
   """Standalone run of this stage (before train.py wires it), e.g.
 
-    python -m osmnet_jax.stages.expression_stage --workdir /tmp/expr --data_dir /tmp/tfds_expr \\
+    python -m osmnet_jax.stages.expression --workdir /tmp/expr --data_dir /tmp/tfds_expr \\
         --set num_steps=600 --set batch_size=8
 
   Data: synth_talk ``--builder_config`` in ``--data_dir`` (built if missing); renderer:
@@ -506,7 +508,7 @@ def main(argv=None) -> dict:
   import argparse
   import ast
 
-  from osmnet_jax import datasets
+  from osmnet_jax.input import datasets
 
   p = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True)

@@ -1,10 +1,10 @@
 r"""The comparison table of eval.py's metrics.json, and the README results section made from it.
 
-  python -m osmnet_jax.results_table --metrics runs/demo/eval/metrics.json --readme README.md
+  python -m osmnet_jax.evaluation.table --metrics runs/demo/eval/metrics.json --readme README.md
   # rewrites only the text between <!-- results:start --> and <!-- results:end --> in README.md:
   # the table, the date of the metrics file and the commands that reproduce it.
 
-  from osmnet_jax import results_table
+  from osmnet_jax.evaluation import table as results_table
   print(results_table.markdown_table(json.load(open("W/eval/metrics.json"))))
 
 eval.py prints the same table and writes it to W/eval/metrics.md. A null metric shows as "-".
@@ -69,7 +69,7 @@ def section(results: dict, date: str, train_command: str, eval_command: str,
       "```bash",
       train_command,
       eval_command,
-      f"python -m osmnet_jax.results_table --metrics {metrics} --readme README.md",
+      f"python -m osmnet_jax.evaluation.table --metrics {metrics} --readme README.md",
       "```",
       "",
       markdown_table(results),
@@ -115,7 +115,7 @@ def update_readme(readme: str, metrics: str, train_command: str | None = None,
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m osmnet_jax.results_table",
+  p = argparse.ArgumentParser(prog="python -m osmnet_jax.evaluation.table",
                               description="Write eval.py's comparison table into README.md "
                                           f"between {START} and {END}.")
   p.add_argument("--metrics", required=True, help="W/eval/metrics.json written by eval.py")

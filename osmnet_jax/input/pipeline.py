@@ -36,7 +36,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from osmnet_jax import audio as audio_lib
-from osmnet_jax import sharding as sharding_lib
+from osmnet_jax.runtime import sharding as sharding_lib
 
 Augment = Callable[[dict, tf.Tensor], dict]
 

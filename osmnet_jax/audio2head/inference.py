@@ -24,8 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from osmnet_jax import audio2head_features as feats
-from osmnet_jax import convert_audio2head, renderer
+from osmnet_jax.audio2head import features as feats
+from osmnet_jax import renderer
+from osmnet_jax.convert import audio2head as convert_audio2head
 from osmnet_jax.models import audio2pose as a2p
 
 IMAGE_SIZE = 256

@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from osmnet_jax import face_geometry as fg
+from osmnet_jax.face import geometry as fg
 
 # MediaPipe face-mesh index for each iBUG-300W point (image-left = the subject's right side).
 # [ours] Chosen from the canonical mesh's anatomy; left/right partners are mirror pairs of the

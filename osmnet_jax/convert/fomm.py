@@ -375,8 +375,8 @@ def load_fomm(path: str) -> tuple[dict, ml_collections.ConfigDict]:
 def load_audio2head(path: str) -> tuple[dict, ml_collections.ConfigDict]:
   """Reads Audio2Head's `audio2head.pth.tar` into (variables, cfg): variables for 'kp_detector',
   'generator' (the renderer; `cfg` is a renderer config) plus 'audio2kp' and 'audio2pose' (their
-  sizes in `cfg.audio2kp` / `cfg.audio2pose`). See `osmnet_jax.convert_audio2head`."""
-  from osmnet_jax import convert_audio2head  # pylint: disable=g-import-not-at-top  (imports us)
+  sizes in `cfg.audio2kp` / `cfg.audio2pose`). See `osmnet_jax.convert.audio2head`."""
+  from osmnet_jax.convert import audio2head as convert_audio2head  # pylint: disable=g-import-not-at-top  (imports us)
 
   return convert_audio2head.convert_audio2head(read_torch_checkpoint(path))
 
@@ -408,7 +408,7 @@ def load_converted(out_dir: str) -> tuple[dict, ml_collections.ConfigDict]:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m osmnet_jax.convert", description=__doc__.split("\n")[0])
   parser.add_argument("--from", dest="src", choices=["fomm", "audio2head"], required=True)
   parser.add_argument("ckpt")
   parser.add_argument("--out", required=True)

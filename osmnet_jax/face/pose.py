@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.ndimage
 
-from osmnet_jax import face_geometry as fg
+from osmnet_jax.face import geometry as fg
 
 # [ours] Per-landmark fit weights [68]: rigid points 1, jaw 0.5, mouth 0.3.
 WEIGHTS = np.ones(fg.NUM_LANDMARKS)

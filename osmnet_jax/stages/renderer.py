@@ -22,8 +22,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from osmnet_jax import checkpointing, input_pipeline, renderer, sharding, train_loop
-from osmnet_jax.stages import renderer_stage
+from osmnet_jax import checkpointing, renderer
+from osmnet_jax.input import pipeline as input_pipeline
+from osmnet_jax.runtime import sharding
+from osmnet_jax.stages import loop as train_loop
+from osmnet_jax.stages import renderer_step as renderer_stage
 
 CHECKPOINT_SUBDIR = os.path.join("checkpoints", "renderer")
 MODEL_CONFIG_FILE = "renderer_config.json"
@@ -91,7 +94,8 @@ def load_renderer(workdir: str, step: int | None = None) -> tuple[dict, ml_colle
 
 
 def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
-  from osmnet_jax import media, reconstruction
+  from osmnet_jax import media
+  from osmnet_jax.evaluation import reconstruction
 
   rcfg = cfg.renderer
   mcfg = model_config(rcfg)
