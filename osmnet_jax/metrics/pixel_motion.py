@@ -1,0 +1,174 @@
+"""Motion measured on the rendered pixels, independently of the model under test.
+
+A talking-head model can predict the right poses and mouth shapes and still render a still face;
+these measurements look only at the frames:
+
+- ``register_to_first``: every frame is registered to the first one with OpenCV's ECC
+  (Euclidean motion: in-plane rotation + translation) inside a face region. The rotation is the
+  head roll the video shows, the translation its shift. No landmarks, no model.
+- ``mouth_activity``: each frame is moved back onto the first frame's geometry with that
+  registration (so head motion does not count), and the mouth region is compared with its
+  per-pixel temporal median (the mouth's usual state): mean absolute change per frame.
+- ``agreement``: Pearson r and amplitude ratio (std of the measured / std of the asked track,
+  both about their means) between a measured and a requested track. A renderer that shows the
+  asked roll at a third of its size has r ~ 1 and amplitude ratio ~ 0.33.
+
+Yaw and pitch are not in-plane motions; they are re-estimated from detector landmarks
+(``osmnet_jax.face.pose.estimate`` on an independent landmark detector's points), see
+``osmnet_jax/evaluation``. Conventions: angles in radians with the sign of
+``osmnet_jax.face.geometry`` (roll), translations in crop units (pixels * 2 / size, the pose
+convention of ``face.geometry.project``).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from osmnet_jax import audio as audio_lib
+from osmnet_jax.face import geometry as fg
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+  g = cv2.cvtColor(np.asarray(frame, np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+  # A light blur widens ECC's basin of convergence on small (64 px) frames.
+  return cv2.GaussianBlur(g, (0, 0), max(0.5, g.shape[0] / 128.0))
+
+
+def face_mask(size: int, landmarks: np.ndarray | None = None) -> np.ndarray:
+  """uint8 [size, size] region to register on: the face inside the jaw line and brows of
+  [68, 2] landmarks, or the central 60 % of the crop without landmarks. Static background and
+  torso would pull the registration towards no motion, so they are left out."""
+  m = np.zeros((size, size), np.uint8)
+  if landmarks is None:
+    a, b = int(0.2 * size), int(0.8 * size)
+    m[a:b, a:b] = 1
+    return m
+  outline = np.asarray(landmarks, np.float64)[np.r_[fg.JAW, fg.RIGHT_BROW[::-1], fg.LEFT_BROW[::-1]]]
+  cv2.fillConvexPoly(m, np.round(cv2.convexHull(outline.astype(np.float32))).astype(np.int32), 1)
+  return m
+
+
+def register_to_first(frames: np.ndarray, mask: np.ndarray | None = None,
+                      center: tuple[float, float] | None = None, iterations: int = 200,
+                      eps: float = 1e-6) -> dict:
+  """Frames uint8 [T, S, S, 3] -> per-frame Euclidean motion relative to frame 0.
+
+  Returns ``{"roll": [T] radians, "tx": [T], "ty": [T] (crop units), "ok": [T] bool,
+  "warps": [T, 2, 3]}``. ``warps[t]`` maps frame-0 coordinates to frame-t coordinates (the
+  form ``cv2.warpAffine(..., WARP_INVERSE_MAP)`` takes to bring frame t back onto frame 0).
+  The translation is that of ``center`` (pixels of frame 0; default: the mask's centroid): a
+  head turns about its own origin, so measure the shift there.
+  A frame where ECC does not converge keeps the previous frame's motion and ``ok`` False.
+  Each frame starts from the previous frame's warp: head motion is smooth in time.
+  """
+  frames = np.asarray(frames)
+  t_len, size = frames.shape[0], frames.shape[1]
+  mask = face_mask(size) if mask is None else mask.astype(np.uint8)
+  ref = _gray(frames[0])
+  warps = np.zeros((t_len, 2, 3), np.float32)
+  warps[:] = np.eye(2, 3, dtype=np.float32)
+  ok = np.ones(t_len, bool)
+  crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, eps)
+  for t in range(1, t_len):
+    w = warps[t - 1].copy()
+    try:
+      _, w = cv2.findTransformECC(ref, _gray(frames[t]), w, cv2.MOTION_EUCLIDEAN, crit, mask, 1)
+      warps[t] = w
+    except cv2.error:
+      warps[t], ok[t] = warps[t - 1], False
+  # warps[t] takes frame-0 pixel coordinates (y down) to frame t; atan2(w10, w00) is the
+  # on-screen rotation, which has the opposite sign of face.geometry's roll (project() flips y).
+  roll = -np.arctan2(warps[:, 1, 0], warps[:, 0, 0])
+  if center is None:
+    ys, xs = np.nonzero(mask)
+    center = (xs.mean(), ys.mean())
+  c = np.array([center[0], center[1], 1.0], np.float32)
+  moved = warps @ c  # [T, 2]
+  shift = (moved - c[:2]) * 2.0 / size
+  return {"roll": roll.astype(np.float64), "tx": shift[:, 0].astype(np.float64),
+          "ty": shift[:, 1].astype(np.float64), "ok": ok, "warps": warps}
+
+
+def mouth_box(landmarks: np.ndarray, size: int, margin: float = 0.35) -> tuple[int, int, int, int]:
+  """(x0, y0, x1, y1) around the outer lips of [68, 2] landmarks, grown by ``margin``."""
+  lips = np.asarray(landmarks, np.float64)[fg.OUTER_LIPS]
+  lo, hi = lips.min(0), lips.max(0)
+  pad = margin * (hi - lo).max()
+  x0, y0 = np.clip(np.floor(lo - pad), 0, size - 1).astype(int)
+  x1, y1 = np.clip(np.ceil(hi + pad), 1, size).astype(int)
+  return int(x0), int(y0), int(max(x1, x0 + 1)), int(max(y1, y0 + 1))
+
+
+def mouth_activity(frames: np.ndarray, box: tuple[int, int, int, int],
+                   warps: np.ndarray | None = None) -> np.ndarray:
+  """Frames uint8 [T, S, S, 3], a mouth box in frame 0's coordinates -> float64 [T]: the mean
+  absolute difference of the (registered) mouth region from its per-pixel temporal median."""
+  frames = np.asarray(frames)
+  size = frames.shape[1]
+  x0, y0, x1, y1 = box
+  regions = []
+  for t, f in enumerate(frames):
+    g = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    if warps is not None and t > 0:
+      g = cv2.warpAffine(g, warps[t], (size, size),
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REPLICATE)
+    regions.append(g[y0:y1, x0:x1])
+  regions = np.stack(regions)  # [T, h, w]
+  ref = np.median(regions, axis=0)
+  return np.abs(regions - ref).mean(axis=(1, 2)).astype(np.float64)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+  """Correlation over frames; None where either track is constant (r is undefined)."""
+  a = np.asarray(a, np.float64).ravel()
+  b = np.asarray(b, np.float64).ravel()
+  a, b = a - a.mean(), b - b.mean()
+  den = np.sqrt((a * a).sum() * (b * b).sum())
+  return float((a * b).sum() / den) if den > 1e-12 else None
+
+
+def agreement(measured: np.ndarray, asked: np.ndarray) -> dict:
+  """``{"r", "amplitude_ratio"}`` of a measured track against the asked one ([T] each).
+  amplitude_ratio = std(measured) / std(asked); None when the asked track does not move."""
+  measured = np.asarray(measured, np.float64)
+  asked = np.asarray(asked, np.float64)
+  sa = asked.std()
+  return {"r": pearson(measured, asked),
+          "amplitude_ratio": float(measured.std() / sa) if sa > 1e-12 else None}
+
+
+def head_motion_in_pixels(frames: np.ndarray, asked_pose: np.ndarray,
+                          landmarks0: np.ndarray | None = None) -> dict:
+  """Frames uint8 [T, S, S, 3] rendered for ``asked_pose`` [T, 6] (face.geometry convention)
+  -> ``{"roll": {r, amplitude_ratio}, "tx": {...}, "ty": {...}, "ecc_ok_frac"}``.
+
+  The asked pose is taken relative to its first frame (registration measures motion relative
+  to frame 0). Translation is measured at the head origin of frame 0 (where the asked pose puts
+  it: ``face.geometry.project`` of the origin); both y axes point down.
+  """
+  size = frames.shape[1]
+  asked = np.asarray(asked_pose, np.float64)
+  origin = (asked[0, 3:5] + 1.0) * size / 2.0 - 0.5
+  reg = register_to_first(frames, face_mask(size, landmarks0), center=tuple(origin))
+  asked = asked - asked[:1]
+  return {"roll": agreement(reg["roll"], asked[:, 2]),
+          "tx": agreement(reg["tx"], asked[:, 3]),
+          "ty": agreement(reg["ty"], asked[:, 4]),
+          "ecc_ok_frac": float(reg["ok"].mean())}
+
+
+def mouth_in_pixels(frames: np.ndarray, landmarks0: np.ndarray, audio: np.ndarray | None = None,
+                    mouth_landmarks: np.ndarray | None = None) -> dict:
+  """Mouth activity on the frames against the audio energy under each frame (``audio`` int16 or
+  float [>= 640 T]) and against the mouth opening of landmarks the model predicted
+  (``mouth_landmarks`` [T, 68, 2]) -> ``{"audio_r", "landmark_r"}`` (None where not given)."""
+  size = frames.shape[1]
+  reg = register_to_first(frames, face_mask(size, landmarks0))
+  act = mouth_activity(frames, mouth_box(landmarks0, size), reg["warps"])
+  out = {"audio_r": None, "landmark_r": None}
+  if audio is not None:
+    out["audio_r"] = pearson(act, audio_lib.frame_energy(audio, len(frames)))
+  if mouth_landmarks is not None:
+    out["landmark_r"] = pearson(act, fg.mouth_opening(mouth_landmarks))
+  return out
