@@ -43,7 +43,8 @@ def face_mask(size: int, landmarks: np.ndarray | None = None) -> np.ndarray:
     a, b = int(0.2 * size), int(0.8 * size)
     m[a:b, a:b] = 1
     return m
-  outline = np.asarray(landmarks, np.float64)[np.r_[fg.JAW, fg.RIGHT_BROW[::-1], fg.LEFT_BROW[::-1]]]
+  outline_idx = np.r_[fg.JAW, fg.RIGHT_BROW[::-1], fg.LEFT_BROW[::-1]]
+  outline = np.asarray(landmarks, np.float64)[outline_idx]
   cv2.fillConvexPoly(m, np.round(cv2.convexHull(outline.astype(np.float32))).astype(np.int32), 1)
   return m
 
