@@ -78,3 +78,15 @@ def pose_statistics(poses: list[np.ndarray]) -> dict:
       "p99": np.percentile(allp, 99, axis=0).tolist(),
       "num_frames": int(allp.shape[0]),
   }
+
+
+class LocalDatasetInfo(tfds.core.DatasetInfo):
+  """DatasetInfo of a dataset that is only ever built locally.
+
+  A builder whose dataset is not built yet asks ``initialize_from_bucket`` for a pre-computed
+  copy on the TFDS bucket; TFDS makes a ``tmp*tfds`` folder in the system temp dir for that and
+  never removes it. These datasets are never on the bucket, so there is nothing to look up.
+  """
+
+  def initialize_from_bucket(self) -> None:
+    pass
