@@ -22,6 +22,7 @@ import argparse
 import collections
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import dataclasses
 import glob
 import json
@@ -30,14 +31,16 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 
 from data.talking_videos import process
 from osmnet_jax.face import landmarks as landmark_backends
 
+
 @contextlib.contextmanager
 def _quiet_native_stderr():
-  """TF 2.21 prints C++ start-up lines (oneDNN, CUDA stubs) at import whatever
+  """TF prints C++ start-up lines (oneDNN, CUDA stubs) at import whatever
   TF_CPP_MIN_LOG_LEVEL says; silence fd 2 while importing it. Python exceptions still propagate.
   """
   sys.stderr.flush()
@@ -56,9 +59,35 @@ _BACKEND = None  # one landmark backend per worker process (models load once)
 _BACKEND_ERROR = None  # why it could not be made (re-raised by every job: fail fast, clearly)
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent) -> None:
+  """End this worker when data.prepare dies, even by kill -9 (which runs no cleanup): a worker
+  left behind would finish the queued videos and then sit idle holding its models' memory.
+
+  Linux: the kernel sends SIGKILL when the parent exits (prctl PR_SET_PDEATHSIG; the pool spawns
+  workers from the main thread, whose exit is the process's). Everywhere, and for a parent that
+  died before prctl ran: a thread waits on the parent's sentinel (closed when it dies).
+  """
+  if sys.platform.startswith("linux"):
+    try:
+      ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+      pass
+
+  def watch():
+    parent.join()  # returns once the parent process is gone
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _init_worker(name: str) -> None:
   global _BACKEND, _BACKEND_ERROR
-  if multiprocessing.parent_process() is not None:
+  parent = multiprocessing.parent_process()
+  if parent is not None:
+    _die_with_parent(parent)
     # Workers leave Ctrl-C to the parent, which terminates them (a worker would otherwise turn
     # it into one failed job and carry on with the queued ones).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -205,9 +234,31 @@ def summarize(records: list[dict], seconds: float, split_counts: dict | None) ->
   }
 
 
+def _input_error(videos: str, rel: list[str] | None) -> str | None:
+  """Why ``--videos`` cannot be prepared (None when it can)."""
+  if not os.path.exists(videos):
+    return f"--videos {videos}: no such folder"
+  if not os.path.isdir(videos):
+    return f"--videos {videos}: not a folder"
+  if not rel:
+    return (f"--videos {videos}: no video files ({', '.join(process.VIDEO_EXTENSIONS)}) in it "
+            "or its subfolders")
+  return None
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   start = time.time()
+  try:
+    rel = process.find_videos(args.videos) if os.path.isdir(args.videos) else None
+  except OSError as e:
+    print(f"error: --videos {args.videos}: cannot list {e.filename}: {e.strerror}",
+          file=sys.stderr)
+    return 2
+  error = _input_error(args.videos, rel)
+  if error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
   opts = _options(args)
   work_dir = os.path.join(args.out, "work")
   os.makedirs(work_dir, exist_ok=True)
@@ -216,7 +267,6 @@ def main(argv=None) -> int:
       os.path.join(work_dir, ".running-*")):  # left by a killed run
     os.remove(stale)
 
-  rel = process.find_videos(args.videos)
   ids = process.video_ids(rel)
   jobs, records = [], {}
   for r in rel:
@@ -282,6 +332,9 @@ def main(argv=None) -> int:
       return 130
     split_counts = {k: v.num_examples for k, v in b.info.splits.items()}
   report = summarize(ordered, time.time() - start, split_counts)
+  if split_counts is not None and sum(split_counts.values()) != report["clips"]:
+    raise RuntimeError(f"the dataset holds {sum(split_counts.values())} clips but the work "
+                       f"records list {report['clips']}: delete {work_dir} and rerun")
   process.write_json(os.path.join(args.out, "report.json"), report)
   print(f"videos {report['videos']} (ok {report['videos_ok']}), clips {report['clips']}, "
         f"frames {report['frames']}, splits {split_counts}, {report['seconds']} s")

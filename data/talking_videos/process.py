@@ -16,6 +16,7 @@ work is deterministic the result equals an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -72,9 +73,15 @@ class Skip(Exception):
 
 
 def find_videos(root: str) -> list[str]:
-  """Sorted relative paths of every video file under ``root`` (by extension)."""
+  """Sorted relative paths of every video file under ``root`` (by extension).
+
+  Raises OSError for a folder that cannot be listed (its videos would be missed silently).
+  """
+  def fail(e):
+    raise e
+
   out = []
-  for dirpath, dirnames, filenames in os.walk(root):
+  for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
     dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     for f in filenames:
       if f.lower().endswith(VIDEO_EXTENSIONS) and not f.startswith("."):
@@ -83,15 +90,24 @@ def find_videos(root: str) -> list[str]:
 
 
 def video_ids(relpaths: list[str]) -> dict[str, str]:
-  """relative path -> id unique in the folder: 'spk1/a.mp4' -> 'spk1__a' ('_mp4' appended when
-  two files differ only by extension)."""
-  def clean(s):
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)
+  """relative path -> id, unique in the folder and the same in every run.
 
-  stems = [clean(os.path.splitext(p)[0].replace(os.sep, "__")) for p in relpaths]
+  'spk1/a b.mp4' -> 'spk1__a_b-<8 hex>': a readable slug of the path (ASCII letters, digits and
+  ``_.-``, at most 64 characters) and a hash of the whole relative path, so paths that give one
+  slug ('a b.mp4' and 'a_b.mp4', 'clip 话.mp4' and 'clip 语.mp4', 'x.mp4' and 'x.webm') still
+  get their own ids. Ids also differ in more than letter case (case-insensitive file systems).
+  """
   out = {}
-  for p, s in zip(relpaths, stems):
-    out[p] = s if stems.count(s) == 1 else s + "_" + clean(os.path.splitext(p)[1][1:])
+  for p in relpaths:
+    posix = p.replace(os.sep, "/")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.splitext(posix)[0].replace("/", "__"))
+    digest = hashlib.sha1(os.fsencode(posix)).hexdigest()[:8]
+    out[p] = f"{slug[:64]}-{digest}"
+  seen = {}
+  for p, vid in out.items():
+    other = seen.setdefault(vid.lower(), p)
+    if other != p:  # a hash collision of two paths with one slug: never merge two videos
+      raise RuntimeError(f"video id {vid!r} is shared by {other!r} and {p!r}; rename one")
   return out
 
 
