@@ -236,8 +236,8 @@ def plan_clips(segments, num_frames: int, opts: Options) -> list[tuple[int, int]
   return clips
 
 
-def process_video(path: str, video_id: str, speaker: str, backend, opts: Options):
-  """-> (record dict, clips list[dict]). Raises Skip for unusable inputs."""
+def _read_audio(path: str, opts: Options) -> tuple[media.Probe, np.ndarray, list[str]]:
+  """-> (probe, float audio [S] at 16 kHz, warnings). Raises Skip."""
   try:
     info = media.probe(path)
   except media.MediaError as e:
@@ -257,12 +257,15 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
   reason, warnings = audio_checks(audio, opts)
   if reason:
     raise Skip("no speech", f"{path}: {reason}")
+  return info, audio, warnings
 
-  # Pass 1: detection on a small decode.
-  w, h = info.width, info.height
+
+def _track_face(path: str, info: media.Probe, num_audio_frames: int, backend,
+                opts: Options) -> face_track.VideoTrack:
+  """Pass 1: the main face on a small decode, cut to the frames that have audio. Raises Skip."""
   if backend.name == "oracle":
     try:
-      backend.start_video(path, frame_size=(w, h))
+      backend.start_video(path, frame_size=(info.width, info.height))
     except (FileNotFoundError, ValueError) as e:
       raise Skip("no oracle landmarks", str(e)) from e
   else:
@@ -270,20 +273,27 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
   try:
     track = face_track.track_video(
         path, backend, info=info, stride=opts.det_stride, max_side=opts.det_max_side,
-        max_gap=opts.max_gap, max_frames=len(audio) // audio_lib.SAMPLES_PER_FRAME)
+        max_gap=opts.max_gap, max_frames=num_audio_frames)
   except media.MediaError as e:
     raise Skip("unreadable file", str(e)) from e
   if info.duration > 0 and track.num_decoded < (0.9 * info.duration - 0.2) * audio_lib.FPS:
     raise Skip("truncated or corrupt file",
                f"{path}: {track.num_decoded} frames decoded of {info.duration:.2f} s")
-  num_frames = track.num_frames
-  if num_frames < opts.min_frames:
-    raise Skip("too short", f"{path}: {num_frames} frames with audio < {opts.min_frames}")
+  if track.num_frames < opts.min_frames:
+    raise Skip("too short",
+               f"{path}: {track.num_frames} frames with audio < {opts.min_frames}")
   if not track.segments:
     raise Skip("no face", path)
+  return track
+
+
+def _select_spans(path: str, track: face_track.VideoTrack, audio: np.ndarray, opts: Options,
+                  warnings: list[str]) -> list[tuple[int, int]]:
+  """Clip spans [start, end) with the face tracked, speech and a face of at least min_face.
+  Appends a warning for each kind of dropped span; raises Skip when none is left."""
   if track.num_tracks > 1:
     warnings.append(f"{track.num_tracks} face tracks; kept the largest / most central")
-  spans = plan_clips(track.segments, num_frames, opts)
+  spans = plan_clips(track.segments, track.num_frames, opts)
   if not spans:
     raise Skip("face lost", f"{path}: no face-tracked stretch of {opts.min_seconds} s")
   # Clips without speech (a talk that pauses for long) are dropped, the rest kept.
@@ -295,13 +305,18 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
   if not spans:
     raise Skip("no speech", f"{path}: no clip with speech")
   sizes = [float(np.median(face_crop.box_size(track.boxes[a:b]))) for a, b in spans]
-  small_faces = [i for i, s in enumerate(sizes) if s < opts.min_face]
-  spans = [s for i, s in enumerate(spans) if i not in small_faces]
-  if not spans:
+  kept = [s for s, size in zip(spans, sizes) if size >= opts.min_face]
+  if not kept:
     raise Skip("face too small", f"{path}: median face {min(sizes):.0f} px < {opts.min_face:.0f}")
-  boxes = [face_crop.clip_box(track.boxes[a:b]) for a, b in spans]
+  if len(kept) < len(spans):
+    warnings.append(f"{len(spans) - len(kept)} clip(s) skipped: face smaller than "
+                    f"{opts.min_face:.0f} px")
+  return kept
 
-  # Pass 2: full-resolution decode, cropping each frame that belongs to a clip.
+
+def _crop_spans(path: str, info: media.Probe, spans, boxes, num_frames: int,
+                size: int) -> list[np.ndarray]:
+  """Pass 2: full-resolution decode -> per span uint8 [n <= b - a, size, size, 3] crops."""
   crops = [[] for _ in spans]
   owner = np.full(num_frames, -1)
   for i, (a, b) in enumerate(spans):
@@ -310,10 +325,20 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
     if t >= num_frames:
       break
     if owner[t] >= 0:
-      crops[owner[t]].append(face_crop.crop_frames([fr], boxes[owner[t]], opts.size)[0])
+      crops[owner[t]].append(face_crop.crop_frames([fr], boxes[owner[t]], size)[0])
+  return [np.stack(c) if c else np.zeros((0, size, size, 3), np.uint8) for c in crops]
+
+
+def process_video(path: str, video_id: str, speaker: str, backend, opts: Options):
+  """-> (record dict, clips list[dict]). Raises Skip for unusable inputs."""
+  info, audio, warnings = _read_audio(path, opts)
+  track = _track_face(path, info, len(audio) // audio_lib.SAMPLES_PER_FRAME, backend, opts)
+  spans = _select_spans(path, track, audio, opts, warnings)
+  boxes = [face_crop.clip_box(track.boxes[a:b]) for a, b in spans]
+  crops = _crop_spans(path, info, spans, boxes, track.num_frames, opts.size)
+
   clips, clip_meta, dropped = [], [], []
-  for i, ((a, b), box) in enumerate(zip(spans, boxes)):
-    frames = np.stack(crops[i])
+  for (a, b), box, frames in zip(spans, boxes, crops):
     if len(frames) != b - a:  # decode ended early (truncated file) this time round
       dropped.append(f"clip {a}-{b}: decode returned {len(frames)} frames")
       continue
@@ -329,7 +354,6 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
     lm = face_track.fill_missing(lm, ok)
     pose, _ = head_pose.estimate(lm, opts.size, smooth_sigma=opts.pose_smooth)
     seg_audio = audio[a * audio_lib.SAMPLES_PER_FRAME:b * audio_lib.SAMPLES_PER_FRAME]
-    clip_id = f"{video_id}_{a:06d}"
     clips.append({
         "frames": frames,
         "landmarks": lm.astype(np.float32),
@@ -337,16 +361,12 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
         "mel": audio_lib.log_mel(seg_audio, b - a).astype(np.float32),
         "audio": audio_lib.to_int16(seg_audio),
     })
-    clip_meta.append({"clip_id": clip_id, "speaker": speaker, "start": int(a),
-                      "num_frames": int(b - a),
-                      "crop": [box.cx, box.cy, box.side]})
+    clip_meta.append({"clip_id": f"{video_id}_{a:06d}", "speaker": speaker, "start": int(a),
+                      "num_frames": int(b - a), "crop": [box.cx, box.cy, box.side]})
   if not clips:
     raise Skip("landmarks lost", f"{path}: " + "; ".join(dropped))
-  warnings += dropped
-  if small_faces:
-    warnings.append(f"{len(small_faces)} clip(s) skipped: face smaller than {opts.min_face:.0f} px")
   record = {"status": "ok", "video_id": video_id, "video": path, "speaker": speaker,
-            "clips": clip_meta, "warnings": warnings, "fps_in": info.fps,
+            "clips": clip_meta, "warnings": warnings + dropped, "fps_in": info.fps,
             "num_frames": int(sum(m["num_frames"] for m in clip_meta))}
   return record, clips
 

