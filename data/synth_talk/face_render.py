@@ -156,7 +156,7 @@ def render_frames(
 
   Args:
     ident: the identity.
-    pose: [T, 6] per-frame head pose (face_geometry convention).
+    pose: [T, 6] per-frame head pose (face/geometry.py convention).
     mouth_open, mouth_round, blink: [T] expression tracks in [0, 1].
     size: output size in pixels (square).
     bg: precomputed ``background(ident, size)``.

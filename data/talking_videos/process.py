@@ -5,7 +5,7 @@
   probe -> 16 kHz audio (silence / clipping checks) -> face/track.py's detection pass (every
   ``det_stride``-th frame of a small decode) -> main face track, split where the face is lost ->
   clips of ``min_frames..max_frames`` -> full-resolution decode, one stable square crop per clip ->
-  landmarks (backend) -> head pose (head_pose.estimate) -> log-mel (audio.log_mel).
+  landmarks (backend) -> head pose (face/pose.py) -> log-mel (audio.log_mel).
 
 Output, written atomically (temp file + os.replace): ``WORK/<video_id>.npz`` with the clips'
 arrays (keys ``c<i>/<field>``, schema.py shapes), then ``WORK/<video_id>.json``, the record that

