@@ -120,7 +120,8 @@ def test_dataset_reads_back_in_schema_format(prepared):
       if split == "train":
         n_train_frames += t
   assert not speakers["train"] & speakers["test"]  # no identity in both splits
-  assert speakers["train"] | speakers["test"] == {"spk_static", "spk_shift", "spk_roll", "spk_scale"}
+  want = {"spk_static", "spk_shift", "spk_roll", "spk_scale"}
+  assert speakers["train"] | speakers["test"] == want
   assert stats["num_frames"] == n_train_frames and len(stats["mean"]) == 6
 
 
