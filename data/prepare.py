@@ -7,10 +7,11 @@ r"""Turn a folder of real talking-head videos into the ``talking_videos`` TFDS d
 Every .mp4/.avi/.mov/.mkv/.webm under DIR (recursively) is decoded at 25 fps with 16 kHz mono
 audio, its main face is tracked and cropped (one stable square crop per clip), and each clip gets
 68 landmarks, head pose and log-mel per frame (data/talking_videos/process.py). Videos are
-processed by N worker processes; each finished video is written atomically to
-DATA_DIR/work/<video_id>.{npz,json}, so an interrupted run (Ctrl-C, kill) resumes where it stopped
-and ends with the same dataset. Then the clips are packed into TFRecord shards:
-DATA_DIR/talking_videos/<size>px/1.0.0 (read with ``tfds.builder_from_directory``).
+processed by N worker processes (which die with this one); each finished video is written
+atomically to DATA_DIR/work/<video_id>.{npz,json} (<video_id>: a slug of the video's path under
+DIR and a hash of it, unique and the same in every run), so an interrupted run (Ctrl-C, kill)
+resumes where it stopped and ends with the same dataset. Then the clips are packed into TFRecord
+shards: DATA_DIR/talking_videos/<size>px/1.0.0 (read with ``tfds.builder_from_directory``).
 
 Bad inputs never stop the run: corrupt/truncated/zero-length/unreadable files, videos without
 audio, silent audio, no face, face too small, face lost ... are skipped with a reason, listed on
@@ -22,6 +23,7 @@ import argparse
 import collections
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import dataclasses
 import glob
 import json
@@ -30,14 +32,16 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 
 from data.talking_videos import process
 from osmnet_jax.face import landmarks as landmark_backends
 
+
 @contextlib.contextmanager
 def _quiet_native_stderr():
-  """TF 2.21 prints C++ start-up lines (oneDNN, CUDA stubs) at import whatever
+  """TF prints C++ start-up lines (oneDNN, CUDA stubs) at import whatever
   TF_CPP_MIN_LOG_LEVEL says; silence fd 2 while importing it. Python exceptions still propagate.
   """
   sys.stderr.flush()
@@ -56,9 +60,35 @@ _BACKEND = None  # one landmark backend per worker process (models load once)
 _BACKEND_ERROR = None  # why it could not be made (re-raised by every job: fail fast, clearly)
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent) -> None:
+  """End this worker when data.prepare dies, even by kill -9 (which runs no cleanup): a worker
+  left behind would finish the queued videos and then sit idle holding its models' memory.
+
+  Linux: the kernel sends SIGKILL when the parent exits (prctl PR_SET_PDEATHSIG; the pool spawns
+  workers from the main thread, whose exit is the process's). Everywhere, and for a parent that
+  died before prctl ran: a thread waits on the parent's sentinel (closed when it dies).
+  """
+  if sys.platform.startswith("linux"):
+    try:
+      ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+      pass
+
+  def watch():
+    parent.join()  # returns once the parent process is gone
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _init_worker(name: str) -> None:
   global _BACKEND, _BACKEND_ERROR
-  if multiprocessing.parent_process() is not None:
+  parent = multiprocessing.parent_process()
+  if parent is not None:
+    _die_with_parent(parent)
     # Workers leave Ctrl-C to the parent, which terminates them (a worker would otherwise turn
     # it into one failed job and carry on with the queued ones).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -205,19 +235,25 @@ def summarize(records: list[dict], seconds: float, split_counts: dict | None) ->
   }
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
-  start = time.time()
-  opts = _options(args)
-  work_dir = os.path.join(args.out, "work")
-  os.makedirs(work_dir, exist_ok=True)
-  _check_options(work_dir, opts, args.identity)
-  for stale in glob.glob(os.path.join(work_dir, ".tmp-*")) + glob.glob(
-      os.path.join(work_dir, ".running-*")):  # left by a killed run
-    os.remove(stale)
+def _list_videos(videos: str) -> tuple[list[str], str | None]:
+  """-> (relative paths of the videos under ``videos``, why it cannot be prepared or None)."""
+  if not os.path.exists(videos):
+    return [], f"--videos {videos}: no such folder"
+  if not os.path.isdir(videos):
+    return [], f"--videos {videos}: not a folder"
+  try:
+    rel = process.find_videos(videos)
+  except OSError as e:
+    return [], f"--videos {videos}: cannot list {e.filename}: {e.strerror}"
+  if not rel:
+    return [], (f"--videos {videos}: no video files ({', '.join(process.VIDEO_EXTENSIONS)}) in "
+                "it or its subfolders")
+  return rel, None
 
-  rel = process.find_videos(args.videos)
-  ids = process.video_ids(rel)
+
+def _plan_jobs(args, rel: list[str], ids: dict[str, str], opts: process.Options,
+               work_dir: str) -> tuple[list, dict]:
+  """-> (jobs for the videos still to do, {video_id: record} of the finished ones)."""
   jobs, records = [], {}
   for r in rel:
     vid = ids[r]
@@ -227,61 +263,87 @@ def main(argv=None) -> int:
       continue
     speaker = process.identity(r, vid, args.identity)
     jobs.append((os.path.join(args.videos, r), vid, speaker, opts, work_dir))
-  print(f"{len(rel)} videos in {args.videos}: {len(records)} already done, {len(jobs)} to process "
-        f"with {args.landmarks} on {args.workers or 'no'} worker process(es)")
+  return jobs, records
 
+
+def _process(jobs: list, args, records: dict) -> None:
+  """Runs ``jobs`` (in worker processes unless --workers 0), adding their records."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-  bar = tqdm(total=len(jobs), unit="video", dynamic_ncols=True)
+  with tqdm(total=len(jobs), unit="video", dynamic_ncols=True) as bar:
+    def done(rec):
+      records[rec["video_id"]] = rec
+      if rec["status"] != "ok":
+        bar.write(f"skipped {rec['video']}: {rec['reason']} ({rec.get('detail', '')})")
+      bar.set_postfix(clips=sum(len(x["clips"]) for x in records.values()))
+      bar.update(1)
 
-  def done(rec):
-    records[rec["video_id"]] = rec
-    if rec["status"] != "ok":
-      bar.write(f"skipped {rec['video']}: {rec['reason']} ({rec.get('detail', '')})")
-    bar.set_postfix(clips=sum(len(x["clips"]) for x in records.values()))
-    bar.update(1)
-
-  try:
-    if args.workers <= 0 or not jobs:
-      if jobs:
-        _init_worker(args.landmarks)
-        if _BACKEND_ERROR is not None:
-          raise _BACKEND_ERROR
+    if args.workers > 0 and jobs:
+      _run_parallel(jobs, args.workers, args.landmarks, done)
+    elif jobs:
+      _init_worker(args.landmarks)
+      if _BACKEND_ERROR is not None:
+        raise _BACKEND_ERROR
       for job in jobs:
         done(_work(job))
-    else:
-      _run_parallel(jobs, args.workers, args.landmarks, done)
+
+
+def _build(args, work_dir: str, video_ids: list[str]) -> dict[str, int]:
+  """Packs the finished clips into TFRecord shards -> {split: number of clips}."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  with _quiet_native_stderr():
+    from data.talking_videos import builder as builder_lib  # pylint: disable=g-import-not-at-top
+
+  # The build is a pure function of the work records: rebuild from scratch each time.
+  shutil.rmtree(os.path.join(args.out, "talking_videos", f"{args.size}px"), ignore_errors=True)
+  print(f"packing clips into TFRecord shards under {args.out}/talking_videos ...")
+  with _quiet_native_stderr():  # TFDS's bars and TF's native start-up lines
+    b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction, video_ids=video_ids)
+  return {k: v.num_examples for k, v in b.info.splits.items()}
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  start = time.time()
+  rel, error = _list_videos(args.videos)
+  if error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  opts = _options(args)
+  work_dir = os.path.join(args.out, "work")
+  os.makedirs(work_dir, exist_ok=True)
+  _check_options(work_dir, opts, args.identity)
+  for stale in glob.glob(os.path.join(work_dir, ".tmp-*")) + glob.glob(
+      os.path.join(work_dir, ".running-*")):  # left by a killed run
+    os.remove(stale)
+
+  ids = process.video_ids(rel)
+  jobs, records = _plan_jobs(args, rel, ids, opts, work_dir)
+  print(f"{len(rel)} videos in {args.videos}: {len(records)} already done, {len(jobs)} to process "
+        f"with {args.landmarks} on {args.workers or 'no'} worker process(es)")
+  try:
+    _process(jobs, args, records)
   except landmark_backends.BackendUnavailable as e:
-    bar.close()
     print(f"error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
-    bar.close()
     print(f"\ninterrupted: {len(records)} of {len(rel)} videos finished; rerun the same command "
           "to resume", file=sys.stderr)
     return 130
-  bar.close()
 
   ordered = [records[ids[r]] for r in rel if ids[r] in records]
   split_counts = None
   if not args.no_build and any(r["status"] == "ok" for r in ordered):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _quiet_native_stderr():
-      from data.talking_videos import builder as builder_lib  # pylint: disable=g-import-not-at-top
-
-    # The build is a pure function of the work records: rebuild from scratch each time.
-    shutil.rmtree(os.path.join(args.out, "talking_videos", f"{args.size}px"), ignore_errors=True)
-    print(f"packing clips into TFRecord shards under {args.out}/talking_videos ...")
     try:
-      with _quiet_native_stderr():  # TFDS's bars and TF's native start-up lines
-        b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction,
-                              video_ids=[r["video_id"] for r in ordered])
+      split_counts = _build(args, work_dir, [r["video_id"] for r in ordered])
     except KeyboardInterrupt:  # TFDS writes into an 'incomplete.*' folder: nothing half-built
       print("\ninterrupted during the TFDS build; rerun the same command to build",
             file=sys.stderr)
       return 130
-    split_counts = {k: v.num_examples for k, v in b.info.splits.items()}
   report = summarize(ordered, time.time() - start, split_counts)
+  if split_counts is not None and sum(split_counts.values()) != report["clips"]:
+    raise RuntimeError(f"the dataset holds {sum(split_counts.values())} clips but the work "
+                       f"records list {report['clips']}: delete {work_dir} and rerun")
   process.write_json(os.path.join(args.out, "report.json"), report)
   print(f"videos {report['videos']} (ok {report['videos_ok']}), clips {report['clips']}, "
         f"frames {report['frames']}, splits {split_counts}, {report['seconds']} s")

@@ -4,7 +4,7 @@ One example = one clip of T frames at 25 fps with 16 kHz audio:
 
   frames     uint8   [T, H, W, 3]   zlib-compressed tensor (no ffmpeg needed to read it back)
   landmarks  float32 [T, 68, 2]     iBUG-300W order, (x, y) pixels of the crop
-  pose       float32 [T, 6]         yaw, pitch, roll (rad), tx, ty, scale (face_geometry.py);
+  pose       float32 [T, 6]         yaw, pitch, roll (rad), tx, ty, scale (face/geometry.py);
                                     raw values; normalisation statistics are in the metadata
   mel        float32 [4T, 80]       osmnet_jax.audio.log_mel
   audio      int16   [640 T]        the clip's audio (optional per builder, present in ours)
@@ -78,3 +78,15 @@ def pose_statistics(poses: list[np.ndarray]) -> dict:
       "p99": np.percentile(allp, 99, axis=0).tolist(),
       "num_frames": int(allp.shape[0]),
   }
+
+
+class LocalDatasetInfo(tfds.core.DatasetInfo):
+  """DatasetInfo of a dataset that is only ever built locally.
+
+  A builder whose dataset is not built yet asks ``initialize_from_bucket`` for a pre-computed
+  copy on the TFDS bucket; TFDS makes a ``tmp*tfds`` folder in the system temp dir for that and
+  never removes it. These datasets are never on the bucket, so there is nothing to look up.
+  """
+
+  def initialize_from_bucket(self) -> None:
+    pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import secrets
 import subprocess
 import tempfile
 from typing import Iterator
@@ -46,8 +47,10 @@ def write_video(
     h, w = frames.shape[1:3]
   out_dir = os.path.dirname(os.path.abspath(path))
   os.makedirs(out_dir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=out_dir)
-  os.close(fd)
+  # ffmpeg creates the temp file itself, so it gets the mode of any new file (0666 minus the
+  # user's umask); a mkstemp file would keep mode 0600 through the rename.
+  tmp = os.path.join(
+      out_dir, f".{os.path.basename(path)[:100]}.{os.getpid()}-{secrets.token_hex(4)}.mp4")
   wav_tmp = None
   try:
     cmd = [ffmpeg_exe(), "-y", "-loglevel", "error",
@@ -59,10 +62,12 @@ def write_video(
       os.close(fd)
       sf.write(wav_tmp, audio_lib.to_float(audio), sample_rate, subtype="PCM_16")
       cmd += ["-i", wav_tmp, "-c:a", "aac", "-b:a", "128k", "-shortest"]
-    cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), "-movflags", "+faststart", tmp]
+    cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf), "-movflags", "+faststart",
+            tmp]
     proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
     if proc.returncode != 0:
-      raise RuntimeError(f"ffmpeg failed writing {path}: {proc.stderr.decode(errors='replace')[-2000:]}")
+      err = proc.stderr.decode(errors="replace")[-2000:]
+      raise RuntimeError(f"ffmpeg failed writing {path}: {err}")
     os.replace(tmp, path)
   finally:
     for f in (tmp, wav_tmp):
@@ -134,9 +139,9 @@ def probe(path: str) -> Probe:
   fps_m = _FPS.search(video.group(0))
   fps = float(fps_m.group(1)) * (1000 if fps_m and fps_m.group(2) else 1) if fps_m else 0.0
   dur_m = _DURATION.search(err)
-  duration = (
-      int(dur_m.group(1)) * 3600 + int(dur_m.group(2)) * 60 + float(dur_m.group(3)) if dur_m else 0.0
-  )
+  duration = 0.0
+  if dur_m:
+    duration = int(dur_m.group(1)) * 3600 + int(dur_m.group(2)) * 60 + float(dur_m.group(3))
   audio = _AUDIO.search(err)
   rate_m = _RATE.search(audio.group(0)) if audio else None
   return Probe(path, w, h, fps, duration, audio is not None,

@@ -107,3 +107,15 @@ def test_variable_frame_rate_keeps_sync(tmp_path):
   flash = int(np.argmax(got.mean(axis=(1, 2, 3))))
   click = int(np.argmax(audio_lib.frame_energy(sound, len(got))))
   assert abs(flash - 37.5) <= 1.5 and abs(click - flash) <= 1, (flash, click)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_video_follows_the_umask_and_leaves_no_temp_file(tmp_path, umask):
+  old = os.umask(umask)
+  try:
+    path = media.write_video(str(tmp_path / "v.mp4"), np.zeros((3, 16, 16, 3), np.uint8),
+                             audio=np.zeros(3 * 640, np.float32))
+  finally:
+    os.umask(old)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+  assert os.listdir(tmp_path) == ["v.mp4"]

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import cv2
@@ -119,7 +120,8 @@ def test_dataset_reads_back_in_schema_format(prepared):
       if split == "train":
         n_train_frames += t
   assert not speakers["train"] & speakers["test"]  # no identity in both splits
-  assert speakers["train"] | speakers["test"] == {"spk_static", "spk_shift", "spk_roll", "spk_scale"}
+  want = {"spk_static", "spk_shift", "spk_roll", "spk_scale"}
+  assert speakers["train"] | speakers["test"] == want
   assert stats["num_frames"] == n_train_frames and len(stats["mean"]) == 6
 
 
@@ -270,10 +272,83 @@ def test_killed_worker_and_interrupted_run_end_identical(prepared, tmp_path):
   for key in ("videos", "videos_ok", "clips", "frames", "skipped_by_reason", "splits"):
     assert report[key] == prepared["report"][key]
   # Losing finished outputs (here: two videos' records) also just redoes those videos.
-  for vid in ("spk_roll__r", "spk_shift__b"):
-    os.remove(process.record_path(work, vid))
+  ids = process.video_ids(process.find_videos(prepared["videos"]))
+  for rel in ("spk_roll/r.mp4", "spk_shift/b.mp4"):
+    os.remove(process.record_path(work, ids[rel]))
   assert prepare.main(["--videos", prepared["videos"], "--out", out] + ARGS) == 0
   assert _tfrecords(out) == _tfrecords(prepared["out"])
+
+
+def _session_processes(sid):
+  """Pids of the live processes in session ``sid`` (zombies count as gone)."""
+  out = []
+  for d in os.listdir("/proc"):
+    if d.isdigit():
+      try:
+        with open(f"/proc/{d}/stat") as f:
+          fields = f.read().rsplit(")", 1)[1].split()
+      except OSError:
+        continue
+      if int(fields[3]) == sid and fields[0] != "Z":
+        out.append(int(d))
+  return out
+
+
+def test_workers_die_with_a_killed_parent(prepared, tmp_path):
+  work = str(tmp_path / "out" / "work")
+  cmd = [sys.executable, "-m", "data.prepare", "--videos", prepared["videos"], "--out",
+         str(tmp_path / "out")] + ARGS[2:] + ["--workers", "2"]
+  env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True, env=env)
+  try:
+    # Both workers started and busy with a video.
+    assert _wait(lambda: len(glob.glob(os.path.join(work, ".running-*"))) >= 2, 180, proc)
+    workers = _worker_pids(proc.pid)
+    assert len(workers) == 2
+    os.kill(proc.pid, signal.SIGKILL)  # the parent only: no cleanup code runs
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and _session_processes(proc.pid):
+      time.sleep(0.1)
+    left = _session_processes(proc.pid)
+    assert not left, [open(f"/proc/{p}/cmdline", "rb").read() for p in left]
+  finally:
+    try:
+      os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    proc.wait()
+
+
+def test_colliding_names_stay_distinct_clips(tmp_path, monkeypatch):
+  # Names that map to one slug; each video has its own motion so the clips differ.
+  names = ["clip 话.mp4", "clip 语.mp4", "a b.mp4", "a_b.mp4"]
+  videos, out = tmp_path / "videos", str(tmp_path / "out")
+  videos.mkdir()
+  for i, name in enumerate(names):
+    tv.make_video(str(videos / name), tv.warps(30, shift=(4.0 * i, 0.0)), seed=i)
+  sys_tmp = tmp_path / "sys_tmp"  # the run leaves nothing in the system temp dir
+  sys_tmp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(sys_tmp))
+  args = ["--videos", str(videos), "--out", out] + ARGS
+  assert prepare.main(args) == 0
+  with open(os.path.join(out, "report.json")) as f:
+    report = json.load(f)
+  assert report["videos"] == report["videos_ok"] == 4 and report["clips"] == 4
+  b = tfds.builder_from_directory(os.path.join(out, "talking_videos", f"{SIZE}px", "1.0.0"))
+  exs = [ex for split in b.info.splits for ex in tfds.as_numpy(b.as_dataset(split=split))]
+  assert len(exs) == sum(report["splits"].values()) == 4
+  assert len({ex["clip_id"] for ex in exs}) == len({ex["speaker"] for ex in exs}) == 4
+  first = [ex["frames"][0].astype(float) for ex in exs]
+  assert min(np.abs(x - y).mean() for i, x in enumerate(first) for y in first[i + 1:]) > 1
+  assert not os.listdir(sys_tmp)
+  # A rerun finds every video done under the same id.
+  records = glob.glob(os.path.join(out, "work", "*.json"))
+  mtimes = {p: os.path.getmtime(p) for p in records}
+  assert prepare.main(args) == 0
+  assert glob.glob(os.path.join(out, "work", "*.json")) == records
+  assert all(os.path.getmtime(p) == t for p, t in mtimes.items())
 
 
 def test_cli_help_and_option_mismatch(prepared, capsys):

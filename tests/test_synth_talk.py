@@ -1,6 +1,9 @@
 """synth_talk: format, determinism, lip sync in the pixels, audio alignment, motion re-draws."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -52,8 +55,19 @@ def test_train_and_test_never_share_a_speaker(tiny_synth):
   assert not train & test
 
 
-def test_two_builds_with_one_seed_are_identical(tmp_path, tiny_synth):
-  again = builder.build(tiny_config(), str(tmp_path / "a"))
+def test_two_builds_with_one_seed_are_identical(tmp_path, tiny_synth, monkeypatch):
+  # A build leaves nothing in the system temp dir and writes files with the user's umask.
+  sys_tmp = tmp_path / "sys_tmp"
+  sys_tmp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(sys_tmp))
+  old_umask = os.umask(0o027)
+  try:
+    again = builder.build(tiny_config(), str(tmp_path / "a"))
+  finally:
+    os.umask(old_umask)
+  assert not os.listdir(sys_tmp)
+  written = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "a") for f in fs]
+  assert written and {os.stat(f).st_mode & 0o777 for f in written} == {0o640}
   other = builder.build(tiny_config(seed=1), str(tmp_path / "b"))
   a = {ex["clip_id"]: ex for ex in _read(tiny_synth, "train")}
   b = {ex["clip_id"]: ex for ex in _read(again, "train")}

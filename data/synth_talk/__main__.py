@@ -39,7 +39,8 @@ def preview(spec, out_dir: str, num_clips: int = 6) -> list[str]:
   for ex in exs:
     img = np.ascontiguousarray(ex["frames"][0])
     for x, y in ex["landmarks"][0]:
-      cv2.circle(img, (int(round(x)), int(round(y))), max(1, spec.resolution // 128), (0, 255, 0), -1)
+      radius = max(1, spec.resolution // 128)
+      cv2.circle(img, (int(round(x)), int(round(y))), radius, (0, 255, 0), -1)
     overlays.append(img)
   paths.append(os.path.join(out_dir, "landmarks.png"))
   Image.fromarray(np.concatenate(overlays, 1)).save(paths[-1])
@@ -50,7 +51,8 @@ def preview(spec, out_dir: str, num_clips: int = 6) -> list[str]:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", default="64px", choices=["32px", "64px", "128px"],
                  help="builder config (resolution); 200 train + 32 test clips of 2 s")
   p.add_argument("--data_dir", default=None, help="TFDS data dir (default: ~/tensorflow_datasets)")

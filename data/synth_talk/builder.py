@@ -1,6 +1,6 @@
 """TFDS builder of ``synth_talk``, the procedural talking-head dataset (DESIGN.md §2).
 
-Build (about 20 s for the default 64-px config on a 2-core CPU)::
+Build (build times: BENCHMARKS.md)::
 
   python -m data.synth_talk --data_dir ~/tensorflow_datasets --config 64px
 
@@ -63,7 +63,7 @@ class SynthTalk(tfds.core.GeneratorBasedBuilder):
         "stress": tfds.features.Tensor(shape=(None,), dtype=np.float32),
         "framing": tfds.features.Tensor(shape=(3,), dtype=np.float32),
     }
-    return tfds.core.DatasetInfo(
+    return schema.LocalDatasetInfo(
         builder=self,
         description=_DESCRIPTION,
         features=schema.features(spec.resolution, extra),

@@ -10,8 +10,8 @@ import dataclasses
 
 import numpy as np
 
-from osmnet_jax import audio as audio_lib
 from data.synth_talk import face_render, motion, speech
+from osmnet_jax import audio as audio_lib
 
 SPLIT_CODES = {"train": 0, "test": 1}
 
@@ -41,7 +41,8 @@ class SynthSpec:
     if self.num_frames < 1:
       raise ValueError(f"seconds={self.seconds}: need at least one 25-fps frame")
     if self.num_train < 1 or self.num_test < 0:
-      raise ValueError(f"num_train={self.num_train}, num_test={self.num_test}: need >= 1 train clip")
+      raise ValueError(
+          f"num_train={self.num_train}, num_test={self.num_test}: need >= 1 train clip")
     if self.num_train_ids < 1 or self.num_test_ids < 1:
       raise ValueError("num_train_ids and num_test_ids must be >= 1")
 

@@ -14,8 +14,8 @@ import dataclasses
 import cv2
 import numpy as np
 
-from osmnet_jax.face import geometry as fg
 from data.synth_talk.speech import Voice
+from osmnet_jax.face import geometry as fg
 
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _ONE = 1 << _SHIFT
@@ -61,7 +61,8 @@ class Identity:
     return cls(
         shape=shape, skin=tuple(skin), hair=tuple(hair), lips=tuple(lips), iris=tuple(iris),
         clothes=tuple(clothes), hair_top=u(0.05, 0.25), hair_length=u(-0.2, 0.9),
-        moles=np.stack([mx, my, mz], 1), framing=np.array([u(-0.05, 0.05), u(0.02, 0.12), u(0.58, 0.7)]),
+        moles=np.stack([mx, my, mz], 1),
+        framing=np.array([u(-0.05, 0.05), u(0.02, 0.12), u(0.58, 0.7)]),
         voice=Voice.sample(rng), bg_seed=int(rng.integers(2**31)),
     )
 
@@ -155,7 +156,7 @@ def render_frames(
 
   Args:
     ident: the identity.
-    pose: [T, 6] per-frame head pose (face_geometry convention).
+    pose: [T, 6] per-frame head pose (face/geometry.py convention).
     mouth_open, mouth_round, blink: [T] expression tracks in [0, 1].
     size: output size in pixels (square).
     bg: precomputed ``background(ident, size)``.

@@ -49,7 +49,8 @@ class MotionStyle:
     )
 
 
-def _smooth_noise(rng: np.random.Generator, n: int, tempo: float, components: int = 3) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, n: int, tempo: float,
+                  components: int = 3) -> np.ndarray:
   """Sum of ``components`` sinusoids around ``tempo`` Hz with random phases, unit RMS: [n]."""
   t = np.arange(n) / audio_lib.FPS
   freqs = tempo * rng.uniform(0.6, 1.6, components)
@@ -79,7 +80,8 @@ def sample_motion(
   style = style or MotionStyle.sample(rng)
   n = len(stress)
   amp = style.energy * MAX_AMPLITUDE * np.sqrt(3 * np.asarray(style.mix)).clip(0, 1.4)
-  rot = np.stack([a * _smooth_noise(rng, n, style.tempo) for a in amp], 1) + np.asarray(style.offset)
+  rot = np.stack([a * _smooth_noise(rng, n, style.tempo) for a in amp], 1)
+  rot = rot + np.asarray(style.offset)
   # Nods on stressed syllables: a 0.4 s raised-cosine dip of the chin (pitch > 0 = chin down).
   width = int(0.4 * audio_lib.FPS)
   bump = 0.5 - 0.5 * np.cos(np.linspace(0, 2 * np.pi, width))

@@ -85,7 +85,7 @@ class TalkingVideos(tfds.core.GeneratorBasedBuilder):
     if opt_path and os.path.exists(opt_path):
       with open(opt_path) as f:
         options = json.load(f)
-    return tfds.core.DatasetInfo(
+    return schema.LocalDatasetInfo(
         builder=self,
         description=_DESCRIPTION,
         features=schema.features(cfg.size if cfg else 256),

@@ -2,10 +2,10 @@
 
 ``process_video`` runs in a worker process of data.prepare:
 
-  probe -> 16 kHz audio (silence / clipping checks) -> face detection on every ``det_stride``-th
-  frame of a small decode -> main face track, split where the face is lost -> clips of
-  ``min_frames..max_frames`` -> full-resolution decode, one stable square crop per clip ->
-  landmarks (backend) -> head pose (head_pose.estimate) -> log-mel (audio.log_mel).
+  probe -> 16 kHz audio (silence / clipping checks) -> face/track.py's detection pass (every
+  ``det_stride``-th frame of a small decode) -> main face track, split where the face is lost ->
+  clips of ``min_frames..max_frames`` -> full-resolution decode, one stable square crop per clip ->
+  landmarks (backend) -> head pose (face/pose.py) -> log-mel (audio.log_mel).
 
 Output, written atomically (temp file + os.replace): ``WORK/<video_id>.npz`` with the clips'
 arrays (keys ``c<i>/<field>``, schema.py shapes), then ``WORK/<video_id>.json``, the record that
@@ -16,6 +16,7 @@ work is deterministic the result equals an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -24,9 +25,10 @@ import time
 import numpy as np
 
 from osmnet_jax import audio as audio_lib
+from osmnet_jax import media
 from osmnet_jax.face import crop as face_crop
 from osmnet_jax.face import pose as head_pose
-from osmnet_jax import media
+from osmnet_jax.face import track as face_track
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 FIELDS = ("frames", "landmarks", "pose", "mel", "audio")
@@ -40,11 +42,9 @@ class Options:
   min_seconds: float = 1.0
   max_seconds: float = 10.0
   min_face: float = 48.0  # px of the decoded frame (median face-box size); smaller -> skipped
-  det_stride: int = 2  # run the detector on every n-th frame, interpolate in between
-  # Detection decode: long side at most this many pixels. BlazeFace (full range) sees a 192x192
-  # letterboxed copy anyway, so a larger decode only costs time.
-  det_max_side: int = 320
-  max_gap: int = 12  # frames without the face before the clip is split (0.5 s)
+  det_stride: int = face_track.DETECT_STRIDE  # detector on every n-th frame
+  det_max_side: int = face_track.DETECT_MAX_SIDE  # long side of the detection decode, px
+  max_gap: int = face_track.MAX_GAP  # frames without the face before the clip is split
   silence_dbfs: float = -50.0  # whole-clip RMS below this -> "silent audio"
   min_speech_fraction: float = 0.2  # of frames above the activity threshold
   clip_fraction: float = 0.001  # samples at full scale above this fraction -> "clipped" warning
@@ -73,9 +73,15 @@ class Skip(Exception):
 
 
 def find_videos(root: str) -> list[str]:
-  """Sorted relative paths of every video file under ``root`` (by extension)."""
+  """Sorted relative paths of every video file under ``root`` (by extension).
+
+  Raises OSError for a folder that cannot be listed (its videos would be missed silently).
+  """
+  def fail(e):
+    raise e
+
   out = []
-  for dirpath, dirnames, filenames in os.walk(root):
+  for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
     dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
     for f in filenames:
       if f.lower().endswith(VIDEO_EXTENSIONS) and not f.startswith("."):
@@ -84,15 +90,24 @@ def find_videos(root: str) -> list[str]:
 
 
 def video_ids(relpaths: list[str]) -> dict[str, str]:
-  """relative path -> id unique in the folder: 'spk1/a.mp4' -> 'spk1__a' ('_mp4' appended when
-  two files differ only by extension)."""
-  def clean(s):
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)
+  """relative path -> id, unique in the folder and the same in every run.
 
-  stems = [clean(os.path.splitext(p)[0].replace(os.sep, "__")) for p in relpaths]
+  'spk1/a b.mp4' -> 'spk1__a_b-<8 hex>': a readable slug of the path (ASCII letters, digits and
+  ``_.-``, at most 64 characters) and a hash of the whole relative path, so paths that give one
+  slug ('a b.mp4' and 'a_b.mp4', 'clip 话.mp4' and 'clip 语.mp4', 'x.mp4' and 'x.webm') still
+  get their own ids. Ids also differ in more than letter case (case-insensitive file systems).
+  """
   out = {}
-  for p, s in zip(relpaths, stems):
-    out[p] = s if stems.count(s) == 1 else s + "_" + clean(os.path.splitext(p)[1][1:])
+  for p in relpaths:
+    posix = p.replace(os.sep, "/")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.splitext(posix)[0].replace("/", "__"))
+    digest = hashlib.sha1(os.fsencode(posix)).hexdigest()[:8]
+    out[p] = f"{slug[:64]}-{digest}"
+  seen = {}
+  for p, vid in out.items():
+    other = seen.setdefault(vid.lower(), p)
+    if other != p:  # a hash collision of two paths with one slug: never merge two videos
+      raise RuntimeError(f"video id {vid!r} is shared by {other!r} and {p!r}; rename one")
   return out
 
 
@@ -221,18 +236,8 @@ def plan_clips(segments, num_frames: int, opts: Options) -> list[tuple[int, int]
   return clips
 
 
-def _fill_missing(lm: np.ndarray, ok: np.ndarray) -> np.ndarray:
-  """Linear interpolation over time of frames without landmarks: [T, 68, 2]."""
-  if ok.all():
-    return lm
-  t = np.arange(len(lm))
-  flat = lm.reshape(len(lm), -1)
-  out = np.stack([np.interp(t, t[ok], flat[ok, k]) for k in range(flat.shape[1])], 1)
-  return out.reshape(lm.shape).astype(np.float32)
-
-
-def process_video(path: str, video_id: str, speaker: str, backend, opts: Options):
-  """-> (record dict, clips list[dict]). Raises Skip for unusable inputs."""
+def _read_audio(path: str, opts: Options) -> tuple[media.Probe, np.ndarray, list[str]]:
+  """-> (probe, float audio [S] at 16 kHz, warnings). Raises Skip."""
   try:
     info = media.probe(path)
   except media.MediaError as e:
@@ -252,39 +257,43 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
   reason, warnings = audio_checks(audio, opts)
   if reason:
     raise Skip("no speech", f"{path}: {reason}")
+  return info, audio, warnings
 
-  # Pass 1: detection on a small decode.
-  w, h = info.width, info.height
-  f = min(1.0, opts.det_max_side / max(w, h))
-  small = (max(2, int(round(w * f / 2)) * 2), max(2, int(round(h * f / 2)) * 2))
+
+def _track_face(path: str, info: media.Probe, num_audio_frames: int, backend,
+                opts: Options) -> face_track.VideoTrack:
+  """Pass 1: the main face on a small decode, cut to the frames that have audio. Raises Skip."""
   if backend.name == "oracle":
     try:
-      backend.start_video(path, frame_size=(w, h))
+      backend.start_video(path, frame_size=(info.width, info.height))
     except (FileNotFoundError, ValueError) as e:
       raise Skip("no oracle landmarks", str(e)) from e
   else:
     backend.start_video(path)
   try:
-    frames_small = media.iter_frames(path, size=small, info=info)
-    dets, num_frames = {}, 0
-    for t, fr in enumerate(frames_small):
-      num_frames = t + 1
-      if t % opts.det_stride == 0:
-        dets[t] = [np.asarray(x.box, np.float64) * (w / small[0]) for x in backend.detect(fr, t)]
+    track = face_track.track_video(
+        path, backend, info=info, stride=opts.det_stride, max_side=opts.det_max_side,
+        max_gap=opts.max_gap, max_frames=num_audio_frames)
   except media.MediaError as e:
     raise Skip("unreadable file", str(e)) from e
-  if info.duration > 0 and num_frames < (0.9 * info.duration - 0.2) * audio_lib.FPS:
+  if info.duration > 0 and track.num_decoded < (0.9 * info.duration - 0.2) * audio_lib.FPS:
     raise Skip("truncated or corrupt file",
-               f"{path}: {num_frames} frames decoded of {info.duration:.2f} s")
-  num_frames = min(num_frames, len(audio) // audio_lib.SAMPLES_PER_FRAME)
-  if num_frames < opts.min_frames:
-    raise Skip("too short", f"{path}: {num_frames} frames with audio < {opts.min_frames}")
-  track = face_crop.main_track(dets, num_frames, (w, h), max_gap=opts.max_gap)
+               f"{path}: {track.num_decoded} frames decoded of {info.duration:.2f} s")
+  if track.num_frames < opts.min_frames:
+    raise Skip("too short",
+               f"{path}: {track.num_frames} frames with audio < {opts.min_frames}")
   if not track.segments:
     raise Skip("no face", path)
+  return track
+
+
+def _select_spans(path: str, track: face_track.VideoTrack, audio: np.ndarray, opts: Options,
+                  warnings: list[str]) -> list[tuple[int, int]]:
+  """Clip spans [start, end) with the face tracked, speech and a face of at least min_face.
+  Appends a warning for each kind of dropped span; raises Skip when none is left."""
   if track.num_tracks > 1:
     warnings.append(f"{track.num_tracks} face tracks; kept the largest / most central")
-  spans = plan_clips(track.segments, num_frames, opts)
+  spans = plan_clips(track.segments, track.num_frames, opts)
   if not spans:
     raise Skip("face lost", f"{path}: no face-tracked stretch of {opts.min_seconds} s")
   # Clips without speech (a talk that pauses for long) are dropped, the rest kept.
@@ -296,13 +305,18 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
   if not spans:
     raise Skip("no speech", f"{path}: no clip with speech")
   sizes = [float(np.median(face_crop.box_size(track.boxes[a:b]))) for a, b in spans]
-  small_faces = [i for i, s in enumerate(sizes) if s < opts.min_face]
-  spans = [s for i, s in enumerate(spans) if i not in small_faces]
-  if not spans:
+  kept = [s for s, size in zip(spans, sizes) if size >= opts.min_face]
+  if not kept:
     raise Skip("face too small", f"{path}: median face {min(sizes):.0f} px < {opts.min_face:.0f}")
-  boxes = [face_crop.clip_box(track.boxes[a:b]) for a, b in spans]
+  if len(kept) < len(spans):
+    warnings.append(f"{len(spans) - len(kept)} clip(s) skipped: face smaller than "
+                    f"{opts.min_face:.0f} px")
+  return kept
 
-  # Pass 2: full-resolution decode, cropping each frame that belongs to a clip.
+
+def _crop_spans(path: str, info: media.Probe, spans, boxes, num_frames: int,
+                size: int) -> list[np.ndarray]:
+  """Pass 2: full-resolution decode -> per span uint8 [n <= b - a, size, size, 3] crops."""
   crops = [[] for _ in spans]
   owner = np.full(num_frames, -1)
   for i, (a, b) in enumerate(spans):
@@ -311,10 +325,20 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
     if t >= num_frames:
       break
     if owner[t] >= 0:
-      crops[owner[t]].append(face_crop.crop_frames([fr], boxes[owner[t]], opts.size)[0])
+      crops[owner[t]].append(face_crop.crop_frames([fr], boxes[owner[t]], size)[0])
+  return [np.stack(c) if c else np.zeros((0, size, size, 3), np.uint8) for c in crops]
+
+
+def process_video(path: str, video_id: str, speaker: str, backend, opts: Options):
+  """-> (record dict, clips list[dict]). Raises Skip for unusable inputs."""
+  info, audio, warnings = _read_audio(path, opts)
+  track = _track_face(path, info, len(audio) // audio_lib.SAMPLES_PER_FRAME, backend, opts)
+  spans = _select_spans(path, track, audio, opts, warnings)
+  boxes = [face_crop.clip_box(track.boxes[a:b]) for a, b in spans]
+  crops = _crop_spans(path, info, spans, boxes, track.num_frames, opts.size)
+
   clips, clip_meta, dropped = [], [], []
-  for i, ((a, b), box) in enumerate(zip(spans, boxes)):
-    frames = np.stack(crops[i])
+  for (a, b), box, frames in zip(spans, boxes, crops):
     if len(frames) != b - a:  # decode ended early (truncated file) this time round
       dropped.append(f"clip {a}-{b}: decode returned {len(frames)} frames")
       continue
@@ -327,10 +351,9 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
     if ok.mean() < opts.min_landmark_fraction:
       dropped.append(f"clip {a}-{b}: landmarks on {100 * ok.mean():.0f}% of frames")
       continue
-    lm = _fill_missing(lm, ok)
+    lm = face_track.fill_missing(lm, ok)
     pose, _ = head_pose.estimate(lm, opts.size, smooth_sigma=opts.pose_smooth)
     seg_audio = audio[a * audio_lib.SAMPLES_PER_FRAME:b * audio_lib.SAMPLES_PER_FRAME]
-    clip_id = f"{video_id}_{a:06d}"
     clips.append({
         "frames": frames,
         "landmarks": lm.astype(np.float32),
@@ -338,16 +361,12 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
         "mel": audio_lib.log_mel(seg_audio, b - a).astype(np.float32),
         "audio": audio_lib.to_int16(seg_audio),
     })
-    clip_meta.append({"clip_id": clip_id, "speaker": speaker, "start": int(a),
-                      "num_frames": int(b - a),
-                      "crop": [box.cx, box.cy, box.side]})
+    clip_meta.append({"clip_id": f"{video_id}_{a:06d}", "speaker": speaker, "start": int(a),
+                      "num_frames": int(b - a), "crop": [box.cx, box.cy, box.side]})
   if not clips:
     raise Skip("landmarks lost", f"{path}: " + "; ".join(dropped))
-  warnings += dropped
-  if small_faces:
-    warnings.append(f"{len(small_faces)} clip(s) skipped: face smaller than {opts.min_face:.0f} px")
   record = {"status": "ok", "video_id": video_id, "video": path, "speaker": speaker,
-            "clips": clip_meta, "warnings": warnings, "fps_in": info.fps,
+            "clips": clip_meta, "warnings": warnings + dropped, "fps_in": info.fps,
             "num_frames": int(sum(m["num_frames"] for m in clip_meta))}
   return record, clips
 

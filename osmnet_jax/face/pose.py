@@ -1,7 +1,7 @@
 """Head pose per frame from 68 landmarks: the inverse of ``face_geometry.project``.
 
 DESIGN.md §2 asks for PnP against the 3-D mean-face template. [ours] Our pose convention is a
-*scaled-orthographic* camera (face_geometry.py), so we fit that model directly instead of running
+*scaled-orthographic* camera (face/geometry.py), so we fit that model directly instead of running
 perspective PnP and converting: for landmarks p [68, 2] (crop pixels) we find
 (yaw, pitch, roll, tx, ty, scale) minimising
 
@@ -13,8 +13,9 @@ crop, but then needs a lossy conversion of its 3-D translation to (tx, ty, scale
      nearest scaled 2-row rotation by SVD (the classic scaled-orthographic initialisation); the
      third rotation row is the cross product, and both depth signs are tried (Necker ambiguity);
   2. Levenberg-Marquardt refinement of the 6 pose numbers, vectorised over all frames of a clip
-     (forward-difference Jacobian; ~30x faster than a per-frame scipy least_squares).
-On landmarks made by ``project`` it recovers the pose to ~1e-6 (tests/test_head_pose.py).
+     (forward-difference Jacobian; one batched solve instead of a scipy least_squares per frame).
+On landmarks made by ``project`` it recovers the pose to solver precision
+(tests/test_head_pose.py).
 
 Weights: the jaw contour (points 0-16) is a silhouette that slides over the 3-D face when it turns
 and the mouth moves with speech; they get lower weight than the rigid points (eyes, nose, brows).
