@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from osmnet_jax import convert, renderer
 from osmnet_jax.audio2head import features as feats
-from osmnet_jax import renderer
-from osmnet_jax.convert import fomm as convert
+from osmnet_jax.audio2head import inference as a2h_inference
 from osmnet_jax.convert import audio2head as convert_audio2head
+from osmnet_jax.convert import torch_state
 from osmnet_jax.models import audio2pose as a2p
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -82,8 +83,8 @@ def test_audio2kp_and_audio2pose_parity_tiny(tiny_ckpt):
   with torch.no_grad():
     kp_ref = a2k_t({"audio": audio, "id_img": img, "pose": pose})
     pose_ref = a2p_t({"img": img, "audio": audio})
-  kp_j = convert_audio2head.predict_keypoints(variables, cfg, audio.numpy(), _nhwc(img), pose.numpy())
-  pose_j = convert_audio2head.predict_poses(variables, cfg, _nhwc(img), audio.numpy())
+  kp_j = a2h_inference.predict_keypoints(variables, cfg, audio.numpy(), _nhwc(img), pose.numpy())
+  pose_j = a2h_inference.predict_poses(variables, cfg, _nhwc(img), audio.numpy())
   errs = {
       "audio2kp.value": np.abs(np.asarray(kp_j["value"]) - kp_ref["value"].numpy()).max(),
       "audio2kp.jacobian": np.abs(np.asarray(kp_j["jacobian"]) - kp_ref["jacobian"].numpy()).max(),
@@ -101,7 +102,7 @@ def test_audio2kp_and_audio2pose_parity_tiny(tiny_ckpt):
 
 def test_audio2pose_parity_published_sizes():
   model_t = torch_audio2head.randomize_(torch_audio2head.Audio2PoseLSTM(), 3).eval()
-  sd = convert_audio2head._numpy_sd(model_t.state_dict())  # pylint: disable=protected-access
+  sd = torch_state.numpy_state_dict(model_t.state_dict())
   cfg = convert_audio2head.audio2pose_config(sd)
   assert dict(cfg) == convert_audio2head.AUDIO2POSE_DEFAULTS
   variables = convert_audio2head.convert_part(
@@ -109,7 +110,7 @@ def test_audio2pose_parity_published_sizes():
   audio, img, _ = _inputs(1, 3, seed=4, size=64)  # weights do not depend on the image size
   with torch.no_grad():
     ref = model_t({"img": img, "audio": audio}).numpy()
-  out = np.asarray(convert_audio2head.predict_poses({"audio2pose": variables},
+  out = np.asarray(a2h_inference.predict_poses({"audio2pose": variables},
                                                     {"audio2pose": cfg}, _nhwc(img), audio.numpy()))
   err = np.abs(out - ref).max()
   print(f"\naudio2pose published sizes: max abs err {err:.2e}")
@@ -138,13 +139,14 @@ def test_audio2kp_published_layout():
   # Every torch key maps to an expected Flax leaf of the right shape (no arrays materialised).
   want = {}
   for col in ("params", "batch_stats"):
-    for p, v in convert._flat_flax(expected[col]).items():  # pylint: disable=protected-access
-      want[convert_audio2head._torch_key(col, p)] = (p[-1], v.shape)  # pylint: disable=protected-access
+    for p, v in torch_state.flat_variables(expected[col]).items():
+      want[torch_state.torch_key(col, p)] = (p[-1], v.shape)
   for k, v in sd.items():
     if k.endswith("num_batches_tracked") or k.startswith("down_"):
       continue
     leaf, shape = want.pop(k)
-    assert convert_audio2head._torch_shape(k, shape, leaf) == v.shape, k  # pylint: disable=protected-access
+    assert torch_state.torch_shape(
+        shape, leaf, k.startswith(convert_audio2head.TRANSPOSED_CONVS)) == v.shape, k
   assert not want
 
 
@@ -154,14 +156,14 @@ def test_audio2kp_published_layout():
 def test_audio2kp_parity_published_sizes():
   """Full forward at the published sizes (64 frames, 5 blocks, 85M parameters)."""
   model_t = torch_audio2head.randomize_(torch_audio2head.AudioModel3D(), 11).eval()
-  sd = convert_audio2head._numpy_sd(model_t.state_dict())  # pylint: disable=protected-access
+  sd = torch_state.numpy_state_dict(model_t.state_dict())
   cfg = convert_audio2head.audio2kp_config(sd)
   variables = convert_audio2head.convert_part(
       sd, convert_audio2head.expected_audio2kp(cfg), "audio2kp.", ("down_id.weight", "down_pose.weight"))
   audio, img, pose = _inputs(1, 64, seed=5)
   with torch.no_grad():
     ref = model_t({"audio": audio, "id_img": img, "pose": pose})
-  out = convert_audio2head.predict_keypoints({"audio2kp": variables}, {"audio2kp": cfg},
+  out = a2h_inference.predict_keypoints({"audio2kp": variables}, {"audio2kp": cfg},
                                              audio.numpy(), _nhwc(img), pose.numpy())
   for k in ("value", "jacobian"):
     err = np.abs(np.asarray(out[k]) - ref[k].numpy()).max()
@@ -181,7 +183,7 @@ def test_cli_roundtrip_and_load_fomm(tiny_ckpt, tmp_path):
   assert cfg_r.to_json(sort_keys=True) == cfg_d.to_json(sort_keys=True)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), restored, direct)
   audio, img, pose = _inputs(1, TINY_KP["seq_len"], seed=2)
-  kp = convert_audio2head.predict_keypoints(restored, cfg_r, audio.numpy(), _nhwc(img), pose.numpy())
+  kp = a2h_inference.predict_keypoints(restored, cfg_r, audio.numpy(), _nhwc(img), pose.numpy())
   assert kp["value"].shape == (1, 8, 10, 2) and kp["jacobian"].shape == (1, 8, 10, 2, 2)
   # load_fomm reads the same file and returns its renderer parts.
   fomm_vars, fomm_cfg = convert.load_fomm(path)
@@ -219,7 +221,7 @@ def test_broken_checkpoints_name_the_keys():
   sd = dict(a2k_t.state_dict())
   sd["down_pose.weight"] = sd["down_pose.weight"] * 2
   with pytest.raises(convert.CheckpointMismatchError, match="audio2kp.down_pose.weight"):
-    convert_audio2head.audio2kp_config(convert_audio2head._numpy_sd(sd))  # pylint: disable=protected-access
+    convert_audio2head.audio2kp_config(torch_state.numpy_state_dict(sd))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -350,7 +352,7 @@ def test_animate_pipeline_tiny(tiny_ckpt):
   boxes = np.stack([inf.draw_pose_box(out["rotation"][r], out["translation"][r]) for r in rows])
   win = np.zeros((1, 8, 4, 41), np.float32)
   win[0, :4] = frames[4:8]
-  kp = convert_audio2head.predict_keypoints(variables, cfg, win, img[None], boxes[None])
+  kp = a2h_inference.predict_keypoints(variables, cfg, win, img[None], boxes[None])
   np.testing.assert_allclose(out["keypoints"][7], np.asarray(kp["value"][0, 3]), atol=1e-6)
   kp_src = {k: np.repeat(np.asarray(v), 6, axis=0)
             for k, v in renderer.detect_keypoints(variables, cfg, img[None]).items()}
