@@ -130,13 +130,15 @@ def test_raw_pickle_and_garbage_get_clear_errors(tmp_path):
   raw = tmp_path / "raw.pth"
   with open(raw, "wb") as f:
     pickle.dump(_ShellPayload(marker), f)
-  with pytest.raises(convert.UnsafeCheckpointError, match="raw.pth"):
+  with pytest.raises(convert.UnsafeCheckpointError,
+                     match="raw.pth: not a PyTorch checkpoint that can be loaded safely"):
     convert.read_torch_checkpoint(raw)
   assert not marker.exists()
-  garbage = tmp_path / "garbage.pth"
-  garbage.write_bytes(b"not a checkpoint at all")
-  with pytest.raises(convert.CheckpointError, match="garbage.pth: not a PyTorch checkpoint"):
-    convert.read_torch_checkpoint(garbage)
+  for name, data in (("garbage.pth", b"not a checkpoint at all"), ("empty.pth", b""),
+                     ("zip.pth", b"PK\x03\x04 truncated zip")):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(convert.CheckpointError, match=f"{name}: not a PyTorch checkpoint"):
+      convert.read_torch_checkpoint(tmp_path / name)
   with pytest.raises(FileNotFoundError, match="nowhere.pth"):
     convert.read_torch_checkpoint(tmp_path / "nowhere.pth")
 

@@ -56,15 +56,23 @@ _RESAVE = ("python -c \"import torch; c = torch.load({src!r}, weights_only=False
            "{dst!r})\"")
 
 
-def _rejected(message: str) -> str:
-  """What torch's weights-only unpickler refused, from its error message."""
-  m = re.search(r"GLOBAL ([\w.]+)", message)
-  if m:
-    return f"the Python global `{m.group(1)}`"
+_NO_CODE = ("osmnet_jax reads checkpoints with torch.load(weights_only=True) only and never runs "
+            "code from a checkpoint file.")
+
+
+def _refusal(path: str, message: str) -> str:
+  """Why torch's weights-only unpickler refused `path` (from its error message), and the fix."""
   m = re.search(r"Unsupported operand (\d+)", message)
-  if m:
-    return f"pickle opcode {m.group(1)} (a raw pickle, not a torch.save file)"
-  return "an object outside torch's weights-only allowlist"
+  if m:  # not torch.save's pickle dialect: a raw pickle.dump file or a corrupt file
+    return (f"{path}: not a PyTorch checkpoint that can be loaded safely (pickle opcode "
+            f"{m.group(1)} is outside torch's weights-only format: a raw pickle or a corrupt "
+            f"file). {_NO_CODE} Save weights with torch.save(model.state_dict(), path).")
+  m = re.search(r"GLOBAL ([\w.]+)", message)
+  needs = f"the Python global `{m.group(1)}`" if m else "an object outside the allowlist"
+  return (f"{path}: refused to load: unpickling it needs {needs}, which is not a tensor, "
+          f"number, string or container. {_NO_CODE} If you trust the file's source, re-save it "
+          "once as plain state dicts (this command does run the file's code) and pass the new "
+          "file:\n  " + _RESAVE.format(src=path, dst=os.path.splitext(path)[0] + ".state_dict.pth"))
 
 
 def read_torch_checkpoint(path: str) -> Any:
@@ -84,14 +92,7 @@ def read_torch_checkpoint(path: str) -> Any:
   except pickle.UnpicklingError as e:
     if "weights only" not in str(e).lower():
       raise CheckpointError(f"{path}: not a PyTorch checkpoint ({e})") from None
-    stem = os.path.splitext(path)[0]
-    raise UnsafeCheckpointError(
-        f"{path}: refused to load: unpickling it needs {_rejected(str(e))}, which is not a "
-        "tensor, number, string or container. osmnet_jax reads checkpoints with "
-        "torch.load(weights_only=True) only and never runs code from a checkpoint file. If you "
-        "trust the file's source, re-save it once as plain state dicts (this command does run "
-        f"the file's code) and pass the new file:\n  "
-        + _RESAVE.format(src=path, dst=stem + ".state_dict.pth")) from None
+    raise UnsafeCheckpointError(_refusal(path, str(e))) from None
   except Exception as e:  # pylint: disable=broad-except  (zip / storage errors of a bad file)
     raise CheckpointError(
         f"{path}: not a PyTorch checkpoint torch.load can read ({type(e).__name__}: {e})"

@@ -45,10 +45,11 @@ def max_pool2x(x: jax.Array) -> jax.Array:
   """`nn.MaxPool2d(2)` (floor for odd sizes) as the max of four strided views.
 
   [B,H,W,C] -> [B,H/2,W/2,C], the same values as `nn.max_pool(x, (2, 2), strides=(2, 2))`.
-  XLA:CPU's reduce-window and its select-and-scatter gradient were ~8 % of the 64 px renderer
-  step (a reshape + `max` was no better: its gradient counts ties with a compare, a convert and a
-  sum); elementwise maxima and their select gradients fuse into one loop each way. Gradient ties
-  (equal maxima in a window) only occur at ReLU zeros here, where the upstream gradient is zero.
+  XLA:CPU runs reduce-window and its select-and-scatter gradient as separate slow loops (a
+  reshape + `max` is no better: its gradient counts ties with a compare, a convert and a sum);
+  elementwise maxima and their select gradients fuse into one loop each way (BENCHMARKS.md has
+  the renderer step timings). Gradient ties (equal maxima in a window) only occur at ReLU zeros
+  here, where the upstream gradient is zero.
   """
   h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
   return jnp.maximum(jnp.maximum(x[:, 0:h:2, 0:w:2], x[:, 0:h:2, 1:w:2]),
