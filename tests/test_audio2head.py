@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from osmnet_jax import convert, renderer
 from osmnet_jax.audio2head import features as feats
-from osmnet_jax import renderer
-from osmnet_jax.convert import fomm as convert
+from osmnet_jax.audio2head import inference as a2h_inference
 from osmnet_jax.convert import audio2head as convert_audio2head
+from osmnet_jax.convert import torch_state
 from osmnet_jax.models import audio2pose as a2p
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -27,7 +28,8 @@ import torch_audio2head  # pylint: disable=g-import-not-at-top,wrong-import-posi
 import torch_fomm  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TOL = 1e-4
-TINY_KP = dict(block_expansion=4, max_features=16, num_blocks=3, num_kp=10, seq_len=8)  # K = renderer K
+# num_kp equals the tiny renderer's K.
+TINY_KP = dict(block_expansion=4, max_features=16, num_blocks=3, num_kp=10, seq_len=8)
 TINY_POSE = dict(embedding_dim=16, layers=(1, 2, 1, 1), widths=(8, 16, 16, 32))
 
 
@@ -74,7 +76,8 @@ def test_audio2kp_and_audio2pose_parity_tiny(tiny_ckpt):
   _, a2k_t, a2p_t, variables, cfg = tiny_ckpt
   assert sorted(variables) == ["audio2kp", "audio2pose", "generator", "kp_detector"]
   assert dict(cfg.audio2kp) == dict(TINY_KP, estimate_jacobian=True)
-  assert cfg.audio2pose.layers == TINY_POSE["layers"] and cfg.audio2pose.widths == TINY_POSE["widths"]
+  assert cfg.audio2pose.layers == TINY_POSE["layers"]
+  assert cfg.audio2pose.widths == TINY_POSE["widths"]
   assert cfg.num_kp == 10 and cfg.kp_detector.block_expansion == 8
 
   # Batch 1 and 256 px: the shapes test_animate_pipeline_tiny compiles too.
@@ -82,8 +85,8 @@ def test_audio2kp_and_audio2pose_parity_tiny(tiny_ckpt):
   with torch.no_grad():
     kp_ref = a2k_t({"audio": audio, "id_img": img, "pose": pose})
     pose_ref = a2p_t({"img": img, "audio": audio})
-  kp_j = convert_audio2head.predict_keypoints(variables, cfg, audio.numpy(), _nhwc(img), pose.numpy())
-  pose_j = convert_audio2head.predict_poses(variables, cfg, _nhwc(img), audio.numpy())
+  kp_j = a2h_inference.predict_keypoints(variables, cfg, audio.numpy(), _nhwc(img), pose.numpy())
+  pose_j = a2h_inference.predict_poses(variables, cfg, _nhwc(img), audio.numpy())
   errs = {
       "audio2kp.value": np.abs(np.asarray(kp_j["value"]) - kp_ref["value"].numpy()).max(),
       "audio2kp.jacobian": np.abs(np.asarray(kp_j["jacobian"]) - kp_ref["jacobian"].numpy()).max(),
@@ -101,7 +104,7 @@ def test_audio2kp_and_audio2pose_parity_tiny(tiny_ckpt):
 
 def test_audio2pose_parity_published_sizes():
   model_t = torch_audio2head.randomize_(torch_audio2head.Audio2PoseLSTM(), 3).eval()
-  sd = convert_audio2head._numpy_sd(model_t.state_dict())  # pylint: disable=protected-access
+  sd = torch_state.numpy_state_dict(model_t.state_dict())
   cfg = convert_audio2head.audio2pose_config(sd)
   assert dict(cfg) == convert_audio2head.AUDIO2POSE_DEFAULTS
   variables = convert_audio2head.convert_part(
@@ -109,7 +112,7 @@ def test_audio2pose_parity_published_sizes():
   audio, img, _ = _inputs(1, 3, seed=4, size=64)  # weights do not depend on the image size
   with torch.no_grad():
     ref = model_t({"img": img, "audio": audio}).numpy()
-  out = np.asarray(convert_audio2head.predict_poses({"audio2pose": variables},
+  out = np.asarray(a2h_inference.predict_poses({"audio2pose": variables},
                                                     {"audio2pose": cfg}, _nhwc(img), audio.numpy()))
   err = np.abs(out - ref).max()
   print(f"\naudio2pose published sizes: max abs err {err:.2e}")
@@ -126,8 +129,8 @@ def test_audio2kp_published_layout():
     model_t = torch_audio2head.AudioModel3D()
   sd = {k: np.broadcast_to(np.float32(0), tuple(v.shape)) for k, v in model_t.state_dict().items()}
   for name in ("down_id", "down_pose"):
-    sd[f"{name}.weight"] = getattr(torch_audio2head.AntiAliasNearest(sd[f"{name}.weight"].shape[0], 0.25),
-                                   "weight").numpy()
+    aa = torch_audio2head.AntiAliasNearest(sd[f"{name}.weight"].shape[0], 0.25)
+    sd[f"{name}.weight"] = aa.weight.numpy()
   cfg = convert_audio2head.audio2kp_config(sd)
   assert dict(cfg) == convert_audio2head.AUDIO2KP_DEFAULTS
   expected = convert_audio2head.expected_audio2kp(cfg)
@@ -138,13 +141,14 @@ def test_audio2kp_published_layout():
   # Every torch key maps to an expected Flax leaf of the right shape (no arrays materialised).
   want = {}
   for col in ("params", "batch_stats"):
-    for p, v in convert._flat_flax(expected[col]).items():  # pylint: disable=protected-access
-      want[convert_audio2head._torch_key(col, p)] = (p[-1], v.shape)  # pylint: disable=protected-access
+    for p, v in torch_state.flat_variables(expected[col]).items():
+      want[torch_state.torch_key(col, p)] = (p[-1], v.shape)
   for k, v in sd.items():
     if k.endswith("num_batches_tracked") or k.startswith("down_"):
       continue
     leaf, shape = want.pop(k)
-    assert convert_audio2head._torch_shape(k, shape, leaf) == v.shape, k  # pylint: disable=protected-access
+    assert torch_state.torch_shape(
+        shape, leaf, k.startswith(convert_audio2head.TRANSPOSED_CONVS)) == v.shape, k
   assert not want
 
 
@@ -154,14 +158,15 @@ def test_audio2kp_published_layout():
 def test_audio2kp_parity_published_sizes():
   """Full forward at the published sizes (64 frames, 5 blocks, 85M parameters)."""
   model_t = torch_audio2head.randomize_(torch_audio2head.AudioModel3D(), 11).eval()
-  sd = convert_audio2head._numpy_sd(model_t.state_dict())  # pylint: disable=protected-access
+  sd = torch_state.numpy_state_dict(model_t.state_dict())
   cfg = convert_audio2head.audio2kp_config(sd)
   variables = convert_audio2head.convert_part(
-      sd, convert_audio2head.expected_audio2kp(cfg), "audio2kp.", ("down_id.weight", "down_pose.weight"))
+      sd, convert_audio2head.expected_audio2kp(cfg), "audio2kp.",
+      convert_audio2head.ANTIALIAS_BUFFERS)
   audio, img, pose = _inputs(1, 64, seed=5)
   with torch.no_grad():
     ref = model_t({"audio": audio, "id_img": img, "pose": pose})
-  out = convert_audio2head.predict_keypoints({"audio2kp": variables}, {"audio2kp": cfg},
+  out = a2h_inference.predict_keypoints({"audio2kp": variables}, {"audio2kp": cfg},
                                              audio.numpy(), _nhwc(img), pose.numpy())
   for k in ("value", "jacobian"):
     err = np.abs(np.asarray(out[k]) - ref[k].numpy()).max()
@@ -179,9 +184,10 @@ def test_cli_roundtrip_and_load_fomm(tiny_ckpt, tmp_path):
   )
   restored, cfg_r = convert.load_converted(str(out))
   assert cfg_r.to_json(sort_keys=True) == cfg_d.to_json(sort_keys=True)
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), restored, direct)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               restored, direct)
   audio, img, pose = _inputs(1, TINY_KP["seq_len"], seed=2)
-  kp = convert_audio2head.predict_keypoints(restored, cfg_r, audio.numpy(), _nhwc(img), pose.numpy())
+  kp = a2h_inference.predict_keypoints(restored, cfg_r, audio.numpy(), _nhwc(img), pose.numpy())
   assert kp["value"].shape == (1, 8, 10, 2) and kp["jacobian"].shape == (1, 8, 10, 2, 2)
   # load_fomm reads the same file and returns its renderer parts.
   fomm_vars, fomm_cfg = convert.load_fomm(path)
@@ -205,7 +211,8 @@ def test_broken_checkpoints_name_the_keys():
   msg = str(e.value)
   assert "audio2kp.predictor.decoder.res_blocks.1.0.conv2.weight" in msg
   assert "audio2pose.output.extra" in msg
-  assert "audio2pose.em_audio.resnet.conv1.weight: checkpoint (8, 3, 7, 7) vs expected (8, 1, 7, 7)" in msg
+  assert ("audio2pose.em_audio.resnet.conv1.weight: checkpoint (8, 3, 7, 7) vs expected "
+          "(8, 1, 7, 7)") in msg
   assert "generator.final.bias" in msg
   assert "missing keys" in msg and "unexpected keys" in msg and "mis-shaped keys" in msg
 
@@ -219,7 +226,7 @@ def test_broken_checkpoints_name_the_keys():
   sd = dict(a2k_t.state_dict())
   sd["down_pose.weight"] = sd["down_pose.weight"] * 2
   with pytest.raises(convert.CheckpointMismatchError, match="audio2kp.down_pose.weight"):
-    convert_audio2head.audio2kp_config(convert_audio2head._numpy_sd(sd))  # pylint: disable=protected-access
+    convert_audio2head.audio2kp_config(torch_state.numpy_state_dict(sd))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,8 +243,13 @@ def _reference_psf(x, sr=16000):
   flen, step, nfft = 400, 160, 512
   num = 1 if len(y) <= flen else 1 + math.ceil((len(y) - flen) / step)
   y = np.concatenate([y, np.zeros((num - 1) * step + flen - len(y))])
-  mel = lambda f: 2595 * math.log10(1 + f / 700.0)
-  imel = lambda m: 700 * (10 ** (m / 2595.0) - 1)
+
+  def mel(f):
+    return 2595 * math.log10(1 + f / 700.0)
+
+  def imel(m):
+    return 700 * (10 ** (m / 2595.0) - 1)
+
   pts = [mel(0) + (mel(sr / 2) - mel(0)) * i / 27 for i in range(28)]
   edges = [math.floor((nfft + 1) * imel(m) / sr) for m in pts]
   fb = np.zeros((26, nfft // 2 + 1))
@@ -301,7 +313,11 @@ def test_features_match_reference():
   np.testing.assert_array_equal(feats.fill_unvoiced(np.zeros(4))[0], np.zeros(4))
 
   # Full 41-dim rows with a stub F0 tracker (harvest's frame count: 1 + N // 160).
-  stub = lambda sig, sr: np.where(np.arange(1 + len(sig) // 160) % 3 == 0, 0.0, 150.0)
+
+  def stub(sig, sr):
+    del sr
+    return np.where(np.arange(1 + len(sig) // 160) % 3 == 0, 0.0, 150.0)
+
   out = feats.audio_features(wave, 16000, f0_fn=stub)
   assert out.shape == (30, 41) and out.dtype == np.float32
   np.testing.assert_allclose(out[:, :13], ref_cep[:30], rtol=1e-5, atol=1e-4)
@@ -339,7 +355,11 @@ def test_animate_pipeline_tiny(tiny_ckpt):
   rng = np.random.RandomState(0)
   wave = (rng.randn(5520) * 3000).astype(np.int16)  # 33 feature rows -> 8 video frames
   image = (rng.rand(200, 180, 3) * 255).astype(np.uint8)
-  stub = lambda sig, sr: np.where(np.arange(1 + len(sig) // 160) % 4 == 0, 0.0, 120.0)
+
+  def stub(sig, sr):
+    del sr
+    return np.where(np.arange(1 + len(sig) // 160) % 4 == 0, 0.0, 120.0)
+
   out = inf.animate(variables, cfg, image, wave, f0_fn=stub, render_batch=6)
   assert out["frames"].shape == (8, 256, 256, 3) and out["frames"].dtype == np.uint8
   assert out["rotation"].shape == (9, 3) and out["frames"].std() > 1.0
@@ -350,7 +370,7 @@ def test_animate_pipeline_tiny(tiny_ckpt):
   boxes = np.stack([inf.draw_pose_box(out["rotation"][r], out["translation"][r]) for r in rows])
   win = np.zeros((1, 8, 4, 41), np.float32)
   win[0, :4] = frames[4:8]
-  kp = convert_audio2head.predict_keypoints(variables, cfg, win, img[None], boxes[None])
+  kp = a2h_inference.predict_keypoints(variables, cfg, win, img[None], boxes[None])
   np.testing.assert_allclose(out["keypoints"][7], np.asarray(kp["value"][0, 3]), atol=1e-6)
   kp_src = {k: np.repeat(np.asarray(v), 6, axis=0)
             for k, v in renderer.detect_keypoints(variables, cfg, img[None]).items()}

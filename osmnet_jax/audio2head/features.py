@@ -91,7 +91,8 @@ def fbank(x: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, np
   """(filterbank energies [F,26], frame energies [F]) as python_speech_features.fbank."""
   x = np.asarray(x, np.float64)
   x = np.append(x[0], x[1:] - PREEMPH * x[:-1])
-  frames = frame_signal(x, _round_half_up(WINLEN * sample_rate), _round_half_up(WINSTEP * sample_rate))
+  frames = frame_signal(x, _round_half_up(WINLEN * sample_rate),
+                       _round_half_up(WINSTEP * sample_rate))
   pspec = np.square(np.abs(np.fft.rfft(frames, NFFT))) / NFFT
   energy = pspec.sum(axis=1)
   energy = np.where(energy == 0, _EPS, energy)

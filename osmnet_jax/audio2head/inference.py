@@ -1,11 +1,11 @@
 """Runs a converted Audio2Head checkpoint end to end in JAX (its `inference.py` procedure).
 
     variables, cfg = convert.load_audio2head("audio2head.pth.tar")
-    out = audio2head_inference.animate(variables, cfg, image, waveform)   # 16 kHz mono speech
+    out = inference.animate(variables, cfg, image, waveform)   # 16 kHz mono speech
     out["frames"]  # uint8 [T,256,256,3] at 25 fps
 
 Steps, as the published script does them:
-  1. 41-dim audio features (`audio2head_features`), grouped 4 rows per video frame -> T frames;
+  1. 41-dim audio features (`audio2head.features`), grouped 4 rows per video frame -> T frames;
   2. audio2pose from the 256x256 source image + all T frames -> T+1 poses -> rotation vector and
      translation (`models.audio2pose.denormalize_pose`);
   3. every pose drawn as a projected 3-D box, 256x256 single-channel (`draw_pose_box`);
@@ -20,13 +20,15 @@ frames past the end use row T.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
+import jax
 import numpy as np
 
-from osmnet_jax.audio2head import features as feats
 from osmnet_jax import renderer
-from osmnet_jax.convert import audio2head as convert_audio2head
+from osmnet_jax.audio2head import features as feats
+from osmnet_jax.models import audio2kp as a2k
 from osmnet_jax.models import audio2pose as a2p
 
 IMAGE_SIZE = 256
@@ -39,6 +41,33 @@ BOX_POINTS = np.array(
      (-100, -100, 100), (-100, 100, 100), (100, 100, 100), (100, -100, 100), (-100, -100, 100)],
     np.float64,
 )
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_apply(kind: str, cfg_items: tuple):
+  """One jitted `apply` per (model, sizes); `cfg_items` is `_cfg_key(cfg)` (hashable)."""
+  cfg = dict(cfg_items)
+  model = a2k.from_config(cfg) if kind == "audio2kp" else a2p.from_config(cfg)
+  return jax.jit(model.apply)
+
+
+def _cfg_key(cfg) -> tuple:
+  return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v)
+                      for k, v in dict(cfg).items()))
+
+
+def predict_keypoints(variables, cfg, audio, id_img, pose) -> dict:
+  """audio2kp: audio [B,T,4,41], id_img [B,256,256,3] in [0,1], pose box images [B,T,256,256]
+  -> {'value': [B,T,K,2], 'jacobian': [B,T,K,2,2]} driving keypoints for `renderer.render`."""
+  apply = _jitted_apply("audio2kp", _cfg_key(cfg["audio2kp"]))
+  return apply(variables["audio2kp"], audio, id_img, pose)
+
+
+def predict_poses(variables, cfg, img, audio) -> jax.Array:
+  """audio2pose: img [B,H,W,3] in [0,1], audio [B,T,4,41] -> normalised poses [B,T+1,6]
+  (`models.audio2pose.denormalize_pose` gives rotation / translation)."""
+  apply = _jitted_apply("audio2pose", _cfg_key(cfg["audio2pose"]))
+  return apply(variables["audio2pose"], img, audio)
 
 
 def draw_pose_box(rot, trans) -> np.ndarray:
@@ -81,7 +110,7 @@ def window_keypoints(variables, cfg, image, frames, rot, trans):
   for n, s in enumerate(starts):
     rows = np.where(np.arange(s, s + seq) < t, np.arange(s, s + seq), t)
     boxes = np.stack([draw_pose_box(rot[r], trans[r]) for r in rows])
-    kp = convert_audio2head.predict_keypoints(variables, cfg, windows[n][None], image[None],
+    kp = predict_keypoints(variables, cfg, windows[n][None], image[None],
                                               boxes[None])
     lo, hi = (0 if n == 0 else seq // 4), seq // 4 * 3
     hi = min(hi, t - s)  # stop at the last audio frame
@@ -101,9 +130,10 @@ def animate(variables, cfg, image, audio, sample_rate: int = feats.SAMPLE_RATE,
   t = len(frames)
   if t == 0:
     raise ValueError("audio shorter than one video frame (40 ms)")
-  poses = np.asarray(convert_audio2head.predict_poses(variables, cfg, img[None], frames[None]))[0]
+  poses = np.asarray(predict_poses(variables, cfg, img[None], frames[None]))[0]
   rot, trans = a2p.denormalize_pose(poses)
-  kp_src = {k: np.asarray(v) for k, v in renderer.detect_keypoints(variables, cfg, img[None]).items()}
+  kp_src = {k: np.asarray(v)
+            for k, v in renderer.detect_keypoints(variables, cfg, img[None]).items()}
   out = np.zeros((t, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
   kps = np.zeros((t, int(cfg.num_kp), 2), np.float32)
   for first, kp in window_keypoints(variables, cfg, img, frames, rot, trans):

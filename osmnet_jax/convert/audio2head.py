@@ -9,9 +9,9 @@ this file), 'audio2kp' (`models.audio2kp.AudioModel3D`) and 'audio2pose'
 (`models.audio2pose.Audio2PoseLSTM`). `variables` has one {'params', 'batch_stats'} entry per
 part; `cfg` is the renderer config plus `cfg.audio2kp` and `cfg.audio2pose` (sizes inferred from
 the tensor shapes). Any missing, unexpected or mis-shaped key raises
-`convert.CheckpointMismatchError` naming every offending torch key (prefixed with its part).
+`CheckpointMismatchError` naming every offending torch key (prefixed with its part).
 
-Key mapping (Flax modules mirror the torch attribute names):
+Key mapping (Flax modules mirror the torch attribute names; `torch_state.convert_state_dict`):
   * `a.b.0.c` -> Flax path `a/b_0/c`; nested Sequential indices join too
     (`predictor.decoder.res_blocks.0.1.weight` -> `predictor/decoder/res_blocks_0_1/scale`,
     `em_img.resnet.layer2.0.downsample.1.running_var` -> `.../layer2_0/downsample_1` 'var');
@@ -23,7 +23,7 @@ Key mapping (Flax modules mirror the torch attribute names):
     are checked against the recomputed x1/4 Gaussian and dropped (`down_pose`'s channel count is
     the model's seq_len); `num_batches_tracked` is dropped.
 
-Parity traps (found porting against the PyTorch mirror in tests/torch_audio2head.py):
+Parity traps (tests/test_audio2head.py checks them against tests/torch_audio2head.py):
   A1. `embedding.0` is a ConvTranspose2d: its weight is [in, out, kh, kw] (not [out, in, ...]), so
       it transposes (2,3,0,1), and the stride-1 transposed conv equals a correlation with the
       *spatially flipped* kernel and padding k-1-p per side ((0,11) -> (28,2) for a 29x14 kernel):
@@ -53,17 +53,15 @@ Parity traps (found porting against the PyTorch mirror in tests/torch_audio2head
   A8. sync_batchnorm's SynchronizedBatchNorm{2,3}d in the original are plain BatchNorm in eval mode
       (eps 1e-5, running statistics); they store the same keys.
 """
-
-import functools
 import re
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from osmnet_jax.convert import fomm as convert
+from osmnet_jax.convert import fomm, torch_state
+from osmnet_jax.convert.torch_state import CheckpointMismatchError
 from osmnet_jax.models import audio2kp as a2k
 from osmnet_jax.models import audio2pose as a2p
 
@@ -75,51 +73,9 @@ AUDIO2KP_DEFAULTS = dict(block_expansion=32, max_features=512, num_blocks=5, num
 AUDIO2POSE_DEFAULTS = dict(embedding_dim=256, layers=(3, 4, 6, 3), widths=(64, 128, 256, 512),
                            num_lstm_layers=2, pose_dim=6)
 
-_TRANSPOSED_CONVS = ("embedding.0.",)  # torch ConvTranspose2d modules: weight [I,O,kh,kw]
-_ANTIALIAS_BUFFERS = ("down_id.weight", "down_pose.weight")
-
-
-# ----------------------------------------------------------------------------------------------
-# Key mapping: every expected Flax leaf names the torch key it comes from.
-
-
-def _torch_key(col: str, path: tuple[str, ...]) -> str:
-  *mods, leaf = path
-  names = [re.sub(r"_(\d+)(?=_|$)", r".\1", m) for m in mods]
-  if col == "batch_stats":
-    leaf = {"mean": "running_mean", "var": "running_var"}[leaf]
-  elif leaf in ("kernel", "scale"):
-    leaf = "weight"
-  elif leaf.startswith("kernel_"):  # LSTM kernel_ih_l0 -> weight_ih_l0
-    leaf = "weight_" + leaf[len("kernel_"):]
-  return ".".join(names + [leaf])
-
-
-def _to_flax(key: str, t: np.ndarray, flax_leaf: str) -> np.ndarray:
-  """Torch tensor -> Flax layout."""
-  if flax_leaf == "kernel" and t.ndim == 5:
-    return np.transpose(t, (2, 3, 4, 1, 0))  # OIDHW -> DHWIO
-  if flax_leaf == "kernel" and t.ndim == 4:
-    if key.startswith(_TRANSPOSED_CONVS):
-      return np.transpose(t, (2, 3, 0, 1))  # ConvTranspose IOHW -> HWIO (flip applied in Flax)
-    return np.transpose(t, (2, 3, 1, 0))  # OIHW -> HWIO
-  if (flax_leaf == "kernel" or flax_leaf.startswith("kernel_")) and t.ndim == 2:
-    return t.T  # Linear / LSTM [out,in] -> [in,out]
-  return t
-
-
-def _torch_shape(key: str, shape: tuple[int, ...], flax_leaf: str) -> tuple[int, ...]:
-  """Expected torch shape of a Flax leaf (for messages), the inverse of `_to_flax`."""
-  s = tuple(shape)
-  if flax_leaf == "kernel" and len(s) == 5:
-    return (s[4], s[3], s[0], s[1], s[2])
-  if flax_leaf == "kernel" and len(s) == 4:
-    if key.startswith(_TRANSPOSED_CONVS):
-      return (s[2], s[3], s[0], s[1])
-    return (s[3], s[2], s[0], s[1])
-  if (flax_leaf == "kernel" or flax_leaf.startswith("kernel_")) and len(s) == 2:
-    return (s[1], s[0])
-  return s
+TRANSPOSED_CONVS = ("embedding.0.",)  # torch ConvTranspose2d modules: weight [I,O,kh,kw]
+ANTIALIAS_BUFFERS = ("down_id.weight", "down_pose.weight")
+_HEADER = "Audio2Head checkpoint does not match"
 
 
 def convert_part(sd: dict[str, np.ndarray], expected: dict, prefix: str,
@@ -129,33 +85,12 @@ def convert_part(sd: dict[str, np.ndarray], expected: dict, prefix: str,
   `buffers` are torch keys that are allowed in the file but not Flax variables (checked by the
   caller). Raises CheckpointMismatchError listing every missing / unexpected / mis-shaped key.
   """
-  want: dict[str, tuple[tuple[str, ...], Any]] = {}
-  for col in ("params", "batch_stats"):
-    for path, v in convert._flat_flax(expected.get(col, {})).items():  # pylint: disable=protected-access
-      want[_torch_key(col, path)] = ((col,) + path, v)
-  got, extra, bad_shape = {}, [], []
-  for key, t in sd.items():
-    if key.endswith("num_batches_tracked") or key in buffers:
-      continue
-    if key not in want:
-      extra.append(prefix + key)
-      continue
-    path, spec = want[key]
-    arr = _to_flax(key, np.asarray(t), path[-1])
-    if tuple(arr.shape) != tuple(spec.shape):
-      bad_shape.append(f"{prefix}{key}: checkpoint {tuple(np.shape(t))} vs expected "
-                       f"{_torch_shape(key, spec.shape, path[-1])}")
-      continue
-    got[path] = np.asarray(arr, np.float32)
-  shaped = {b.split(":")[0] for b in bad_shape}
-  missing = [prefix + k for k, (p, _) in want.items() if p not in got and prefix + k not in shaped]
-  _raise_if(missing, extra, bad_shape, [])
-  return convert.nest_paths(got)
+  return torch_state.convert_state_dict(sd, expected, header=_HEADER, prefix=prefix,
+                                        skip=buffers, transposed=TRANSPOSED_CONVS)
 
 
 def _raise_if(missing, extra, bad_shape, bad_buffer):
-  convert.raise_mismatch("Audio2Head checkpoint does not match", missing, extra, bad_shape,
-                         bad_buffer)
+  torch_state.raise_mismatch(_HEADER, missing, extra, bad_shape, bad_buffer)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,16 +106,16 @@ def _need(sd, key, prefix):
 def audio2kp_config(sd: dict) -> ml_collections.ConfigDict:
   """AudioModel3D sizes from its state dict; checks the anti-alias buffers."""
   p = "audio2kp."
-  nb = convert._count(sd, r"predictor\.encoder\.down_blocks\.(\d+)\.")  # pylint: disable=protected-access
+  nb = torch_state.count_indices(sd, r"predictor\.encoder\.down_blocks\.(\d+)\.")
   if nb == 0:
     _raise_if([p + "predictor.encoder.down_blocks.0.conv.weight"], [], [], [])
   chans = [_need(sd, f"predictor.encoder.down_blocks.{i}.conv.weight", p).shape[0]
            for i in range(nb)]
   be = _need(sd, f"predictor.decoder.up_blocks.{nb - 1}.conv.weight", p).shape[0]
   bad = []
-  for key in _ANTIALIAS_BUFFERS:
+  for key in ANTIALIAS_BUFFERS:
     buf = _need(sd, key, p)
-    if buf.ndim != 4 or buf.shape[1] != 1 or convert._antialias_scale(buf) != 0.25:  # pylint: disable=protected-access
+    if buf.ndim != 4 or buf.shape[1] != 1 or fomm.antialias_scale(buf) != 0.25:
       bad.append(f"{p}{key} (not the x1/4 anti-alias Gaussian kernel)")
   _raise_if([], [], [], bad)
   return ml_collections.ConfigDict(dict(
@@ -195,15 +130,17 @@ def audio2pose_config(sd: dict) -> ml_collections.ConfigDict:
   """Audio2PoseLSTM sizes from its state dict."""
   p = "audio2pose."
   base = "em_img.resnet."
-  layers = tuple(convert._count(sd, re.escape(f"{base}layer{l}.") + r"(\d+)\.") for l in range(1, 5))  # pylint: disable=protected-access
+  stages = range(1, 5)  # ResNet layer1 .. layer4
+  layers = tuple(torch_state.count_indices(sd, re.escape(f"{base}layer{i}.") + r"(\d+)\.")
+                 for i in stages)
   if not all(layers):
-    _raise_if([f"{p}{base}layer{l}.0.conv1.weight" for l, n in zip(range(1, 5), layers) if not n],
+    _raise_if([f"{p}{base}layer{i}.0.conv1.weight" for i, n in zip(stages, layers) if not n],
               [], [], [])
-  widths = tuple(int(_need(sd, f"{base}layer{l}.0.conv1.weight", p).shape[0]) for l in range(1, 5))
+  widths = tuple(int(_need(sd, f"{base}layer{i}.0.conv1.weight", p).shape[0]) for i in stages)
   return ml_collections.ConfigDict(dict(
       embedding_dim=int(_need(sd, f"{base}fc.weight", p).shape[0]),
       layers=layers, widths=widths,
-      num_lstm_layers=int(convert._count(sd, r"lstm\.weight_ih_l(\d+)$")),  # pylint: disable=protected-access
+      num_lstm_layers=int(torch_state.count_indices(sd, r"lstm\.weight_ih_l(\d+)$")),
       pose_dim=int(_need(sd, "output.weight", p).shape[0]),
   ))
 
@@ -232,68 +169,43 @@ def expected_audio2pose(cfg) -> dict:
 # Whole checkpoint.
 
 
-def _numpy_sd(sd) -> dict[str, np.ndarray]:
-  return {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
-          for k, v in sd.items()}
-
-
 def convert_audio2head(ckpt: dict) -> tuple[dict, ml_collections.ConfigDict]:
   """Converts an in-memory Audio2Head checkpoint dict (torch tensors or numpy arrays)."""
   absent = [name for name in PARTS if name not in ckpt]
   if absent:
-    raise convert.CheckpointMismatchError(
+    raise CheckpointMismatchError(
         f"not an Audio2Head checkpoint: no {absent} entr{'y' if len(absent) == 1 else 'ies'} "
         f"(top-level keys: {sorted(ckpt)})"
     )
   errors, variables = [], {}
   try:
-    renderer_vars, cfg = convert.convert_fomm(
+    renderer_vars, cfg = fomm.convert_fomm(
         {"kp_detector": ckpt["kp_detector"], "generator": ckpt["generator"]})
     variables.update(renderer_vars)
-  except convert.CheckpointMismatchError as e:
+  except CheckpointMismatchError as e:
     errors.append(str(e).split("\n", 1)[1])
     cfg = ml_collections.ConfigDict()
   for name, infer, expect in (("audio2kp", audio2kp_config, expected_audio2kp),
                               ("audio2pose", audio2pose_config, expected_audio2pose)):
-    sd = _numpy_sd(ckpt[name])
+    sd = torch_state.numpy_state_dict(ckpt[name])
     try:
       part_cfg = infer(sd)
-      buffers = _ANTIALIAS_BUFFERS if name == "audio2kp" else ()
+      buffers = ANTIALIAS_BUFFERS if name == "audio2kp" else ()
       variables[name] = convert_part(sd, expect(part_cfg), f"{name}.", buffers)
       cfg[name] = part_cfg
-    except convert.CheckpointMismatchError as e:
+    except CheckpointMismatchError as e:
       errors.append(str(e).split("\n", 1)[1])
   if not errors and cfg.audio2kp.num_kp != cfg.num_kp:
     errors.append(f"audio2kp predicts {cfg.audio2kp.num_kp} keypoints but the renderer "
                   f"(kp_detector.kp.weight) has {cfg.num_kp}")
   if errors:
-    raise convert.CheckpointMismatchError(
+    raise CheckpointMismatchError(
         "Audio2Head checkpoint does not match the architecture:\n" + "\n".join(errors))
   return variables, cfg
 
 
-# ----------------------------------------------------------------------------------------------
-# Inference helpers (channels-last inputs).
-
-
-@functools.lru_cache(maxsize=8)
-def _jitted_apply(kind: str, cfg_items: tuple):
-  cfg = dict(cfg_items)
-  model = a2k.from_config(cfg) if kind == "audio2kp" else a2p.from_config(cfg)
-  return jax.jit(model.apply)
-
-
-def _cfg_key(cfg) -> tuple:
-  return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(cfg).items()))
-
-
-def predict_keypoints(variables, cfg, audio, id_img, pose) -> dict:
-  """audio2kp: audio [B,T,4,41], id_img [B,256,256,3] in [0,1], pose box images [B,T,256,256]
-  -> {'value': [B,T,K,2], 'jacobian': [B,T,K,2,2]} driving keypoints for `renderer.render`."""
-  return _jitted_apply("audio2kp", _cfg_key(cfg["audio2kp"]))(variables["audio2kp"], audio, id_img, pose)
-
-
-def predict_poses(variables, cfg, img, audio) -> jax.Array:
-  """audio2pose: img [B,H,W,3] in [0,1], audio [B,T,4,41] -> normalised poses [B,T+1,6]
-  (`models.audio2pose.denormalize_pose` gives rotation / translation)."""
-  return _jitted_apply("audio2pose", _cfg_key(cfg["audio2pose"]))(variables["audio2pose"], img, audio)
+def load_audio2head(path: str) -> tuple[dict, ml_collections.ConfigDict]:
+  """Reads Audio2Head's `audio2head.pth.tar` into (variables, cfg): variables for 'kp_detector',
+  'generator' (the renderer; `cfg` is a renderer config) plus 'audio2kp' and 'audio2pose' (their
+  sizes in `cfg.audio2kp` / `cfg.audio2pose`)."""
+  return convert_audio2head(torch_state.read_torch_checkpoint(path))

@@ -20,8 +20,8 @@ import pickle
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from osmnet_jax.convert import torch_state
 from osmnet_jax.nn.conv import Conv
 
 # Conv widths and 'M' (2x2 max pool) of torchvision's `features`.
@@ -45,10 +45,11 @@ def max_pool2x(x: jax.Array) -> jax.Array:
   """`nn.MaxPool2d(2)` (floor for odd sizes) as the max of four strided views.
 
   [B,H,W,C] -> [B,H/2,W/2,C], the same values as `nn.max_pool(x, (2, 2), strides=(2, 2))`.
-  XLA:CPU's reduce-window and its select-and-scatter gradient were ~8 % of the 64 px renderer
-  step (a reshape + `max` was no better: its gradient counts ties with a compare, a convert and a
-  sum); elementwise maxima and their select gradients fuse into one loop each way. Gradient ties
-  (equal maxima in a window) only occur at ReLU zeros here, where the upstream gradient is zero.
+  XLA:CPU runs reduce-window and its select-and-scatter gradient as separate slow loops (a
+  reshape + `max` is no better: its gradient counts ties with a compare, a convert and a sum);
+  elementwise maxima and their select gradients fuse into one loop each way (BENCHMARKS.md has
+  the renderer step timings). Gradient ties (equal maxima in a window) only occur at ReLU zeros
+  here, where the upstream gradient is zero.
   """
   h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
   return jnp.maximum(jnp.maximum(x[:, 0:h:2, 0:w:2], x[:, 0:h:2, 1:w:2]),
@@ -98,35 +99,41 @@ def lpips_vgg16_params() -> dict:
   return {f"conv{j}": {k: jnp.asarray(v) for k, v in raw[f"Conv_{j}"].items()} for j in range(13)}
 
 
+def _vgg19_feature_indices() -> list[int]:
+  """torchvision `features.<i>` index of each VGG19 conv (the ReLUs and pools take indices)."""
+  out, idx = [], 0
+  for v in VGG_LAYERS["vgg19"]:
+    out.extend([] if v == "M" else [idx])
+    idx += 1 if v == "M" else 2  # conv + ReLU
+  return out
+
+
 def vgg19_params_from_state_dict(sd: dict) -> dict:
   """torchvision VGG19 state dict (tensors or arrays) -> params for `VGG(kind='vgg19')`.
 
-  Raises KeyError / ValueError naming the missing or mis-shaped key.
+  Convs up to relu5_1 are read; `classifier.*` and the convs past relu5_1 are allowed and
+  ignored. Raises convert.CheckpointMismatchError naming every missing, unexpected or
+  mis-shaped key.
   """
-  params, j, idx = {}, 0, 0
-  cin = 3
-  for v in VGG_LAYERS["vgg19"]:
-    if v == "M":
-      idx += 1
-      continue
-    wkey, bkey = f"features.{idx}.weight", f"features.{idx}.bias"
-    for k in (wkey, bkey):
-      if k not in sd:
-        raise KeyError(f"VGG19 state dict is missing {k!r}")
-    w = np.asarray(sd[wkey].detach().cpu().numpy() if hasattr(sd[wkey], "detach") else sd[wkey])
-    b = np.asarray(sd[bkey].detach().cpu().numpy() if hasattr(sd[bkey], "detach") else sd[bkey])
-    if w.shape != (v, cin, 3, 3) or b.shape != (v,):
-      raise ValueError(f"VGG19 {wkey}: shape {w.shape}, expected {(v, cin, 3, 3)}")
-    params[f"conv{j}"] = {"kernel": jnp.asarray(w.transpose(2, 3, 1, 0)), "bias": jnp.asarray(b)}
-    cin, j, idx = v, j + 1, idx + 2  # conv + ReLU
-  return params
+  expected = jax.eval_shape(VGG(kind="vgg19").init, jax.random.PRNGKey(0),
+                            jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+  indices = _vgg19_feature_indices()
+  unused = {f"features.{i}.{leaf}" for i in indices[len(expected["params"]):]
+            for leaf in ("weight", "bias")}  # convs past relu5_1
+  skip = {k for k in sd if k.startswith("classifier.") or k in unused}
+
+  def name_fn(col, path):  # ('conv3', 'kernel') -> 'features.7.weight'
+    conv, leaf = path
+    return f"features.{indices[int(conv[len('conv'):])]}.{torch_state.torch_leaf(col, leaf)}"
+
+  return torch_state.convert_state_dict(sd, expected, header="VGG19 state dict does not match",
+                                        name_fn=name_fn, skip=skip)["params"]
 
 
 def load_vgg19_torch(path: str) -> dict:
-  """Reads a torchvision VGG19 state dict saved with torch.save (e.g. vgg19-dcbb9e9d.pth)."""
-  import torch  # pylint: disable=g-import-not-at-top
-
-  sd = torch.load(path, map_location="cpu", weights_only=True)
+  """Reads a torchvision VGG19 state dict saved with torch.save (e.g. vgg19-dcbb9e9d.pth), with
+  `convert.read_torch_checkpoint` (tensors only, never code)."""
+  sd = torch_state.read_torch_checkpoint(path)
   if "state_dict" in sd and not any(k.startswith("features.") for k in sd):
     sd = sd["state_dict"]
   return vgg19_params_from_state_dict(sd)

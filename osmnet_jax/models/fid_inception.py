@@ -15,7 +15,8 @@ pytorch-fid patches it:
   * Mixed_7c (FIDInceptionE_2) max-pools its pool branch (3x3, stride 1, pad 1) instead;
   * Mixed_6a (InceptionB) and Mixed_7a (InceptionD) are torchvision's unchanged.
 Flax submodule names are the PyTorch state-dict names (`Mixed_5b/branch1x1/conv/kernel` <->
-`Mixed_5b.branch1x1.conv.weight`), so conversion is a rename plus an OIHW -> HWIO transpose.
+`Mixed_5b.branch1x1.conv.weight`), so conversion is `convert.torch_state.convert_state_dict`'s
+rename plus an OIHW -> HWIO transpose.
 
 Parity traps (checked against a PyTorch mirror in tests/test_fid.py):
   1. Resize: pytorch-fid calls `F.interpolate(x, (299, 299), mode='bilinear',
@@ -48,9 +49,8 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from osmnet_jax.convert import fomm as convert
+from osmnet_jax.convert import torch_state
 from osmnet_jax.nn.grid_sample import resize_bilinear
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -222,33 +222,13 @@ def preprocess(images: jax.Array) -> jax.Array:
 # Keys of the release file that pool3 features do not use (the 1008-way ImageNet classifier).
 IGNORED_KEYS = frozenset({"fc.weight", "fc.bias"})
 
-_LEAF = {  # torch leaf -> (collection, flax leaf); 'weight' is a conv kernel or a BN scale
-    "bias": ("params", "bias"),
-    "running_mean": ("batch_stats", "mean"),
-    "running_var": ("batch_stats", "var"),
-}
-_LEAF_BACK = {("params", "kernel"): "weight", ("params", "scale"): "weight",
-              ("params", "bias"): "bias", ("batch_stats", "mean"): "running_mean",
-              ("batch_stats", "var"): "running_var"}
-
 
 @functools.lru_cache(maxsize=1)
-def expected_shapes() -> dict[tuple[str, ...], tuple[int, ...]]:
-  """{(collection, module..., leaf): flax shape} of FIDInceptionV3 (shapes only, no compile)."""
+def expected_shapes() -> dict:
+  """{'params', 'batch_stats'} of FIDInceptionV3 as ShapeDtypeStructs (shapes only, no compile)."""
   # Parameter shapes do not depend on the spatial size; 75 is the smallest input that runs.
-  shapes = jax.eval_shape(FIDInceptionV3().init, jax.random.PRNGKey(0),
-                          jnp.zeros((1, 75, 75, 3), jnp.float32))
-  flat = jax.tree_util.tree_flatten_with_path(shapes)[0]
-  return {tuple(k.key for k in path): tuple(v.shape) for path, v in flat}
-
-
-def _torch_name(path: tuple[str, ...]) -> str:
-  col, *mods, leaf = path
-  return ".".join(mods + [_LEAF_BACK[(col, leaf)]])
-
-
-def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-  return (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else shape
+  return jax.eval_shape(FIDInceptionV3().init, jax.random.PRNGKey(0),
+                        jax.ShapeDtypeStruct((1, 75, 75, 3), jnp.float32))
 
 
 def convert_state_dict(sd) -> dict:
@@ -256,36 +236,11 @@ def convert_state_dict(sd) -> dict:
 
   Raises convert.CheckpointMismatchError naming every missing, unexpected or mis-shaped key.
   """
-  expected = expected_shapes()
-  got, extra, bad_shape = {}, [], []
-  for key, t in sd.items():
-    t = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
-    *mods, leaf = key.split(".")
-    if key in IGNORED_KEYS or leaf == "num_batches_tracked":
-      continue
-    if leaf == "weight":
-      col, fl = ("params", "kernel") if t.ndim == 4 else ("params", "scale")
-    elif leaf in _LEAF:
-      col, fl = _LEAF[leaf]
-    else:
-      extra.append(key)
-      continue
-    path = (col, *mods, fl)
-    if path not in expected:
-      extra.append(key)
-      continue
-    if fl == "kernel":
-      t = np.transpose(t, (2, 3, 1, 0))  # OIHW -> HWIO
-    if tuple(t.shape) != expected[path]:
-      shown = tuple(sd[key].shape)
-      bad_shape.append(f"{key}: checkpoint {shown} vs expected {_torch_shape(expected[path])}")
-      continue
-    got[path] = np.asarray(t, np.float32)
-  shaped = {b.split(":")[0] for b in bad_shape}
-  missing = [_torch_name(p) for p in expected if p not in got]
-  missing = [m for m in missing if m not in shaped]
-  convert.raise_mismatch("FID Inception weights do not match", missing, extra, bad_shape, [])
-  return convert.nest_paths(got)
+  # Module names such as `branch7x7_1` are attribute names, not list indices: no index split.
+  name_fn = functools.partial(torch_state.torch_key, split_indices=False)
+  return torch_state.convert_state_dict(sd, expected_shapes(),
+                                        header="FID Inception weights do not match",
+                                        name_fn=name_fn, skip=IGNORED_KEYS)
 
 
 def load_fid_inception(path: str) -> dict:
@@ -294,9 +249,9 @@ def load_fid_inception(path: str) -> dict:
     raise FileNotFoundError(
         f"FID Inception weights not found at {path!r}. Download {FID_WEIGHTS_NAME} (pytorch-fid's "
         f"release, {FID_WEIGHTS_URL}) and pass its path.")
-  sd = convert.read_torch_checkpoint(path)
+  sd = torch_state.read_torch_checkpoint(path)
   if not isinstance(sd, dict):
-    raise convert.CheckpointMismatchError(
+    raise torch_state.CheckpointMismatchError(
         f"{path}: expected a state dict (name -> tensor) as in {FID_WEIGHTS_NAME}, "
         f"got {type(sd).__name__}")
   return convert_state_dict(sd)

@@ -9,15 +9,16 @@ BatchNorm always uses the running statistics (the metric runs the net in `.eval(
 
 Naming: every layer with weights is a Flax submodule named after its torch key with the
 Sequential index joined by '_' (`netcnnaud.0.weight` -> params/netcnnaud_0/kernel,
-`netcnnlip.1.running_mean` -> batch_stats/netcnnlip_1/mean), so `load_syncnet` is a rename plus
-transposes: conv [O,I,*k] -> kernel [*k,I,O] (2-D and 3-D), linear [O,I] -> [I,O].
+`netcnnlip.1.running_mean` -> batch_stats/netcnnlip_1/mean), so `load_syncnet` is
+`convert.torch_state.convert_state_dict`'s rename plus transposes: conv [O,I,*k] -> kernel
+[*k,I,O] (2-D and 3-D), linear [O,I] -> [I,O].
 
 Layout: NHWC for the audio branch (H = 13 MFCC coefficients, W = 20 time steps, C = 1);
 NDHWC for the lip branch ([N, 5, 224, 224, 3]). Every lip conv after the first has temporal
 kernel 1 (the first one collapses the 5 frames to 1), so the 3-D convs run as 2-D convs on
 kernels of the torch shape: the first one with the 5 frames folded into channels (frame-major,
-kernel [5,7,7,3,O] -> [7,7,15,O]), the others on kernel[0]. Mathematically identical; XLA's CPU
-3-D convolution is much slower than its 2-D one. Max pools pad with -inf like torch's.
+kernel [5,7,7,3,O] -> [7,7,15,O]), the others on kernel[0]. Mathematically identical, and XLA's
+CPU 2-D convolution is faster than its 3-D one. Max pools pad with -inf like torch's.
 """
 from __future__ import annotations
 
@@ -26,9 +27,8 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from osmnet_jax.convert import fomm as convert
+from osmnet_jax.convert import torch_state
 
 EMBED_DIM = 1024
 NUM_MFCC = 13
@@ -170,92 +170,33 @@ def expected_shapes(embed_dim: int = EMBED_DIM) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Loading the released state dict.
 
-_LEAVES = {  # torch leaf -> (collection, flax leaf)
-    "weight": ("params", None),  # 'kernel' (conv/linear) or 'scale' (BatchNorm)
-    "bias": ("params", "bias"),
-    "running_mean": ("batch_stats", "mean"),
-    "running_var": ("batch_stats", "var"),
-}
 _PREFIX = "__S__."  # keys of SyncNetInstance.state_dict(); the release itself has none
 
 
-def _flax_path(key: str, t: np.ndarray, expected: dict) -> tuple[tuple[str, ...], np.ndarray]:
-  """'netcnnlip.0.weight' -> (('params', 'netcnnlip_0', 'kernel'), transposed array); raises
-  KeyError for a key SyncNet has no place for."""
-  parts = key.split(".")
-  if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in _LEAVES:
-    raise KeyError(key)
-  module = f"{parts[0]}_{parts[1]}"
-  col, leaf = _LEAVES[parts[2]]
-  if leaf is None:
-    leaf = "kernel" if "kernel" in expected.get("params", {}).get(module, {}) else "scale"
-  if leaf == "kernel" and t.ndim >= 2:
-    t = np.transpose(t, tuple(range(2, t.ndim)) + (1, 0))  # [O,I,*k] -> [*k,I,O]
-  node = expected.get(col, {}).get(module, {})
-  if leaf not in node:
-    raise KeyError(key)
-  return (col, module, leaf), t
-
-
-def convert_state_dict(sd: dict[str, np.ndarray], embed_dim: int = EMBED_DIM) -> dict:
-  """syncnet_python state dict (numpy) -> {'params', 'batch_stats'} for SyncNet.
+def convert_state_dict(sd: dict, embed_dim: int = EMBED_DIM) -> dict:
+  """syncnet_python state dict (tensors or numpy) -> {'params', 'batch_stats'} for SyncNet.
 
   Raises convert.CheckpointMismatchError naming every missing, unexpected or mis-shaped key.
   """
-  expected = expected_shapes(embed_dim)
-  exp_flat = {}
-  for col in ("params", "batch_stats"):
-    for module, leaves in expected[col].items():
-      for leaf, v in leaves.items():
-        exp_flat[(col, module, leaf)] = v
   if sd and all(k.startswith(_PREFIX) for k in sd):
     sd = {k[len(_PREFIX):]: v for k, v in sd.items()}
-  got, extra, bad_shape, bad_names = {}, [], [], set()
-  for key, t in sd.items():
-    if key.endswith("num_batches_tracked"):
-      continue
-    try:
-      path, arr = _flax_path(key, np.asarray(t), expected)
-    except KeyError:
-      extra.append(key)
-      continue
-    want = exp_flat[path].shape
-    if tuple(arr.shape) != tuple(want):
-      torch_want = want if path[-1] != "kernel" else (
-          (want[-1], want[-2]) + tuple(want[:-2]))
-      bad_shape.append(f"{key}: checkpoint {tuple(np.shape(t))} vs expected {torch_want}")
-      bad_names.add(path)
-      continue
-    got[path] = np.asarray(arr, np.float32)
-  missing = [_torch_name(p) for p in exp_flat if p not in got and p not in bad_names]
-  convert.raise_mismatch("SyncNet state dict does not match", missing, extra, bad_shape, [])
-  return convert.nest_paths(got)
-
-
-def _torch_name(path: tuple[str, ...]) -> str:
-  col, module, leaf = path
-  torch_leaf = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
-                "var": "running_var"}[leaf]
-  seq, idx = module.rsplit("_", 1)
-  return f"{seq}.{idx}.{torch_leaf}"
+  return torch_state.convert_state_dict(sd, expected_shapes(embed_dim),
+                                        header="SyncNet state dict does not match")
 
 
 def load_syncnet(path: str, embed_dim: int = EMBED_DIM) -> dict:
   """Reads syncnet_python's released weights (e.g. syncnet_v2.model) -> SyncNet variables.
 
   The file is a torch state dict with keys like `netcnnaud.0.weight` (an optional `__S__.`
-  prefix, as in SyncNetInstance.state_dict(), is stripped). Fails loudly on a missing file and
+  prefix, as in SyncNetInstance.state_dict(), is stripped), read with
+  `convert.read_torch_checkpoint` (tensors only, never code). Fails loudly on a missing file and
   on missing / unexpected / mis-shaped keys.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"SyncNet weights not found: {path!r}. {WEIGHTS_HINT}.")
-  sd = convert.read_torch_checkpoint(path)
-  if hasattr(sd, "state_dict"):  # a whole pickled nn.Module
-    sd = sd.state_dict()
+  sd = torch_state.read_torch_checkpoint(path)
   if not isinstance(sd, dict):
-    raise convert.CheckpointMismatchError(
+    raise torch_state.CheckpointMismatchError(
         f"{path}: expected a SyncNet state dict, got {type(sd).__name__}. {WEIGHTS_HINT}.")
-  sd = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
-        for k, v in sd.items()}
   return convert_state_dict(sd, embed_dim)
