@@ -10,7 +10,8 @@ mesh or pmap), its initial state, a ``DeviceIterator`` factory and a ``Checkpoin
   * stops with the step and the offending metric when a metric is NaN/inf (NaN guard) and
     never checkpoints a non-finite state;
   * shows a progress bar with steps/s and ETA and writes TensorBoard scalars;
-  * checkpoints every ``save_every`` steps and at the end (async; waited for before return).
+  * checkpoints every ``save_every`` steps and at the end (async; waited for before return);
+  * turns Ctrl-C into ``Interrupted`` (the last finished step), after in-flight saves finish.
 """
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ from absl import logging
 
 class NonFiniteError(FloatingPointError):
   pass
+
+
+class Interrupted(Exception):
+  """Ctrl-C during ``run``: ``step`` finished steps, ``saved`` the latest complete checkpoint."""
+
+  def __init__(self, name: str, step: int, saved: int | None):
+    super().__init__(f"{name}: interrupted at step {step} (last checkpoint: step {saved})")
+    self.name, self.step, self.saved = name, step, saved
 
 
 def _mean_metrics(metrics: dict) -> dict[str, float]:
@@ -71,10 +80,13 @@ def run(
   bar = tqdm(total=num_steps, initial=start, desc=name, unit="step",
              disable=jax.process_index() != 0, dynamic_ncols=True)
   t0, s0 = time.perf_counter(), start
+  done = start  # last finished step
+  interrupted = False
   try:
     for step in range(start + 1, num_steps + 1):
       batch = next(it)
       state, metrics = step_fn(state, batch, rng_for_step(rng, step))
+      done = step
       bar.update(1)
       is_log = step % log_every == 0 or step == num_steps
       is_save = step == num_steps or (checkpointer.save_every > 0
@@ -102,9 +114,13 @@ def run(
         checkpointer.save(step, export_state(state),
                           {"step": step, "data_step": step, "stage": name, **(meta or {})},
                           force=True)
+  except KeyboardInterrupt:
+    interrupted = True
   finally:
     bar.close()
     checkpointer.wait()
     if hasattr(it, "close"):
       it.close()
+  if interrupted:
+    raise Interrupted(name, done, checkpointer.latest_step())
   return state, last
