@@ -70,11 +70,16 @@ class ExpressionStage:
     self.encoder = expression_lib.from_config(ecfg)
     self.kp_predictor = kp_lib.from_config(ecfg)
     self.kp_detector = renderer.make_kp_detector(renderer_cfg)  # inference mode
+
+  @functools.cached_property
+  def tx(self) -> optax.GradientTransformation:
+    """The optimizer (built on first use: forward/predict/animate do not need it)."""
+    c = self.cfg
     # Warm-up starts at lr/100 (not 0) so that the very first step already moves the params.
     sched = optax.warmup_cosine_decay_schedule(
-        ecfg.lr * 0.01, ecfg.lr, max(1, min(ecfg.warmup_steps, ecfg.num_steps // 2)),
-        max(ecfg.num_steps, 2), end_value=ecfg.lr * 0.05)
-    self.tx = optax.chain(optax.clip_by_global_norm(ecfg.grad_clip), optax.adam(sched))
+        c.lr * 0.01, c.lr, max(1, min(c.warmup_steps, c.num_steps // 2)), max(c.num_steps, 2),
+        end_value=c.lr * 0.05)
+    return optax.chain(optax.clip_by_global_norm(c.grad_clip), optax.adam(sched))
 
   # ------------------------------------------------------------------------------------------
   def init_params(self, rng: jax.Array, image_size: int) -> dict:

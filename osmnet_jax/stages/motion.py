@@ -31,6 +31,7 @@ state replicated (donated); under pmap gradients and metrics are ``lax.pmean``-e
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -93,11 +94,16 @@ class MotionStage:
   def __init__(self, mcfg):
     self.cfg = mcfg
     self.model = build_model(mcfg)
-    warmup = max(1, min(mcfg.warmup_steps, mcfg.num_steps // 2))
+
+  @functools.cached_property
+  def tx(self) -> optax.GradientTransformation:
+    """The optimizer (built on first use: sampling does not need it)."""
+    c = self.cfg
+    warmup = max(1, min(c.warmup_steps, c.num_steps // 2))
     # Linear warmup from lr / warmup (the first step already moves), cosine decay to 5 %.
     sched = optax.warmup_cosine_decay_schedule(
-        mcfg.lr / warmup, mcfg.lr, warmup, max(mcfg.num_steps, 2), end_value=mcfg.lr * 0.05)
-    self.tx = optax.chain(optax.clip_by_global_norm(mcfg.grad_clip), optax.adam(sched))
+        c.lr / warmup, c.lr, warmup, max(c.num_steps, 2), end_value=c.lr * 0.05)
+    return optax.chain(optax.clip_by_global_norm(c.grad_clip), optax.adam(sched))
 
   @property
   def uses_source(self) -> bool:
