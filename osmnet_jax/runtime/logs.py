@@ -13,15 +13,18 @@ import logging
 import os
 
 _LIBRARY_DIRS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
+# This package, wherever it is installed (its records always pass).
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class LibraryInfoFilter(logging.Filter):
   """Drops records below WARNING that were logged from an installed package."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    if record.levelno >= logging.WARNING:
+    path = record.pathname or ""
+    if record.levelno >= logging.WARNING or path.startswith(_PACKAGE_DIR):
       return True
-    return not any(d in (record.pathname or "") for d in _LIBRARY_DIRS)
+    return not any(d in path for d in _LIBRARY_DIRS)
 
 
 _FILTER = LibraryInfoFilter()

@@ -289,10 +289,12 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
   The renderer (variables and model config) comes from ``resolve_renderer``; the result says
   which source it used (``renderer_source``: argument | checkpoint | init)."""
   from osmnet_jax.stages import expression_eval
+  from osmnet_jax.stages import renderer as renderer_train
 
   ecfg = cfg.expression
   size = int(builder.info.features["frames"].shape[1])
   renderer_variables, rcfg, source = resolve_renderer(cfg, workdir, size, renderer_variables)
+  rcfg = renderer_train.model_config(rcfg)  # without the renderer stage's own fields
   renderer_variables = jax.device_get(
       {k: renderer_variables[k] for k in ("kp_detector", "generator")})
   logging.info("expression: renderer variables from %s", source)
