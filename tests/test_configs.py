@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from configs import default, renderer_cpu_budget, tiny_test
+from configs import default, renderer_cpu_budget, renderer_vox256, tiny_test
 from osmnet_jax import renderer
 from osmnet_jax.stages import config_check
 from osmnet_jax.stages import renderer as renderer_train
@@ -24,7 +24,12 @@ def test_default_renderer_lists_every_model_field():
   assert _keys(mcfg.to_dict()) == _keys(renderer.vox256_config().to_dict())
 
 
-@pytest.mark.parametrize("module", [default, tiny_test, renderer_cpu_budget])
+def test_vox256_config_is_fomms_architecture():
+  mcfg = renderer_train.model_config(renderer_vox256.get_config().renderer)
+  assert mcfg.to_dict() == renderer.vox256_config().to_dict()
+
+
+@pytest.mark.parametrize("module", [default, tiny_test, renderer_cpu_budget, renderer_vox256])
 def test_shipped_configs_pass_the_checks(module):
   config_check.check(module.get_config())
 
