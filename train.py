@@ -8,22 +8,29 @@ Writes into W: config.json, pose_stats.json (the train poses' mean/std, for gene
 checkpoints/<stage>/ (orbax; a rerun resumes from them). Stages run in ``config.stages`` order.
 Multi-host: set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID (or the flags
 below); every process runs this same command.
+
+Console: progress bars and one-line stage summaries; library INFO logs (orbax, TFDS) only with
+--verbosity=1. Invalid config values exit 2 with the field and its valid range before anything
+trains; Ctrl-C exits 130 after in-flight checkpoint saves finish (rerun to resume).
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
 import time
 
 from osmnet_jax.runtime import xla_cpu_tuning
 
-xla_cpu_tuning.apply()  # XLA:CPU options, before JAX starts (see osmnet_jax/xla_cpu_tuning.py)
+xla_cpu_tuning.apply()  # XLA:CPU options, before JAX starts (osmnet_jax/runtime/xla_cpu_tuning.py)
 
 from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags
+from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for config.json, checkpoints, TensorBoard, samples.")
+flags.DEFINE_string("workdir", None,
+                    "Directory for config.json, checkpoints, TensorBoard, samples.")
 config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py"),
     "ml_collections config file; override fields with --config.key=value.", lock_config=True)
@@ -34,7 +41,8 @@ flags.mark_flag_as_required("workdir")
 
 
 def run_data_check(cfg, builder, mesh, workdir, writer) -> dict:
-  """Stage "data": pull ``cfg.data_check_steps`` batches onto the devices; report shapes and rate."""
+  """Stage "data": pull ``cfg.data_check_steps`` batches onto the devices; report shapes and
+  rate."""
   import jax
   import numpy as np
   from tqdm.auto import tqdm
@@ -74,7 +82,7 @@ def run_data_check(cfg, builder, mesh, workdir, writer) -> dict:
 
 
 def run_renderer(cfg, builder, mesh, workdir, writer) -> dict:
-  """Stage "renderer": FOMM-compatible stage A (osmnet_jax/stages/renderer_train.py)."""
+  """Stage "renderer": FOMM-compatible stage A (osmnet_jax/stages/renderer.py)."""
   from osmnet_jax.stages import renderer as renderer_train
 
   return renderer_train.run_renderer(cfg, builder, mesh, workdir, writer)
@@ -83,7 +91,7 @@ def run_renderer(cfg, builder, mesh, workdir, writer) -> dict:
 def run_motion(cfg, builder, mesh, workdir, writer) -> dict:
   """Stage "motion": the clip-level motion space (osmnet) and the pose baselines.
 
-  Trains each model named in ``cfg.motion_models`` in turn (osmnet_jax/stages/motion_stage.py);
+  Trains each model named in ``cfg.motion_models`` in turn (osmnet_jax/stages/motion.py);
   each gets checkpoints/motion_<model>/ with its residual spread in sigma.json."""
   import ml_collections
 
@@ -91,8 +99,6 @@ def run_motion(cfg, builder, mesh, workdir, writer) -> dict:
 
   results = {}
   for model in cfg.motion_models:
-    if model not in motion_stage.MODELS:
-      raise app.UsageError(f"config.motion_models has {model!r}; known: {motion_stage.MODELS}")
     one = ml_collections.ConfigDict(cfg.to_dict())  # cfg is locked; a copy per model
     one.motion.model = model
     results[model] = motion_stage.run_motion(one, builder, mesh, workdir, writer)
@@ -101,7 +107,7 @@ def run_motion(cfg, builder, mesh, workdir, writer) -> dict:
 
 def run_expression(cfg, builder, mesh, workdir, writer) -> dict:
   """Stage "expression": audio -> expression + landmarks -> driving keypoints, rendered by the
-  stage-A renderer checkpoint of this workdir (osmnet_jax/stages/expression_stage.py)."""
+  stage-A renderer checkpoint of this workdir (osmnet_jax/stages/expression.py)."""
   from osmnet_jax.stages import expression as expression_stage
 
   return expression_stage.run_expression(cfg, builder, mesh, workdir, writer)
@@ -111,15 +117,35 @@ STAGES = {"data": run_data_check, "renderer": run_renderer, "motion": run_motion
           "expression": run_expression}
 
 
-def main(argv):
-  del argv
-  cfg = FLAGS.config
-  unknown = [s for s in cfg.stages if s not in STAGES]
-  if unknown:
-    raise app.UsageError(
-        f"config.stages has {unknown}; this version implements {sorted(STAGES)}")
-  if cfg.parallel not in ("jit", "pmap"):
-    raise app.UsageError(f"config.parallel={cfg.parallel!r}: use 'jit' or 'pmap'")
+class _Exit(Exception):
+  """A clean exit: ``message`` on stderr, exit status ``code`` (no traceback)."""
+
+  def __init__(self, message: str, code: int = 2):
+    super().__init__(message)
+    self.code = code
+
+
+def _prepare_workdir(path: str) -> str:
+  """Absolute workdir, created and checked writable (a clear message instead of a traceback)."""
+  workdir = os.path.abspath(path)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise _Exit(f"--workdir {workdir} is not writable ({e.strerror or e}); choose a directory "
+                "you can write to") from e
+  return workdir
+
+
+def train(cfg, workdir_flag: str) -> None:
+  """Checks, devices, workdir, data, then the stages in order."""
+  from osmnet_jax.stages import config_check
+
+  try:
+    config_check.check(cfg)
+  except config_check.ConfigError as e:
+    raise _Exit(str(e)) from e
 
   # --- Devices: multi-host start-up and the mesh.
   from osmnet_jax.runtime import sharding
@@ -128,12 +154,15 @@ def main(argv):
   import jax
 
   mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+  try:
+    config_check.check_devices(cfg, mesh)
+  except config_check.ConfigError as e:
+    raise _Exit(str(e)) from e
   logging.info("process %d/%d, devices %s, mesh %s", jax.process_index(), jax.process_count(),
                jax.devices(), dict(mesh.shape))
 
   # --- Workdir: config.json and TensorBoard (process 0 writes).
-  workdir = os.path.abspath(FLAGS.workdir)
-  os.makedirs(workdir, exist_ok=True)
+  workdir = _prepare_workdir(workdir_flag)
   writer = None
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -145,7 +174,10 @@ def main(argv):
   # --- Data: a prepared TFDS builder (synth_talk is built on first use).
   from osmnet_jax.input import datasets
 
-  builder = datasets.get_builder(cfg.data)
+  try:
+    builder = datasets.get_builder(cfg.data)
+  except FileNotFoundError as e:
+    raise _Exit(str(e)) from e
   logging.info("dataset %s: %s", builder.info.full_name,
                {k: v.num_examples for k, v in builder.info.splits.items()})
   if jax.process_index() == 0:  # generation de-normalises poses with these (no dataset needed)
@@ -157,11 +189,33 @@ def main(argv):
                 f, indent=2)
 
   # --- Stages, in order.
-  for stage in cfg.stages:
-    logging.info("=== stage %s ===", stage)
-    STAGES[stage](cfg, builder, mesh, workdir, writer)
-  if writer is not None:
-    writer.close()
+  try:
+    for stage in cfg.stages:
+      logging.info("=== stage %s ===", stage)
+      STAGES[stage](cfg, builder, mesh, workdir, writer)
+  finally:
+    if writer is not None:
+      writer.close()
+
+
+def main(argv):
+  del argv
+  from osmnet_jax.runtime import logs
+  from osmnet_jax.stages import loop
+
+  logs.quiet_library_logs(FLAGS.verbosity)
+  try:
+    train(FLAGS.config, FLAGS.workdir)
+  except _Exit as e:
+    print(f"train.py: {e}", file=sys.stderr)
+    sys.exit(e.code)
+  except loop.Interrupted as e:
+    print(f"{e.name}: interrupted at step {e.step}; rerun the same command to resume",
+          file=sys.stderr)
+    sys.exit(130)
+  except KeyboardInterrupt:
+    print("interrupted; rerun the same command to resume", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

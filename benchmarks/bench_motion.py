@@ -45,7 +45,7 @@ def main(argv):
   os.makedirs(FLAGS.workdir, exist_ok=True)
   report = {}
   for model in FLAGS.models.split(","):
-    cfg.motion = motion_stage.motion_config()
+    cfg.motion = default.get_config().motion
     cfg.motion.model = model
     cfg.motion.num_steps = FLAGS.steps
     cfg.motion.sigma_holdout_pct = FLAGS.sigma_holdout_pct

@@ -1,80 +1,177 @@
-r"""Embedded default: synth_talk at 64 px, tiny model, every implemented stage, CPU-friendly.
+r"""Embedded default: synth_talk at 64 px, a small renderer, every implemented stage, CPU-sized.
 
-Command:
-  python train.py --workdir runs/demo                     # this config (the default)
+  python train.py --workdir runs/demo                      # this config (the default)
   python train.py --workdir runs/demo --config configs/default.py --config.batch_size=16
 
-What it does and writes today (see README "The main job"):
-  builds synth_talk/64px into config.data.data_dir if missing (~30 s), checks the input pipeline
-  (batch shapes, clips/s), then trains stage A (renderer, 800 steps) and stage B (motion: 3000
-  steps; expression: 3000 steps) and writes W/config.json, W/pose_stats.json, W/tb/,
-  W/checkpoints/{renderer,motion,expression}/, W/samples/renderer_reconstruction_0.mp4.
-Expected runtime on a 2-core CPU: see README / BENCHMARKS.md "The main job" (measured
-2026-11-23). Expected result: expression held-out mouth-opening correlation ~0.96; OSM-Net
-head-motion diversity ~0.7x the true per-audio spread; renderer reconstruction better than
-copying the source frame (held-out PSNR 24.3-25.8 vs 23.1 dB, LPIPS 0.042-0.044 vs 0.049 in two
-runs), though large head tilts are still not reproduced.
-"""
-import ml_collections
+Stages: "data" (input-pipeline check), "renderer" (stage A), "motion" (motion space and the pose
+baselines), "expression" (expression encoder + keypoint predictor over the frozen renderer).
+Writes W/config.json, W/pose_stats.json, W/tb/, W/checkpoints/{renderer,motion,expression}/ and
+W/samples/renderer_reconstruction_0.mp4. Runtime and results: BENCHMARKS.md "The main job".
 
-from osmnet_jax.stages import expression as expression_stage
-from osmnet_jax.stages import motion as motion_stage
-from osmnet_jax.stages import renderer as renderer_train
+Every hyper-parameter of a run is a field below; override any of them with --config.x=value.
+"""
+import math
+
+import ml_collections
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # Stages run in order. Known: "data" (input-pipeline check + throughput), "renderer" (stage A),
-  # "motion" (motion space + baselines), "expression" (needs the renderer checkpoint or inits one).
-  c.stages = ("data", "renderer", "motion", "expression")
+  c.stages = ("data", "renderer", "motion", "expression")  # run in this order
+  c.batch_size = 8                    # global batch of the data check and renderer stage
+  c.parallel = "jit"                  # jit (Mesh + NamedSharding) | pmap
+  # data: -1 = every device; fsdp > 1 splits the renderer's params and Adam moments over that
+  # axis (jit only).
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  c.data_check_steps = 50             # batches timed by the "data" stage
+  c.log_every = 10                    # renderer / data: metrics fetched every n steps
 
+  # --- Data (TFDS; synth_talk is built on first use).
   c.data = ml_collections.ConfigDict()
   c.data.name = "synth_talk"          # synth_talk | talking_videos
   c.data.builder_config = "64px"      # synth_talk: 32px | 64px | 128px
   c.data.data_dir = ""                # "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
-  # synth_talk generator parameters; anything but these defaults builds a custom config
-  # (named after the values) next to the standard ones.
+  # synth_talk generator parameters; values other than these build a custom config named
+  # after them next to the standard ones.
   c.data.synth = ml_collections.ConfigDict(dict(
       num_train=200, num_test=32, seconds=2.0, num_train_ids=40, num_test_ids=8, seed=0))
-  c.data.num_frames = 5               # window length T per example
+  c.data.num_frames = 5               # window length T of the data check
   c.data.shuffle_buffer = 256
-  c.data.augment = ()                 # names in input_pipeline.AUGMENTATIONS, e.g. ("color",)
-  c.data.prefetch = 2
+  c.data.augment = ()                 # names in input/pipeline.py AUGMENTATIONS, e.g. ("color",)
+  c.data.prefetch = 2                 # batches staged on the devices ahead of the step
 
-  c.batch_size = 8                    # global batch, split over all devices of all hosts
-  c.parallel = "jit"                  # jit (Mesh + NamedSharding) | pmap
-  # fsdp > 1: the renderer's params and Adam moments are split over that axis (jit only).
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  # --- Stage A: the FOMM-compatible renderer. Architecture: FOMM vox-256 topology
+  # (renderer.vox256_config) at small widths for 64 px on CPU.
+  c.renderer = r = ml_collections.ConfigDict()
+  r.steps = 800
+  r.save_every = 200
+  r.keep = 2                          # checkpoints kept
+  r.grid_every = 100                  # TensorBoard image grid period (0: never)
+  r.sample_clips = 1                  # held-out clips reconstructed into W/samples/
+  r.num_kp = 10
+  r.num_channels = 3
+  r.estimate_jacobian = True
+  # "bfloat16": convs/activations in bf16; params, BatchNorm stats, losses and Adam stay
+  # float32. remat: recompute the hourglass blocks in the backward pass (less activation
+  # memory). CPU and accelerator results: benchmarks/results/precision_remat.md.
+  r.compute_dtype = "float32"
+  r.remat = False
+  r.kp_detector = ml_collections.ConfigDict(dict(
+      temperature=0.1, block_expansion=8, max_features=64, scale_factor=0.25, num_blocks=3,
+      single_jacobian_map=False, pad=0))
+  # output_blend "occlusion" [ours]: visible pixels come from the source warped at full
+  # resolution (models/generator.py); FOMM's "none" needs many more steps (BENCHMARKS.md).
+  r.generator = ml_collections.ConfigDict(dict(
+      block_expansion=8, max_features=64, num_down_blocks=2, num_bottleneck_blocks=2,
+      estimate_occlusion_map=True, output_blend="occlusion",
+      dense_motion_params=dict(block_expansion=8, max_features=64, num_blocks=3,
+                               scale_factor=0.25)))
+  r.discriminator = ml_collections.ConfigDict(dict(
+      enabled=False,                  # FOMM vox-256 trains with generator_gan weight 0
+      scales=(1,), block_expansion=8, max_features=64, num_blocks=3, sn=True, use_kp=False))
+  r.train = ml_collections.ConfigDict()
+  # lr 1e-3 [ours, CPU budget]; FOMM uses 2e-4 (BENCHMARKS.md).
+  r.train.lr_generator = 1e-3
+  r.train.lr_kp_detector = 1e-3
+  r.train.lr_discriminator = 1e-3
+  r.train.b1 = 0.5                    # Adam betas (FOMM)
+  r.train.b2 = 0.999
+  r.train.lr_milestones = ()          # MultiStepLR at these optimizer steps (FOMM: epochs 60, 90)
+  r.train.lr_gamma = 0.1
+  # Perceptual pyramid; 64-px frames stop at 1/4 (16 px): the VGG needs >= 16 px.
+  r.train.scales = (1.0, 0.5, 0.25)
+  r.train.perceptual_backbone = "lpips_vgg16"  # or "vgg19" with vgg19_path (converted weights)
+  r.train.vgg19_path = ""
+  r.train.transform_params = ml_collections.ConfigDict(dict(   # equivariance TPS warps
+      sigma_affine=0.05, sigma_tps=0.005, points_tps=5))
+  r.train.loss_weights = ml_collections.ConfigDict(dict(
+      generator_gan=0.0, discriminator_gan=1.0, feature_matching=(10.0, 10.0, 10.0, 10.0),
+      perceptual=(10.0, 10.0, 10.0, 10.0, 10.0), equivariance_value=10.0,
+      equivariance_jacobian=10.0))
 
-  c.data_check_steps = 50             # batches timed by the "data" stage
-  c.log_every = 10
-
-  # Stage A: the FOMM-compatible renderer (tiny model on CPU; "vox256" = paper scale).
-  c.renderer = renderer_train.renderer_train_config()
-  c.renderer.model = "tiny"
-  # 64-px frames: the VGG pyramid stops at 1/4 (16 px); FOMM's 1/8 needs >= 128 px.
-  # CPU budget [ours]: lr 1e-3 (FOMM 2e-4) and output_blend="occlusion" (visible pixels come from
-  # the source warped at full resolution; models/generator.py) — with FOMM's settings 300-500
-  # steps give a blurred face worse than copying the source (BENCHMARKS.md). Drop both
-  # overrides for FOMM's exact objective and architecture.
-  c.renderer.overrides = {"train": {"scales": (1.0, 0.5, 0.25), "lr_generator": 1e-3,
-                                    "lr_kp_detector": 1e-3, "lr_discriminator": 1e-3},
-                          "generator": {"output_blend": "occlusion"}}
-  c.renderer.steps = 800
-  c.renderer.save_every = 200
-  # "bfloat16": convs/activations in bf16; params, BatchNorm stats, losses, Adam stay float32.
-  # remat: recompute the hourglass blocks in the backward pass (less activation memory). CPU
-  # numbers: benchmarks/results/precision_remat.md (bf16 pays off on GPU/TPU, not on CPU).
-  c.renderer.compute_dtype = "float32"
-  c.renderer.remat = False
-
-  # Stage B, head motion: each model here is trained by the "motion" stage, one after another.
-  # Baselines: "audio2pose_lstm" (one-to-one) and "noise_sampler" (FONT-style noise input).
+  # --- Stage B, head motion. Each model in motion_models trains in turn: "osmnet" and the
+  # baselines "audio2pose_lstm" (one-to-one) and "noise_sampler" (FONT-style noise input).
   c.motion_models = ("osmnet",)
-  c.motion = motion_stage.motion_config()
+  c.motion = m = ml_collections.ConfigDict()
+  m.model = "osmnet"                  # set per entry of motion_models by train.py
+  m.num_frames = 32                   # clip length T (synth_talk clips are 50 frames)
+  m.batch_size = 16                   # global batch of clips
+  m.num_steps = 3000
+  m.lr = 2e-3                         # Adam, linear warmup then cosine decay to 5 %
+  m.warmup_steps = 100
+  m.grad_clip = 1.0
+  m.log_every = 50
+  m.save_every = 1000
+  m.image_size = 64                   # only for identity="image" (source image size)
+  # Source identity feature into the mapper [ours]: none | image. none: the source is a frame
+  # of the same clip, so an image would leak the clip's head pose into alpha_hat.
+  m.identity = "none"
+  m.audio_dim = 64
+  m.audio_channels = (8, 16, 32)      # AudioEncoder conv widths (its stride-2 stages)
+  m.hidden = 64
+  m.depth = 2
+  m.num_bases = 16                    # M (a 32-frame synth_talk pose clip has ~16 dof)
+  m.motion_dim = 64                   # D
+  m.rhythm_dim = 16
+  m.w_rec = 1.0                       # loss weights: stages/motion.py docstring
+  m.w_map = 1.0
+  m.w_rec_mapped = 0.1
+  m.w_alpha = 1e-3
+  # Residual spread sigma_k: sigma_passes passes over windows of the sigma split. The last
+  # sigma_holdout_pct % of the train clips are kept out of training and measure sigma [ours]:
+  # on its own training clips the mapper partly memorises alpha (BENCHMARKS.md).
+  m.sigma_passes = 4
+  m.sigma_holdout_pct = 10
+  # Sampling [ours]: delta_k ~ U(-w, w), w = diversity * sample_width * sigma_k; sqrt(3) gives
+  # the uniform the measured residual's variance at diversity 1.
+  m.sample_width = math.sqrt(3.0)
+  m.diversity = 1.0
+  # Frames shared by consecutive clips on long audio (cross-fade) [ours]; shared frames average
+  # two clips' deviations, so more overlap shrinks the spread there (BENCHMARKS.md).
+  m.overlap = 8
+  m.per_clip_noise = False            # long audio: one delta per sequence (False) or per clip
+  m.lstm_layers = 2                   # baselines
+  m.noise_dim = 16
+  m.noise_per_frame = False           # noise_sampler: one noise vector per clip or per frame
+  m.loss = "l1"                       # baselines' regression loss: l1 | l2
 
-  # Stage B, expression + keypoint predictor over the frozen renderer.
-  c.expression = expression_stage.expression_config()
-  c.expression.num_steps = 3000
+  # --- Stage B, expression + keypoint predictor over the frozen renderer [ours].
+  c.expression = e = ml_collections.ConfigDict()
+  e.num_frames = 8                    # window length T (the temporal convs see all of it)
+  e.batch_size = 8                    # global batch of windows
+  e.num_steps = 3000
+  e.lr = 1e-3                         # Adam, warmup from lr/100 then cosine decay to 5 %
+  e.warmup_steps = 100
+  e.grad_clip = 1.0
+  e.log_every = 50
+  e.save_every = 500
+  e.expression_dim = 64               # ExpressionEncoder: E
+  e.audio_dim = 64
+  e.audio_channels = (8, 16, 32)
+  e.identity = "image+landmarks"      # image | landmarks | image+landmarks
+  e.identity_dim = 64
+  e.identity_channels = (16, 32, 64)
+  e.temporal_layers = 2
+  e.temporal_kernel = 3
+  e.landmark_hidden = 128
+  e.landmark_depth = 2
+  e.landmark_residual = True          # landmarks = source landmarks + predicted offset
+  e.landmark_use_pose = True          # the landmark head also sees the frame's pose
+  e.kp_hidden = 128                   # KeypointPredictor
+  e.kp_temporal_layers = 1
+  e.kp_head_depth = 2
+  e.kp_jacobian = True
+  e.w_landmark = 1.0                  # loss weights: stages/expression.py docstring
+  e.mouth_weight = 5.0                # weight of iBUG 48-67 in the landmark L1 (others 1)
+  e.w_kp_value = 1.0
+  e.w_kp_jacobian = 0.5
+  e.w_rec = 0.0                       # rendered-frame L1; > 0 renders B*T frames per step
+  e.render_frames_per_call = 0        # 0: all B*T frames in one generator call; n: chunks of n
+  # Renderer: "auto" = the renderer stage's checkpoint in the workdir if present, else a
+  # randomly initialised renderer of config.renderer; "init" = always initialise.
+  e.renderer_source = "auto"
+  e.eval_split = "test"               # held-out evaluation: eval_passes passes of windows
+  e.eval_passes = 4
+  e.eval_batch = 16
   return c

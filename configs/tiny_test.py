@@ -1,7 +1,6 @@
-r"""Tiny config used by the tests: synth_talk at 32 px, a handful of steps.
+r"""Tiny config used by the tests: synth_talk at 32 px, a handful of steps of every stage.
 
   python train.py --workdir /tmp/w --config configs/tiny_test.py
-Runtime: seconds on a 2-core CPU.
 """
 from configs import default
 
@@ -13,13 +12,24 @@ def get_config():
   c.batch_size = 4
   c.data_check_steps = 5
   c.log_every = 1
-  c.renderer.overrides = {"train": {"scales": (1.0, 0.5)}}
+  c.renderer.train.scales = (1.0, 0.5)  # 32 px: the VGG pyramid stops at 1/2 (16 px)
   c.renderer.steps = 2
   c.renderer.save_every = 2
   c.renderer.grid_every = 1
   # 8 train clips: 6 train the motion models, 2 held out measure sigma.
-  c.motion.update(num_frames=8, overlap=4, batch_size=4, num_steps=3, log_every=1, save_every=2,
-                  sigma_passes=2, sigma_holdout_pct=25)
-  c.expression.update(dict(num_steps=2, num_frames=4, batch_size=4, eval_passes=1, eval_batch=2,
-                           save_every=2, log_every=1))
+  c.motion.num_frames = 8
+  c.motion.overlap = 4
+  c.motion.batch_size = 4
+  c.motion.num_steps = 3
+  c.motion.log_every = 1
+  c.motion.save_every = 2
+  c.motion.sigma_passes = 2
+  c.motion.sigma_holdout_pct = 25
+  c.expression.num_steps = 2
+  c.expression.num_frames = 4
+  c.expression.batch_size = 4
+  c.expression.eval_passes = 1
+  c.expression.eval_batch = 2
+  c.expression.save_every = 2
+  c.expression.log_every = 1
   return c

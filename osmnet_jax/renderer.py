@@ -1,4 +1,4 @@
-"""Stage A renderer: configs and the stable inference API (DESIGN.md §6).
+"""Stage A renderer: model builders and the stable inference API (DESIGN.md §6).
 
     variables = renderer.init(rng, cfg, image_size)
     kp = renderer.detect_keypoints(variables, cfg, source)   # source float32 [B,H,W,3] in [0,1]
@@ -9,21 +9,21 @@
 statistics, exactly like torch `.eval()`.
 """
 
-import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from osmnet_jax.runtime.init_jit import init_jit
 from osmnet_jax.models.discriminator import MultiScaleDiscriminator
 from osmnet_jax.models.generator import OcclusionAwareGenerator
 from osmnet_jax.models.keypoint_detector import KPDetector
+from osmnet_jax.runtime.init_jit import config_jit
 
 
 def vox256_config() -> ml_collections.ConfigDict:
-  """FOMM `config/vox-256.yaml` model and training parameters."""
+  """FOMM `config/vox-256.yaml` model and training parameters: the reference architecture (the
+  converters' target). Training configs spell every one of these fields (configs/default.py)."""
   c = ml_collections.ConfigDict()
   c.num_kp = 10
   c.num_channels = 3
@@ -97,7 +97,8 @@ def vox256_config() -> ml_collections.ConfigDict:
 
 
 def tiny_config() -> ml_collections.ConfigDict:
-  """A small renderer with the vox-256 topology for 32-64 px tests and CPU smoke runs."""
+  """A small renderer with the vox-256 topology for 32-64 px unit tests (the training configs set
+  their own sizes in configs/)."""
   c = vox256_config()
   c.kp_detector.block_expansion = 8
   c.kp_detector.max_features = 64
@@ -125,7 +126,7 @@ def compute_dtype(cfg):
   float16 is not offered: its 5-bit exponent would need loss scaling; bf16 has float32's
   exponent range, so the float32 loss and gradients need none.
   """
-  name = cfg.get("compute_dtype", "float32")  # configs saved before the field: float32
+  name = cfg.get("compute_dtype", "float32")  # a model config without the field: float32
   if name not in COMPUTE_DTYPES:
     raise ValueError(f"compute_dtype={name!r}: use one of {sorted(COMPUTE_DTYPES)}")
   return COMPUTE_DTYPES[name]
@@ -190,10 +191,11 @@ def init(rng: jax.Array, cfg, image_size: int, with_discriminator: bool | None =
   """Random variables for all renderer modules at a square `image_size` (jit-compiled)."""
   if with_discriminator is None:
     with_discriminator = cfg.discriminator.get("enabled", False)
-  return _init_jit(rng, _HashableCfg(cfg), int(image_size), bool(with_discriminator))
+  return _init_jit(rng, cfg, int(image_size), bool(with_discriminator))
 
 
-@init_jit(static_argnums=(1, 2, 3))  # one-off program: cheap XLA:CPU compile, same values
+# A one-off program: cheap XLA:CPU compile, same values (runtime/init_jit.py).
+@config_jit(static_argnums=(1, 2, 3), cheap_compile=True)
 def _init_jit(rng, cfg, image_size, with_discriminator):
   return _init(rng, cfg, image_size, with_discriminator)
 
@@ -216,36 +218,20 @@ def _init(rng, cfg, image_size, with_discriminator) -> dict:
   return variables
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
+@config_jit(static_argnums=(1,))
 def _detect(variables, cfg, source):
   return make_kp_detector(cfg).apply(variables["kp_detector"], source)
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
+@config_jit(static_argnums=(1,))
 def _render(variables, cfg, source, kp_src, kp_drv):
   return make_generator(cfg).apply(variables["generator"], source, kp_drv, kp_src)
 
 
-class _HashableCfg:
-  """Wraps a ConfigDict so it can be a static jit argument (hash by its JSON)."""
-
-  def __init__(self, cfg):
-    self.cfg = cfg
-    self._key = cfg.to_json_best_effort(sort_keys=True)
-
-  def __hash__(self):
-    return hash(self._key)
-
-  def __eq__(self, other):
-    return isinstance(other, _HashableCfg) and self._key == other._key
-
-  def __getattr__(self, name):
-    return getattr(self.cfg, name)
-
-
 def detect_keypoints(variables: dict, cfg, source: jax.Array) -> dict[str, jax.Array]:
-  """source float32 [B,H,W,3] in [0,1] -> {'value': [B,K,2] (x,y) in [-1,1], 'jacobian': [B,K,2,2]}."""
-  return _detect(variables, _HashableCfg(cfg), jnp.asarray(source, jnp.float32))
+  """source float32 [B,H,W,3] in [0,1] -> {'value': [B,K,2] (x,y) in [-1,1],
+  'jacobian': [B,K,2,2]}."""
+  return _detect(variables, cfg, jnp.asarray(source, jnp.float32))
 
 
 def render(variables: dict, cfg, source: jax.Array, kp_src: dict, kp_drv: dict) -> dict:
@@ -257,4 +243,4 @@ def render(variables: dict, cfg, source: jax.Array, kp_src: dict, kp_drv: dict) 
   """
   kp_src = {k: jnp.asarray(v, jnp.float32) for k, v in kp_src.items()}
   kp_drv = {k: jnp.asarray(v, jnp.float32) for k, v in kp_drv.items()}
-  return _render(variables, _HashableCfg(cfg), jnp.asarray(source, jnp.float32), kp_src, kp_drv)
+  return _render(variables, cfg, jnp.asarray(source, jnp.float32), kp_src, kp_drv)

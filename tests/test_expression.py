@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import default
 from osmnet_jax import checkpointing, renderer
 from osmnet_jax.face import geometry as fg
 from osmnet_jax.runtime import sharding
@@ -20,7 +21,7 @@ B, T, S = 2, 4, 32
 
 
 def tiny_expression_config(**kw) -> ml_collections.ConfigDict:
-  c = es.expression_config()
+  c = default.get_config().expression
   c.update(dict(num_frames=T, batch_size=B, audio_dim=16, audio_channels=(4, 8), identity_dim=16,
                 identity_channels=(4, 8), expression_dim=16, temporal_layers=1,
                 landmark_hidden=32, kp_hidden=32, warmup_steps=1, num_steps=10))

@@ -269,11 +269,12 @@ def test_config_plumbing():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from osmnet_jax import renderer  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
   from osmnet_jax.stages import renderer as renderer_train  # pylint: disable=g-import-not-at-top
 
   assert renderer.compute_dtype(renderer.tiny_config()) is None  # float32: unchanged modules
   assert renderer.compute_dtype(ml_collections.ConfigDict({})) is None  # configs saved before
-  rcfg = renderer_train.renderer_train_config()
+  rcfg = default.get_config().renderer
   rcfg.compute_dtype, rcfg.remat = "bfloat16", True
   mcfg = renderer_train.model_config(rcfg)
   assert renderer.compute_dtype(mcfg) == jnp.bfloat16

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import default
 from osmnet_jax.inference import sampling as motion_sampling
 from osmnet_jax.metrics import head_motion
 from osmnet_jax.stages import motion as motion_stage
@@ -14,7 +15,7 @@ T, O, L = 8, 4, 30  # clip length, overlap, audio frames (4 clips after edge-pad
 
 
 def tiny_cfg(model="osmnet", **kw):
-  c = motion_stage.motion_config()
+  c = default.get_config().motion
   c.update(model=model, num_frames=T, overlap=O, num_bases=4, motion_dim=8, hidden=16, depth=1,
            audio_dim=16, audio_channels=(4, 8), rhythm_dim=4, lstm_layers=1, noise_dim=4,
            batch_size=4, num_steps=3, log_every=1, sigma_passes=1, **kw)

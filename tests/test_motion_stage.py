@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import default
 from osmnet_jax.runtime import sharding
 from osmnet_jax.stages import motion as motion_stage
 
@@ -20,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny_cfg(model="osmnet", **kw):
   """T=8 <= the tiny dataset's 25-frame clips; every size small enough for a 2-core CPU."""
-  c = motion_stage.motion_config()
+  c = default.get_config().motion
   c.sigma_holdout_pct = 0  # all 6 tiny train clips train and measure sigma
   c.update(model=model, num_frames=8, overlap=4, num_bases=4, motion_dim=8, hidden=16, depth=1,
            audio_dim=16, audio_channels=(4, 8), rhythm_dim=4, lstm_layers=1, noise_dim=4,

@@ -18,6 +18,7 @@ import optax
 import pytest
 import torch
 
+from configs import default
 from osmnet_jax import renderer
 from osmnet_jax.convert import fomm as convert
 from osmnet_jax.face import geometry as fg
@@ -98,7 +99,7 @@ def _check_update(new_params_jax, module, lr, label):
 # Motion stage (model="osmnet").
 
 def tiny_motion_cfg(identity="none"):
-  c = ms.motion_config()
+  c = default.get_config().motion
   c.update(num_frames=8, num_bases=4, motion_dim=8, hidden=16, depth=2, audio_dim=16,
            audio_channels=(4, 8), rhythm_dim=4, identity=identity, image_size=16,
            warmup_steps=1, num_steps=10)
@@ -115,7 +116,7 @@ def motion_batch(c, b=3, seed=0):
 
 
 def test_motion_stage_parity():
-  """identity='image' (the optional IdentityEncoder branch; 'none' is the same minus it)."""
+  """identity='image' (the optional ImageIdentityEncoder branch; 'none' is the same minus it)."""
   c = tiny_motion_cfg("image")
   stage = ms.MotionStage(c)
   params = random_params(lambda: stage.init_params(jax.random.PRNGKey(0)), 1)
@@ -166,7 +167,7 @@ B, T, S = 2, 4, 32
 
 
 def tiny_expression_cfg():
-  c = es.expression_config()
+  c = default.get_config().expression
   c.update(dict(num_frames=T, batch_size=B, audio_dim=16, audio_channels=(4, 8), identity_dim=16,
                 identity_channels=(4, 8), expression_dim=16, temporal_layers=2,
                 landmark_hidden=32, kp_hidden=32, warmup_steps=1, num_steps=10))

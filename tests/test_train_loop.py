@@ -82,3 +82,29 @@ def test_nan_guard_stops_with_step_and_metric_and_keeps_good_checkpoint(tmp_path
   state, meta = ck.restore(_init())
   assert meta["step"] == 4 and meta["data_step"] == 4
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state))
+
+
+def test_ctrl_c_checkpoints_the_step_in_progress_and_resumes_exactly(tmp_path):
+  """SIGINT during step 3 (save_every=10): the loop finishes step 3, checkpoints it, raises
+  Interrupted(step=3); a rerun resumes from 3 and ends where an uninterrupted run ends."""
+  import os
+  import signal
+
+  def step_with_sigint(state, batch, rng):
+    out = _step(state, batch, rng)
+    if int(out[0]["step"]) == 3:
+      os.kill(os.getpid(), signal.SIGINT)
+    return out
+
+  d = tmp_path / "a"
+  ck = checkpointing.Checkpointer(str(d), max_to_keep=2, save_every=10)
+  with pytest.raises(train_loop.Interrupted) as e:
+    train_loop.run(name="toy", state=_init(), step_fn=step_with_sigint,
+                   make_iterator=lambda s: _Data(s), checkpointer=ck, num_steps=6,
+                   rng=jax.random.PRNGKey(0), log_every=1)
+  ck.close()
+  assert (e.value.step, e.value.saved) == (3, 3)
+  resumed, _ = _run(d, 6, save_every=10)
+  straight, _ = _run(tmp_path / "b", 6, save_every=10)
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

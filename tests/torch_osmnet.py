@@ -4,10 +4,10 @@ predictor on the frozen renderer), for parity tests and the JAX-vs-torch step be
 Mirrors, value for value:
   osmnet_jax/models/audio_encoder.py  AudioEncoder
   osmnet_jax/models/motion_space.py   OSMNetMotion (MotionSpace with the QR bases, AudioToMotion,
-                                      IdentityEncoder) and stages/motion_stage.py's osmnet loss
+                                      ImageIdentityEncoder) and stages/motion.py's osmnet loss
   osmnet_jax/models/expression.py     ExpressionEncoder (+ landmark loss)
   osmnet_jax/models/keypoint_predictor.py KeypointPredictor
-  osmnet_jax/stages/expression_stage.py   ExpressionStage.loss (w_rec = 0; the frozen KPDetector
+  osmnet_jax/stages/expression.py     ExpressionStage.loss (w_rec = 0; the frozen KPDetector
                                       is tests/torch_fomm.py's)
 Module attribute names equal the Flax submodule names (``Conv_0``, ``enc_blocks_0``, ...), so
 ``load_flax_params`` is a rename (kernel/scale -> weight) plus transposes. Layouts stay
@@ -101,7 +101,7 @@ class AudioEncoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Motion: MotionSpace, AudioToMotion, IdentityEncoder, OSMNetMotion and the motion loss.
+# Motion: MotionSpace, AudioToMotion, ImageIdentityEncoder, OSMNetMotion and the motion loss.
 
 def orthonormal_bases(w):
   """Q of qr(w) [D,M] with diag(R) > 0 (the sign fix makes Q a smooth function of w)."""
@@ -167,8 +167,8 @@ class MotionSpace(nn.Module):
     return self.dec_out(gelu(self.dec_norm(x)))
 
 
-class MotionIdentityEncoder(nn.Module):
-  """motion_space.IdentityEncoder: uint8 image [B,H,W,3] -> [B,F]."""
+class ImageIdentityEncoder(nn.Module):
+  """motion_space.ImageIdentityEncoder: uint8 image [B,H,W,3] -> [B,F]."""
 
   def __init__(self, features=32, channels=(16, 32, 64)):
     super().__init__()
@@ -218,10 +218,10 @@ class OSMNetMotion(nn.Module):
     self.audio_encoder = AudioEncoder(audio_dim, audio_channels)
     self.rhythm = nn.Linear(audio_dim, rhythm_dim)
     self.space = MotionSpace(num_frames, num_bases, motion_dim, hidden, depth, rhythm_dim)
-    ident_dim = 32 if identity == "image" else 0  # motion_space.IdentityEncoder() defaults
+    ident_dim = 32 if identity == "image" else 0  # motion_space.ImageIdentityEncoder() defaults
     self.mapper = AudioToMotion(audio_dim, num_frames, num_bases, hidden, depth, ident_dim)
     if identity == "image":
-      self.identity_encoder = MotionIdentityEncoder()
+      self.identity_encoder = ImageIdentityEncoder()
 
   @classmethod
   def from_config(cls, mcfg):
@@ -261,11 +261,11 @@ def motion_loss(model: OSMNetMotion, batch: dict, mcfg):
 
 
 # ----------------------------------------------------------------------------------------------
-# Expression: IdentityEncoder, TemporalConvBlock, LandmarkHead, ExpressionEncoder,
+# Expression: FaceIdentityEncoder, TemporalConvBlock, LandmarkHead, ExpressionEncoder,
 # KeypointPredictor and the expression loss.
 
-class ExpressionIdentityEncoder(nn.Module):
-  """expression.IdentityEncoder: source [B,H,W,3] float in [0,1] and/or landmarks -> [B,I]."""
+class FaceIdentityEncoder(nn.Module):
+  """expression.FaceIdentityEncoder: source [B,H,W,3] float in [0,1] and/or landmarks -> [B,I]."""
 
   def __init__(self, features=64, channels=(16, 32, 64), mode="image+landmarks"):
     super().__init__()
@@ -335,7 +335,7 @@ class ExpressionEncoder(nn.Module):
     c = ecfg
     self.use_pose, self.layers = c.landmark_use_pose, c.temporal_layers
     self.audio = AudioEncoder(c.audio_dim, tuple(c.audio_channels))
-    self.identity_encoder = ExpressionIdentityEncoder(c.identity_dim, tuple(c.identity_channels),
+    self.identity_encoder = FaceIdentityEncoder(c.identity_dim, tuple(c.identity_channels),
                                                       c.identity)
     self.fuse = nn.Linear(c.audio_dim + c.identity_dim, c.expression_dim)
     for i in range(c.temporal_layers):

@@ -57,8 +57,8 @@ def perceptual_loss(
   total = jnp.zeros((), jnp.float32)
   # Two VGG calls, not one on the concatenation [prediction; target]: the two chains are
   # independent, and XLA:CPU runs independent ops concurrently on separate cores (its conv and
-  # matmul kernels use ~1 core each here). Concatenating made the 64 px, batch 8 renderer step
-  # 1.5x slower (measured 2026-11-29, BENCHMARKS.md).
+  # matmul kernels use ~1 core each here). Concatenating made the renderer step slower
+  # (BENCHMARKS.md).
   for s in scales:
     fx = module.apply(variables, pyr_pred[pyramid_key(s)])
     fy = module.apply(variables, pyr_real[pyramid_key(s)])

@@ -51,7 +51,8 @@ class AudioEncoder(nn.Module):
     x = mel.reshape((-1,) + mel.shape[-2:])  # [N, 20, 80]
     x = ((x - self.mel_mean) / self.mel_std)[..., None]  # [N, 20, 80, 1]
     # LayerNorm: nn.LayerNorm's params and values, hand-written VJP (nn/layer_norm.py: the
-    # autodiff of flax's over 8-32 channels at N = B*T windows was ~25 % of the motion step).
+    # autodiff of flax's over 8-32 channels at N = B*T windows was a large share of the motion
+    # step; BENCHMARKS.md "Stage B").
     for c in self.channels:
       x = nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME")(x)  # halves time and frequency
       x = LayerNorm()(x)

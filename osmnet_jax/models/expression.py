@@ -84,8 +84,9 @@ def landmark_loss(pred: jax.Array, target: jax.Array, mouth_weight: float = 5.0)
 # ----------------------------------------------------------------------------------------------
 # Modules.
 
-class IdentityEncoder(nn.Module):
-  """Source image and/or landmarks -> identity feature [B, I] [ours]."""
+class FaceIdentityEncoder(nn.Module):
+  """Source image and/or landmarks -> identity feature [B, I] [ours]. (The motion stage's
+  ``motion_space.ImageIdentityEncoder`` reads the image only.)"""
 
   features: int = 64
   channels: Sequence[int] = (16, 32, 64)
@@ -161,7 +162,7 @@ class ExpressionEncoder(nn.Module):
     expression_dim: E.
     audio_dim, audio_channels: the AudioEncoder (features A, conv widths).
     identity: 'image' | 'landmarks' | 'image+landmarks' identity inputs.
-    identity_dim, identity_channels: the IdentityEncoder (features I, conv widths).
+    identity_dim, identity_channels: the FaceIdentityEncoder (features I, conv widths).
     temporal_layers, temporal_kernel: residual 1-D convs over the T frames of the window.
     landmark_head: decode landmarks [paper: landmark constraint] (False: expression only).
     landmark_hidden, landmark_depth, landmark_residual, use_pose: the LandmarkHead.
@@ -183,8 +184,8 @@ class ExpressionEncoder(nn.Module):
 
   def setup(self):
     self.audio = AudioEncoder(features=self.audio_dim, channels=tuple(self.audio_channels))
-    self.identity_encoder = IdentityEncoder(self.identity_dim, tuple(self.identity_channels),
-                                            self.identity)
+    self.identity_encoder = FaceIdentityEncoder(self.identity_dim, tuple(self.identity_channels),
+                                                self.identity)
     self.fuse = nn.Dense(self.expression_dim)
     self.temporal = [TemporalConvBlock(self.temporal_kernel) for _ in range(self.temporal_layers)]
     self.out_norm = nn.LayerNorm()

@@ -129,10 +129,11 @@ class MotionSpace(nn.Module):
                        f"{x.shape[-2]} frames; longer audio goes through motion_sampling")
 
 
-class IdentityEncoder(nn.Module):
-  """Source identity feature ([ours], optional): uint8 image [B,H,W,3] -> [B, F].
+class ImageIdentityEncoder(nn.Module):
+  """Source identity feature from the image only ([ours], optional): uint8 [B,H,W,3] -> [B, F].
 
-  A small strided conv stack with global mean pooling; any resolution.
+  A small strided conv stack with global mean pooling; any resolution. (The expression stage's
+  ``expression.FaceIdentityEncoder`` also reads landmarks and ends in a LayerNorm.)
   """
 
   features: int = 32
@@ -195,7 +196,7 @@ class OSMNetMotion(nn.Module):
                              self.depth)
     self.mapper = AudioToMotion(self.num_bases, self.hidden, self.depth)
     if self.identity == "image":
-      self.identity_encoder = IdentityEncoder()
+      self.identity_encoder = ImageIdentityEncoder()
 
   def audio_features(self, mel, train: bool = False):
     """mel windows [B, T, 20, 80] -> (content [B, T, A], rhythm [B, T, R])."""

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from osmnet_jax.models.audio_encoder import AudioEncoder
-from osmnet_jax.models.motion_space import POSE_DIM, IdentityEncoder
+from osmnet_jax.models.motion_space import POSE_DIM, ImageIdentityEncoder
 
 MODELS = ("audio2pose_lstm", "noise_sampler")
 
@@ -56,7 +56,8 @@ class PoseRegressor(nn.Module):
         noise = jnp.broadcast_to(noise[:, None, :], (b, t, self.noise_dim))
       parts.append(noise)
     if self.identity == "image":
-      ident = IdentityEncoder()(source)  # [B,F]
+      # Explicit name: the param scope of the checkpoints this module writes.
+      ident = ImageIdentityEncoder(name="IdentityEncoder_0")(source)  # [B,F]
       parts.append(jnp.broadcast_to(ident[:, None, :], (b, t, ident.shape[-1])))
     x = nn.Dense(self.hidden)(jnp.concatenate(parts, axis=-1))
     for _ in range(self.layers):

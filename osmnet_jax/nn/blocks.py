@@ -104,9 +104,9 @@ class AntiAliasInterpolation2d(nn.Module):
   FOMM convolves at full resolution and then slices `[::s, ::s]`; only those outputs are
   computed here. The Gaussian is separable, so the blur-and-pick is two small matmuls with
   `antialias_matrix` (rows, then columns): XLA:CPU ran the depthwise 13x13 conv's transpose (the
-  gradient of the prediction's image pyramid) as a slow lhs-dilated conv, ~75 ms per 64 px step
-  (benchmarks/profile_train_step.py); as matmuls both directions are cheap on every backend. (Older
-  FOMM used nearest `F.interpolate` by `scale`, which picks the same pixels.) Torch stores the
+  gradient of the prediction's image pyramid) as a slow lhs-dilated conv
+  (benchmarks/profile_train_step.py); as matmuls both directions are cheap on every backend. (FOMM's
+  nearest `F.interpolate` by `scale` variant picks the same pixels.) Torch stores the
   kernel as a buffer `down.weight` [C,1,k,k]; the converter checks it against
   `antialias_kernel` and drops it.
   """
@@ -137,7 +137,10 @@ class ResBlock2d(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    bn = lambda name: BatchNorm(not self.train, axis_name=self.bn_axis_name, name=name)
+
+    def bn(name):
+      return BatchNorm(not self.train, axis_name=self.bn_axis_name, name=name)
+
     out = nn.relu(bn("norm1")(x))
     out = conv(c, self.kernel_size, self.padding, "conv1", dtype=self.dtype)(out)
     out = nn.relu(bn("norm2")(out))

@@ -5,14 +5,14 @@ Why (profile of the renderer train step, `benchmarks/profile_train_step.py`, 64 
 perceptual pyramid's deep VGG convs run on 2x2 and 4x4 maps (VGG level 4-5 of the 1/4 and 1/2
 scale images). A 3x3 'same' conv whose window covers the whole input is rewritten by XLA's
 simplifier into a swapped-operand convolution (`dim_labels=01fb_o01i->f01b`) that XLA:CPU runs
-~30x slower than the equivalent matmul (115 ms vs 4 ms forward at 2x2x512, batch 8); those ~14
-convs were ~2 s of a ~2.8 s step. As an explicit im2col (9 shifted views concatenated on the
+far slower than the equivalent matmul, and those convs dominated the step (BENCHMARKS.md). As
+an explicit im2col (9 shifted views concatenated on the
 channel axis, [B*H*W, kh*kw*Cin] @ [kh*kw*Cin, Cout]) the same conv is a plain matmul, and its
 gradients (dx: matmul + the transpose of the concatenation; dw: one matmul) are plain too.
 
 On large maps XLA's own convolution is faster in the forward pass (the im2col copy is
 kh*kw times the input), so the matmul path is taken only where H*W <= IM2COL_MAX_PIXELS
-(64, i.e. up to 8x8; measured crossover between 8x8 and 16x16 on a 2-core AMD EPYC), and only
+(64, i.e. up to 8x8: the crossover lies between 8x8 and 16x16, BENCHMARKS.md), and only
 on the CPU backend by default: GPU/TPU convolution libraries have no such cliff.
 
 Parameters are `kernel` [kh, kw, Cin, Cout] and `bias` [Cout] exactly as in `nn.Conv`, so

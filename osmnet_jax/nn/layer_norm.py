@@ -2,22 +2,22 @@
 
 Why: in the motion stage's train step the audio encoder normalises [B*T, 10, 40, 8] activations
 over 8 channels. Autodiff of flax's LayerNorm leaves XLA:CPU a chain of small-axis reductions
-and broadcasts (≈ 28 ms of a ~115 ms step, BENCHMARKS.md "Stage B"); the closed-form backward
+and broadcasts (a large share of the step, BENCHMARKS.md "Stage B"); the closed-form backward
 
     xhat = (x - mean) * rstd,   g = dy * scale
     dx = rstd * (g - mean(g) - xhat * mean(g * xhat))      (means over the last axis)
     dscale = sum(dy * xhat),    dbias = sum(dy)             (sums over all leading axes)
 
-needs two reductions and reuses ``xhat`` and ``rstd`` from the forward: fwd+bwd 1.75x faster on
-that shape in an A/B in one process (32 vs 57 ms, 2-core AMD EPYC, 2026-11-29).
+needs two reductions and reuses ``xhat`` and ``rstd`` from the forward (A/B timing on that
+shape: BENCHMARKS.md "Stage B").
 
 Drop-in: same parameter names, shapes and initialisers as ``nn.LayerNorm()`` (``scale`` ones,
 ``bias`` zeros, epsilon 1e-6), so checkpoints and the PyTorch converters do not change; Flax's
 auto-naming gives the same ``LayerNorm_<i>`` scopes because the class has the same name. Values
 differ from flax's at float rounding only: the variance here is two-pass (mean of squared
 deviations, as torch computes it), flax's default is E[x^2] - E[x]^2. Statistics are computed
-in at least float32 (bf16 inputs); the output dtype is flax's (promote(x, params)). Reverse mode only
-(``jax.custom_vjp``): forward-mode derivatives (jvp, jacfwd) through it raise.
+in at least float32 (bf16 inputs); the output dtype is flax's (promote(x, params)). Reverse mode
+only (``jax.custom_vjp``): forward-mode derivatives (jvp, jacfwd) through it raise.
 """
 from __future__ import annotations
 

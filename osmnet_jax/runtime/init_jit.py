@@ -1,16 +1,15 @@
-"""``init_jit``: ``jax.jit`` for one-off programs (parameter initialisation), compiled cheaply on CPU.
+"""``init_jit``: ``jax.jit`` for one-off programs (parameter initialisation), compiled cheaply on
+CPU.
 
 Why: a Flax ``init`` under jit is a few hundred threefry random-bit generators (one per
-parameter, different shapes) and nothing else (the forward's outputs are dead code). With jax
-0.10's default ``jax_threefry_partitionable=True``, XLA:CPU's full optimisation pipeline spends
-~50 s compiling that program for the small test renderer (2-core AMD EPYC, 2026-11-29) — more
-than compiling the renderer's train step — and the init runs once. Compiled with
-``xla_backend_optimization_level=0`` and without LLVM's expensive passes the same program
-compiles in ~5 s and returns the same variables: the random bits are integer threefry and
-identical; the float maps that turn them into parameters may round differently without LLVM's
-optimisations (the small test renderer's 100 arrays came out bit-identical; a lecun-normal
-Dense differed by 1 ulp in 4 of 144 elements; tests/test_init_jit.py allows 2 ulp). The
-random streams do not change: same seed, same parameters as plain ``jax.jit`` up to rounding.
+parameter, different shapes) and nothing else (the forward's outputs are dead code). With jax's
+default ``jax_threefry_partitionable=True``, XLA:CPU's full optimisation pipeline spends longer
+compiling that program than the renderer's train step (BENCHMARKS.md), and the init runs once.
+Compiled with ``xla_backend_optimization_level=0`` and without LLVM's expensive passes the same
+program compiles several times faster and returns the same variables: the random bits are
+integer threefry and identical; the float maps that turn them into parameters may round
+differently without LLVM's optimisations (tests/test_init_jit.py allows 2 ulp). The random
+streams do not change: same seed, same parameters as plain ``jax.jit`` up to rounding.
 
 Only the CPU backend gets the cheap options; on GPU/TPU (or when the options are rejected) this
 is plain ``jax.jit``. Tracer arguments (``jax.eval_shape`` of a function that initialises)
@@ -63,5 +62,43 @@ def init_jit(fn: Callable | None = None, *, static_argnums: Sequence[int] = ()) 
         exe = lowered.compile()  # an XLA without these options: plain compile, same values
       compiled[key] = exe
     return exe(*dynamic)
+
+  return call
+
+
+class HashableConfig:
+  """A ConfigDict as a static jit argument: hashed and compared by its JSON, so equal configs
+  share one executable. Attribute access goes to the config."""
+
+  def __init__(self, cfg):
+    self.cfg = cfg
+    self._key = cfg.to_json_best_effort(sort_keys=True)
+
+  def __hash__(self):
+    return hash(self._key)
+
+  def __eq__(self, other):
+    return isinstance(other, HashableConfig) and self._key == other._key
+
+  def __getattr__(self, name):
+    return getattr(self.cfg, name)
+
+
+def config_jit(fn: Callable | None = None, *, static_argnums: Sequence[int] = (),
+               cheap_compile: bool = False) -> Callable:
+  """The one way to jit a function of a config: ``jax.jit`` (``init_jit`` with
+  ``cheap_compile``) whose static arguments may be ConfigDicts (wrapped in ``HashableConfig``).
+
+  Usable as ``config_jit(fn, static_argnums=(1,))`` or as a decorator."""
+  if fn is None:
+    return functools.partial(config_jit, static_argnums=static_argnums,
+                             cheap_compile=cheap_compile)
+  static = tuple(static_argnums)
+  jitted = (init_jit if cheap_compile else jax.jit)(fn, static_argnums=static)
+
+  @functools.wraps(fn)
+  def call(*args):
+    return jitted(*(HashableConfig(a) if i in static and hasattr(a, "to_json_best_effort")
+                    else a for i, a in enumerate(args)))
 
   return call

@@ -13,7 +13,8 @@ import math
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
 PMAP_AXIS = "batch"
@@ -39,8 +40,10 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dimension split over every mesh axis; the rest replicated."""
-  return NamedSharding(mesh, P(BATCH_AXES))
+  """Leading (batch) dimension split over the mesh's batch axes ('data' and/or 'fsdp'; every
+  axis of a mesh that has neither); the rest replicated."""
+  axes = tuple(a for a in mesh.axis_names if a in BATCH_AXES) or tuple(mesh.axis_names)
+  return NamedSharding(mesh, P(axes if len(axes) > 1 else axes[0]))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -1,11 +1,10 @@
 """XLA:CPU options that the entry points (train.py, eval.py, generate, benchmarks) set before JAX
 starts. Imports nothing heavy: it must run before the first JAX computation reads XLA_FLAGS.
 
-Why: on the renderer train step (64 px, batch 8, 2-core AMD EPYC, jax 0.10.2) XLA:CPU's default
-of handing every convolution to YNNPACK (`individual_convolution` in
-`xla_cpu_experimental_ynn_fusion_type`) was 1.37x slower than its Eigen convolutions in an A/B
-of the same step (1244 vs 907 ms, twice each; BENCHMARKS.md, 2026-11-29). Only the CPU backend
-reads these options; GPU/TPU runs are unaffected.
+Why: on the renderer train step XLA:CPU's default of handing every convolution to YNNPACK
+(`individual_convolution` in `xla_cpu_experimental_ynn_fusion_type`) is slower than its Eigen
+convolutions in an A/B of the same step (BENCHMARKS.md). Only the CPU backend reads these
+options; GPU/TPU runs are unaffected.
 
 Rules: a flag the user already put in XLA_FLAGS wins (never overridden or duplicated);
 `OSMNET_XLA_CPU_TUNING=0` turns this off; the flags are only added for the jaxlib minor versions

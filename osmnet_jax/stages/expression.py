@@ -1,8 +1,8 @@
 """Stage "expression": ExpressionEncoder + landmark head + KeypointPredictor on a FROZEN renderer.
 
-    stage = ExpressionStage(expression_config(), renderer.tiny_config())
+    stage = ExpressionStage(cfg.expression, renderer_model_config)
     state = stage.init_state(rng, renderer_variables, image_size)
-    step = stage.make_jit_step(mesh)                 # or stage.make_pmap_step()
+    step = stage.make_jit_step(mesh)                 # or stage.make_pmap_step()  (common.py)
     state, metrics = step(state, batch, rng)         # batch: input_pipeline windows (below)
     run_expression(cfg, builder, mesh, workdir, writer)   # train.py stage runner (cfg.expression)
 
@@ -40,68 +40,23 @@ import numpy as np
 import optax
 from absl import logging
 
-from osmnet_jax.face import geometry as fg
 from osmnet_jax import renderer
-from osmnet_jax.runtime import sharding as sharding_lib
-from osmnet_jax.runtime.init_jit import init_jit
+from osmnet_jax.face import geometry as fg
 from osmnet_jax.models import expression as expression_lib
 from osmnet_jax.models import keypoint_predictor as kp_lib
+from osmnet_jax.runtime import sharding as sharding_lib
+from osmnet_jax.runtime.init_jit import init_jit
+from osmnet_jax.stages import common
 
 BATCH_KEYS = ("frames", "source", "source_landmarks", "mel", "landmarks", "pose")
-
-
-def expression_config() -> ml_collections.ConfigDict:
-  """Defaults of the expression stage (``cfg.expression``); sizes CPU-friendly, all [ours]."""
-  c = ml_collections.ConfigDict()
-  c.num_frames = 8              # window length T (the temporal convs see the whole window)
-  c.batch_size = 8              # global batch of windows
-  c.num_steps = 2000
-  c.lr = 1e-3
-  c.warmup_steps = 100
-  c.grad_clip = 1.0
-  c.log_every = 50
-  c.save_every = 500
-  # ExpressionEncoder.
-  c.expression_dim = 64         # E
-  c.audio_dim = 64
-  c.audio_channels = (8, 16, 32)
-  c.identity = "image+landmarks"  # image | landmarks | image+landmarks
-  c.identity_dim = 64
-  c.identity_channels = (16, 32, 64)
-  c.temporal_layers = 2
-  c.temporal_kernel = 3
-  c.landmark_hidden = 128
-  c.landmark_depth = 2
-  c.landmark_residual = True    # landmarks = source landmarks + predicted offset
-  c.landmark_use_pose = True    # the head also sees the frame's pose (see models/expression.py)
-  # KeypointPredictor.
-  c.kp_hidden = 128
-  c.kp_temporal_layers = 1
-  c.kp_head_depth = 2
-  c.kp_jacobian = True
-  # Loss weights.
-  c.w_landmark = 1.0
-  c.mouth_weight = 5.0          # weight of iBUG 48-67 in the landmark L1 (others 1)
-  c.w_kp_value = 1.0
-  c.w_kp_jacobian = 0.5
-  c.w_rec = 0.0                 # rendered-frame L1; >0 renders B*T frames per step
-  c.render_frames_per_call = 0  # 0: all B*T frames in one generator call; n: chunks of n
-  # Renderer: "auto" = the renderer stage's checkpoint in the workdir if present, else a
-  # randomly initialised renderer (cfg.renderer or renderer.tiny_config()); "init" = always init.
-  c.renderer_source = "auto"
-  # Held-out evaluation (test split): `eval_passes` passes of random T-frame windows.
-  c.eval_split = "test"
-  c.eval_passes = 4
-  c.eval_batch = 16
-  return c
 
 
 @flax.struct.dataclass
 class ExpressionState:
   step: jax.Array
-  params: Any      # {'expression': ExpressionEncoder params, 'keypoints': KeypointPredictor params}
+  params: Any     # {'expression': ExpressionEncoder params, 'keypoints': KeypointPredictor params}
   opt_state: Any
-  renderer: Any    # FROZEN renderer variables {'kp_detector', 'generator'}: {'params','batch_stats'}
+  renderer: Any   # FROZEN renderer variables {'kp_detector', 'generator'}: {'params','batch_stats'}
 
 
 class ExpressionStage:
@@ -115,11 +70,16 @@ class ExpressionStage:
     self.encoder = expression_lib.from_config(ecfg)
     self.kp_predictor = kp_lib.from_config(ecfg)
     self.kp_detector = renderer.make_kp_detector(renderer_cfg)  # inference mode
+
+  @functools.cached_property
+  def tx(self) -> optax.GradientTransformation:
+    """The optimizer (built on first use: forward/predict/animate do not need it)."""
+    c = self.cfg
     # Warm-up starts at lr/100 (not 0) so that the very first step already moves the params.
     sched = optax.warmup_cosine_decay_schedule(
-        ecfg.lr * 0.01, ecfg.lr, max(1, min(ecfg.warmup_steps, ecfg.num_steps // 2)),
-        max(ecfg.num_steps, 2), end_value=ecfg.lr * 0.05)
-    self.tx = optax.chain(optax.clip_by_global_norm(ecfg.grad_clip), optax.adam(sched))
+        c.lr * 0.01, c.lr, max(1, min(c.warmup_steps, c.num_steps // 2)), max(c.num_steps, 2),
+        end_value=c.lr * 0.05)
+    return optax.chain(optax.clip_by_global_norm(c.grad_clip), optax.adam(sched))
 
   # ------------------------------------------------------------------------------------------
   def init_params(self, rng: jax.Array, image_size: int) -> dict:
@@ -130,7 +90,8 @@ class ExpressionStage:
     lm = jnp.zeros((1, fg.NUM_LANDMARKS, 2), self.dtype)
     pose = jnp.zeros((1, t, 6), self.dtype)
     p_enc = init_jit(self.encoder.init)(r_enc, mel, src, lm, pose)["params"]
-    kp_src = {"value": jnp.zeros((1, k, 2), self.dtype), "jacobian": jnp.zeros((1, k, 2, 2), self.dtype)}
+    kp_src = {"value": jnp.zeros((1, k, 2), self.dtype),
+              "jacobian": jnp.zeros((1, k, 2, 2), self.dtype)}
     expr = jnp.zeros((1, t, self.cfg.expression_dim), self.dtype)
     p_kp = init_jit(self.kp_predictor.init)(r_kp, kp_src, expr, pose)["params"]
     return {"expression": p_enc, "keypoints": p_kp}
@@ -150,7 +111,8 @@ class ExpressionStage:
   def detect(self, renderer_vars, images):
     """Frozen KPDetector on [N,H,W,3] (or [B,T,H,W,3]) images in [0,1]."""
     lead = images.shape[:-3]
-    kp = self.kp_detector.apply(renderer_vars["kp_detector"], images.reshape((-1,) + images.shape[-3:]))
+    kp = self.kp_detector.apply(renderer_vars["kp_detector"],
+                                images.reshape((-1,) + images.shape[-3:]))
     return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), kp)
 
   def forward(self, params, renderer_vars, batch, train: bool = True) -> dict:
@@ -206,17 +168,12 @@ class ExpressionStage:
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def make_jit_step(self, mesh):
-    """jit over ``mesh``: state replicated and donated, batch sharded on the batch axes."""
-    rep = sharding_lib.replicated(mesh)
-    return jax.jit(self.train_step,
-                   in_shardings=(rep, sharding_lib.batch_sharding(mesh), rep),
-                   out_shardings=(rep, rep), donate_argnums=0)
+    """``common.make_jit_step`` of this step (state replicated)."""
+    return common.make_jit_step(self.train_step, mesh)
 
   def make_pmap_step(self):
-    """pmap over local devices (axis 'batch'): state with a leading device axis (``replicate``),
-    batch [n_dev, B/n_dev, ...], one rng shared by all devices."""
-    return jax.pmap(functools.partial(self.train_step, axis_name=sharding_lib.PMAP_AXIS),
-                    axis_name=sharding_lib.PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=0)
+    """``common.make_pmap_step`` of this step (state from ``sharding.replicate``)."""
+    return common.make_pmap_step(self.train_step)
 
   @functools.partial(jax.jit, static_argnums=0)
   def predict(self, params, renderer_vars, batch) -> dict:
@@ -238,72 +195,6 @@ class ExpressionStage:
                                 self.cfg.render_frames_per_call or None)
     return {"frames": frames, "kp": out["kp"],
             "landmarks": expression_lib.denormalise_landmarks(out["landmarks"], size)}
-
-
-# ----------------------------------------------------------------------------------------------
-# Held-out evaluation.
-
-def evaluate(stage: ExpressionStage, params, renderer_vars, builder, split: str = "test",
-             seed: int = 0, passes: int = 4, batch: int = 16) -> dict:
-  """Predicted vs true landmarks on ``split`` windows (teacher-forced pose).
-
-  Returns mouth_open_corr (Pearson over all frames between face_geometry.mouth_opening of the
-  predicted and the true landmarks), mouth_open_std_ratio (pred std / true std: 0 means a mouth
-  that never moves), landmark L1 ([-1,1] units and pixels), mouth L1 (pixels), lmd_mouth
-  (metrics.lip_sync), the copy-source baseline (source landmarks as every frame's prediction),
-  and keypoint L1 vs the frozen detector on the true frames (and its copy-source baseline).
-  Control: mouth_open_corr_shuffled_audio predicts every window with the mel of another window
-  of the batch (rolled by one); if the lip motion comes from the audio it falls towards 0.
-  """
-  import tensorflow_datasets as tfds
-
-  from osmnet_jax.input import pipeline as input_pipeline
-  from osmnet_jax.metrics import lip_sync
-
-  t = stage.cfg.num_frames
-  pred, true, src, kp_err, kp_src_err, jac_err, shuf = [], [], [], [], [], [], []
-  for p in range(passes):
-    ds = input_pipeline.make_dataset(builder, split, batch, t, seed=seed + 104729 * (p + 1),
-                                     shuffle_buffer=0, repeat=False, drop_remainder=False,
-                                     process_index=0, process_count=1)
-    for b in tfds.as_numpy(ds):
-      b = {k: b[k] for k in BATCH_KEYS}
-      out = jax.device_get(stage.predict(params, renderer_vars, b))
-      pred.append(np.asarray(out["landmarks"], np.float64))
-      rolled = {**b, "mel": np.roll(b["mel"], 1, axis=0)}
-      shuf.append(np.asarray(stage.predict(params, renderer_vars, rolled)["landmarks"], np.float64))
-      true.append(b["landmarks"].astype(np.float64))
-      src.append(np.broadcast_to(b["source_landmarks"][:, None], b["landmarks"].shape))
-      kv, kt = out["kp"]["value"], out["kp_true"]["value"]
-      kp_err.append(np.abs(kv - kt).mean((2, 3)).ravel())
-      kp_src_err.append(np.abs(out["kp_src"]["value"][:, None] - kt).mean((2, 3)).ravel())
-      jac_err.append(np.abs(out["kp"]["jacobian"] - out["kp_true"]["jacobian"]).mean((2, 3, 4))
-                     .ravel())
-  if not pred:
-    raise ValueError(f"split {split!r} has no clip of at least {t} frames")
-  size = builder.info.features["frames"].shape[1]
-  pred = np.concatenate([x.reshape(-1, 68, 2) for x in pred])
-  true = np.concatenate([x.reshape(-1, 68, 2) for x in true])
-  src = np.concatenate([np.asarray(x, np.float64).reshape(-1, 68, 2) for x in src])
-  shuf = np.concatenate([x.reshape(-1, 68, 2) for x in shuf])
-  mo_p, mo_t = fg.mouth_opening(pred), fg.mouth_opening(true)
-  to_norm = 2.0 / size
-  return {
-      "split": split, "num_frames": int(pred.shape[0]), "image_size": int(size),
-      "mouth_open_corr": lip_sync.pearson(mo_p, mo_t),
-      "mouth_open_std_ratio": float(mo_p.std() / max(mo_t.std(), 1e-12)),
-      "mouth_open_corr_shuffled_audio": lip_sync.pearson(fg.mouth_opening(shuf), mo_t),
-      "landmark_l1": float(np.abs(pred - true).mean() * to_norm),
-      "landmark_l1_px": float(np.abs(pred - true).mean()),
-      "mouth_l1_px": float(np.abs(pred - true)[:, fg.MOUTH].mean()),
-      "lmd_mouth_px": lip_sync.lmd_mouth(pred, true),
-      "copy_source_landmark_l1_px": float(np.abs(src - true).mean()),
-      "copy_source_mouth_l1_px": float(np.abs(src - true)[:, fg.MOUTH].mean()),
-      "copy_source_lmd_mouth_px": lip_sync.lmd_mouth(src, true),
-      "kp_value_l1": float(np.concatenate(kp_err).mean()),
-      "kp_jacobian_l1": float(np.concatenate(jac_err).mean()),
-      "copy_source_kp_value_l1": float(np.concatenate(kp_src_err).mean()),
-  }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,71 +288,46 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
 
   The renderer (variables and model config) comes from ``resolve_renderer``; the result says
   which source it used (``renderer_source``: argument | checkpoint | init)."""
-  from osmnet_jax import checkpointing
-  from osmnet_jax.input import pipeline as input_pipeline
-  from osmnet_jax.stages import loop as train_loop
+  from osmnet_jax.stages import expression_eval
+  from osmnet_jax.stages import renderer as renderer_train
 
   ecfg = cfg.expression
   size = int(builder.info.features["frames"].shape[1])
   renderer_variables, rcfg, source = resolve_renderer(cfg, workdir, size, renderer_variables)
+  rcfg = renderer_train.model_config(rcfg)  # without the renderer stage's own fields
   renderer_variables = jax.device_get(
       {k: renderer_variables[k] for k in ("kp_detector", "generator")})
   logging.info("expression: renderer variables from %s", source)
-
   stage = ExpressionStage(ecfg, rcfg)
   ckdir = checkpoint_dir(workdir)
-  os.makedirs(ckdir, exist_ok=True)
-  parallel = cfg.get("parallel", "jit")
-  if jax.process_index() == 0:  # what a loader needs to rebuild the restore target
-    with open(os.path.join(ckdir, "expression_config.json"), "w") as f:
-      json.dump({"expression": ecfg.to_dict(), "renderer": rcfg.to_dict(), "image_size": size,
-                 "renderer_source": source, "parallel": parallel,
-                 "replicas": jax.local_device_count() if parallel == "pmap" else 0}, f, indent=2)
-  per_process = sharding_lib.check_batch_size(ecfg.batch_size, mesh)
+  # What a loader needs to rebuild the restore target.
+  common.write_json_once(os.path.join(ckdir, "expression_config.json"), {
+      "expression": ecfg.to_dict(), "renderer": rcfg.to_dict(), "image_size": size,
+      "renderer_source": source, "parallel": cfg.parallel})
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
-  state = stage.init_state(init_rng, renderer_variables, size)
-  if parallel == "pmap":
-    state = sharding_lib.replicate(state)
-    step_fn = stage.make_pmap_step()
-  else:
-    state = jax.device_put(state, sharding_lib.replicated(mesh))
-    step_fn = stage.make_jit_step(mesh)
-  data_cfg = cfg.get("data", ml_collections.ConfigDict())
-
-  def make_iterator(start_step):
-    ds = input_pipeline.make_dataset(
-        builder, "train", per_process, ecfg.num_frames, seed=cfg.seed, start_step=start_step,
-        shuffle_buffer=data_cfg.get("shuffle_buffer", 256),
-        augment=tuple(data_cfg.get("augment", ())))
-    ds = ds.map(lambda b: {k: b[k] for k in BATCH_KEYS})
-    return input_pipeline.DeviceIterator(ds, mesh, layout=parallel,
-                                         prefetch=data_cfg.get("prefetch", 2),
-                                         start_step=start_step)
-
-  ck = checkpointing.Checkpointer(ckdir, save_every=ecfg.save_every)
+  make_iterator = common.make_iterator_factory(cfg, builder, mesh, "train", ecfg.batch_size,
+                                               ecfg.num_frames, keys=BATCH_KEYS)
   t0 = time.perf_counter()
-  state, last = train_loop.run(
-      name="expression", state=state, step_fn=step_fn, make_iterator=make_iterator,
-      checkpointer=ck, num_steps=ecfg.num_steps, rng=step_rng, log_every=ecfg.log_every,
-      writer=writer, meta={"renderer_source": source})
+  state, last = common.fit(
+      name="expression", train_step=stage.train_step,
+      state=stage.init_state(init_rng, renderer_variables, size), mesh=mesh,
+      parallel=cfg.parallel, make_iterator=make_iterator, ckdir=ckdir,
+      num_steps=ecfg.num_steps, save_every=ecfg.save_every, rng=step_rng,
+      log_every=ecfg.log_every, writer=writer, meta={"renderer_source": source})
   train_s = time.perf_counter() - t0
-  ck.close()
-  if parallel == "pmap":
-    state = sharding_lib.unreplicate(state)
   state = jax.device_get(state)
   t1 = time.perf_counter()
-  ev = evaluate(stage, state.params, state.renderer, builder, split=ecfg.eval_split,
-                seed=cfg.seed, passes=ecfg.eval_passes, batch=ecfg.eval_batch)
+  ev = expression_eval.evaluate(stage, state.params, state.renderer, builder,
+                                split=ecfg.eval_split, seed=cfg.seed, passes=ecfg.eval_passes,
+                                batch=ecfg.eval_batch)
   ev["eval_seconds"] = time.perf_counter() - t1
   result = {"step": int(state.step), "train_seconds": train_s, "renderer_source": source,
             "last_metrics": last, "checkpoint_dir": ckdir, "eval": ev}
-  if jax.process_index() == 0:
-    with open(os.path.join(ckdir, "eval.json"), "w") as f:
-      json.dump(result, f, indent=2)
-    if writer is not None:
-      for k, v in ev.items():
-        if isinstance(v, float):
-          writer.add_scalar(f"expression_eval/{k}", v, int(state.step))
+  common.write_json_once(os.path.join(ckdir, "eval.json"), result)
+  if writer is not None:
+    for k, v in ev.items():
+      if isinstance(v, float):
+        writer.add_scalar(f"expression_eval/{k}", v, int(state.step))
   logging.info("expression: step %d in %.1f s; held-out mouth-opening corr %.3f, landmark L1 "
                "%.3f px (copy-source %.3f px)", int(state.step), train_s, ev["mouth_open_corr"],
                ev["landmark_l1_px"], ev["copy_source_landmark_l1_px"])
@@ -492,55 +358,3 @@ def load_expression(workdir: str) -> tuple[ExpressionStage, dict, dict]:
     state = sharding_lib.unreplicate(state)
   state = jax.device_get(state)
   return stage, state.params, state.renderer
-
-
-def main(argv=None) -> dict:
-  """Standalone run of this stage (before train.py wires it), e.g.
-
-    python -m osmnet_jax.stages.expression --workdir /tmp/expr --data_dir /tmp/tfds_expr \\
-        --set num_steps=600 --set batch_size=8
-
-  Data: synth_talk ``--builder_config`` in ``--data_dir`` (built if missing); renderer:
-  renderer.tiny_config() (from ``WORKDIR/checkpoints/renderer`` when present, else initialised).
-  ``--set key=value`` overrides cfg.expression fields (values are Python literals).
-  Prints the result (train time, last metrics, held-out evaluation) as JSON.
-  """
-  import argparse
-  import ast
-
-  from osmnet_jax.input import datasets
-
-  p = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--data_dir", default="")
-  p.add_argument("--builder_config", default="64px")
-  p.add_argument("--parallel", default="jit", choices=("jit", "pmap"))
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-  args = p.parse_args(argv)
-  cfg = ml_collections.ConfigDict()
-  cfg.seed = args.seed
-  cfg.parallel = args.parallel
-  cfg.renderer = renderer.tiny_config()
-  cfg.data = ml_collections.ConfigDict(dict(name="synth_talk", builder_config=args.builder_config,
-                                            data_dir=args.data_dir, shuffle_buffer=256,
-                                            prefetch=2, augment=()))
-  cfg.expression = expression_config()
-  for item in args.set:
-    key, value = item.split("=", 1)
-    try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass  # a bare string
-    cfg.expression[key] = value
-  logging.set_verbosity(logging.INFO)
-  builder = datasets.get_builder(cfg.data)
-  mesh = sharding_lib.make_mesh()
-  os.makedirs(args.workdir, exist_ok=True)
-  result = run_expression(cfg, builder, mesh, args.workdir, None)
-  print(json.dumps(result, indent=2))
-  return result
-
-
-if __name__ == "__main__":
-  main()

@@ -10,11 +10,15 @@ mesh or pmap), its initial state, a ``DeviceIterator`` factory and a ``Checkpoin
   * stops with the step and the offending metric when a metric is NaN/inf (NaN guard) and
     never checkpoints a non-finite state;
   * shows a progress bar with steps/s and ETA and writes TensorBoard scalars;
-  * checkpoints every ``save_every`` steps and at the end (async; waited for before return).
+  * checkpoints every ``save_every`` steps and at the end (async; waited for before return);
+  * on Ctrl-C checkpoints the step in progress once it finishes and raises ``Interrupted``
+    after the saves are written (a second Ctrl-C stops at once).
 """
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -27,9 +31,51 @@ class NonFiniteError(FloatingPointError):
   pass
 
 
+class Interrupted(Exception):
+  """Ctrl-C during ``run``: ``step`` finished steps, ``saved`` the latest complete checkpoint."""
+
+  def __init__(self, name: str, step: int, saved: int | None):
+    super().__init__(f"{name}: interrupted at step {step} (last checkpoint: step {saved})")
+    self.name, self.step, self.saved = name, step, saved
+
+
 def _mean_metrics(metrics: dict) -> dict[str, float]:
   # pmap metrics carry a leading device axis; jit metrics are scalars.
   return {k: float(np.mean(np.asarray(v))) for k, v in jax.device_get(metrics).items()}
+
+
+def _finite_metrics(name: str, step: int, metrics: dict, checkpointer) -> dict[str, float]:
+  """Host metrics of ``step``; NonFiniteError (NaN guard) when one is NaN/inf."""
+  current = _mean_metrics(metrics)
+  bad = {k: v for k, v in current.items() if not math.isfinite(v)}
+  if bad:
+    raise NonFiniteError(
+        f"{name}: step {step}: non-finite metric(s) {bad}; the last good checkpoint is "
+        f"step {checkpointer.latest_step()} in {checkpointer.directory}. Lower the learning "
+        f"rate or check the data.")
+  return current
+
+
+class _StopOnSigint:
+  """While active (main thread only): the first SIGINT asks the loop to stop after the current
+  step, so no library call is cut off mid-way; a second SIGINT raises KeyboardInterrupt."""
+
+  def __enter__(self):
+    self.requested = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
 
 
 def run(
@@ -71,40 +117,44 @@ def run(
   bar = tqdm(total=num_steps, initial=start, desc=name, unit="step",
              disable=jax.process_index() != 0, dynamic_ncols=True)
   t0, s0 = time.perf_counter(), start
+  done = start  # last finished step
+  interrupted = False
   try:
-    for step in range(start + 1, num_steps + 1):
-      batch = next(it)
-      state, metrics = step_fn(state, batch, rng_for_step(rng, step))
-      bar.update(1)
-      is_log = step % log_every == 0 or step == num_steps
-      is_save = step == num_steps or (checkpointer.save_every > 0
-                                      and step % checkpointer.save_every == 0)
-      if is_log or is_save:  # the guard runs before every save: no NaN state is checkpointed
-        current = _mean_metrics(metrics)
-        bad = {k: v for k, v in current.items() if not math.isfinite(v)}
-        if bad:
-          raise NonFiniteError(
-              f"{name}: step {step}: non-finite metric(s) {bad}; the last good checkpoint is "
-              f"step {checkpointer.latest_step()} in {checkpointer.directory}. Lower the learning "
-              f"rate or check the data.")
-      if is_log:
-        last = current
-        rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
-        t0, s0 = time.perf_counter(), step
-        last["steps_per_s"] = rate
-        bar.set_postfix({k: f"{v:.4g}" for k, v in list(last.items())[:4]})
-        if writer is not None:
-          for k, v in last.items():
-            writer.add_scalar(f"{name}/{k}", v, step)
-        if on_log is not None:
-          on_log(step, state, batch)
-      if is_save:
-        checkpointer.save(step, export_state(state),
-                          {"step": step, "data_step": step, "stage": name, **(meta or {})},
-                          force=True)
+    with _StopOnSigint() as stop:
+      for step in range(start + 1, num_steps + 1):
+        batch = next(it)
+        state, metrics = step_fn(state, batch, rng_for_step(rng, step))
+        done = step
+        bar.update(1)
+        interrupted = stop.requested  # Ctrl-C: checkpoint this step, then stop
+        is_log = step % log_every == 0 or step == num_steps
+        is_save = interrupted or step == num_steps or (
+            checkpointer.save_every > 0 and step % checkpointer.save_every == 0)
+        if is_log or is_save:  # the guard runs before every save: no NaN state is checkpointed
+          current = _finite_metrics(name, step, metrics, checkpointer)
+        if is_log:
+          rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
+          t0, s0 = time.perf_counter(), step
+          last = {**current, "steps_per_s": rate}
+          bar.set_postfix({k: f"{v:.4g}" for k, v in list(last.items())[:4]})
+          if writer is not None:
+            for k, v in last.items():
+              writer.add_scalar(f"{name}/{k}", v, step)
+          if on_log is not None:
+            on_log(step, state, batch)
+        if is_save:
+          checkpointer.save(step, export_state(state),
+                            {"step": step, "data_step": step, "stage": name, **(meta or {})},
+                            force=True)
+        if interrupted:
+          break
+  except KeyboardInterrupt:  # a second Ctrl-C: stop at once (the last checkpoint stays)
+    interrupted = True
   finally:
     bar.close()
     checkpointer.wait()
     if hasattr(it, "close"):
       it.close()
+  if interrupted:
+    raise Interrupted(name, done, checkpointer.latest_step())
   return state, last

@@ -1,8 +1,8 @@
 """Stage "motion": OSM-Net's motion space + audio mapper, or a pose baseline, as a pure step.
 
-    stage = MotionStage(motion_config())             # cfg.motion.model: osmnet | audio2pose_lstm
+    stage = MotionStage(cfg.motion)                  # cfg.motion.model: osmnet | audio2pose_lstm
     state = stage.init_state(rng)                    #                    | noise_sampler
-    step = stage.make_jit_step(mesh)                 # or stage.make_pmap_step()
+    step = stage.make_jit_step(mesh)                 # or stage.make_pmap_step()  (common.py)
     state, metrics = step(state, batch, rng)         # batch: {'mel' [B,T,20,80], 'pose' [B,T,6]
                                                      #         (normalised), 'source' [B,H,W,3]}
     run_motion(cfg, builder, mesh, workdir, writer)  # train.py stage runner (cfg.motion)
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import time
 from typing import Any
@@ -46,65 +45,12 @@ import numpy as np
 import optax
 from absl import logging
 
+from osmnet_jax.models import motion_space, pose_baselines
 from osmnet_jax.runtime import sharding as sharding_lib
 from osmnet_jax.runtime.init_jit import init_jit
-from osmnet_jax.models import motion_space, pose_baselines
+from osmnet_jax.stages import common
 
 MODELS = ("osmnet",) + pose_baselines.MODELS
-
-
-def motion_config() -> ml_collections.ConfigDict:
-  """Defaults of the motion stage (``cfg.motion``); sizes are CPU-friendly [ours]."""
-  c = ml_collections.ConfigDict()
-  c.model = "osmnet"            # osmnet | audio2pose_lstm | noise_sampler
-  c.num_frames = 32             # clip length T (synth_talk clips are 50 frames)
-  c.batch_size = 16             # global batch of clips
-  c.num_steps = 3000
-  c.lr = 2e-3
-  c.warmup_steps = 100
-  c.grad_clip = 1.0
-  c.log_every = 50
-  c.save_every = 1000
-  c.image_size = 64             # only for identity="image" (source image size)
-  c.identity = "none"           # none | image: source identity feature into the mapper. [ours]
-  #   Default none: in the datasets the source is a frame of the same clip, so the source image
-  #   leaks that clip's head pose into alpha_hat and shrinks the measured residual spread.
-  c.audio_dim = 64
-  c.audio_channels = (8, 16, 32)  # AudioEncoder conv widths (its stride-2 stages)
-  c.hidden = 64
-  c.depth = 2
-  # OSM-Net motion space.
-  c.num_bases = 16              # M (a 32-frame synth_talk pose clip has ~16 degrees of freedom)
-  c.motion_dim = 64             # D
-  c.rhythm_dim = 16
-  c.w_rec = 1.0
-  c.w_map = 1.0
-  c.w_rec_mapped = 0.1
-  c.w_alpha = 1e-3
-  # Residual spread sigma_k: `sigma_passes` passes over windows of the train split (new windows
-  # each). sigma_holdout_pct > 0 keeps that last percentage of the train clips out of training
-  # and measures sigma on them [ours]: on the clips it was trained on, the mapper partly
-  # memorises each clip's alpha, which shrinks the residual and hence the sampled diversity.
-  #   Default 10 [ours]: on synth_talk/64px (BENCHMARKS.md) sigma from the training clips
-  #   themselves is ~half the true per-audio spread after 3000 steps (the mapper memorises).
-  c.sigma_passes = 4
-  c.sigma_holdout_pct = 10
-  # Sampling ([ours]): delta_k ~ U(-w, w), w = diversity * sample_width * sigma_k. sample_width
-  # sqrt(3) gives the uniform the variance of the measured residual at diversity 1.
-  c.sample_width = math.sqrt(3.0)
-  c.diversity = 1.0
-  # Frames shared by consecutive clips on long audio (cross-fade) [ours]. Not more than needed for
-  # a seamless join: in a shared frame the two clips' sampled deviations (same delta, different
-  # clip timing) are averaged, which shrinks the spread there (16 of 32 frames: -7% diversity
-  # on synth_talk vs 8 frames, BENCHMARKS.md).
-  c.overlap = 8
-  c.per_clip_noise = False      # long audio: one delta per sequence (False) or per clip (True)
-  # Baselines.
-  c.lstm_layers = 2
-  c.noise_dim = 16
-  c.noise_per_frame = False     # noise_sampler: one noise vector per clip (False) or per frame
-  c.loss = "l1"                 # baselines' regression loss: l1 | l2
-  return c
 
 
 def build_model(mcfg):
@@ -148,11 +94,16 @@ class MotionStage:
   def __init__(self, mcfg):
     self.cfg = mcfg
     self.model = build_model(mcfg)
-    warmup = max(1, min(mcfg.warmup_steps, mcfg.num_steps // 2))
+
+  @functools.cached_property
+  def tx(self) -> optax.GradientTransformation:
+    """The optimizer (built on first use: sampling does not need it)."""
+    c = self.cfg
+    warmup = max(1, min(c.warmup_steps, c.num_steps // 2))
     # Linear warmup from lr / warmup (the first step already moves), cosine decay to 5 %.
     sched = optax.warmup_cosine_decay_schedule(
-        mcfg.lr / warmup, mcfg.lr, warmup, max(mcfg.num_steps, 2), end_value=mcfg.lr * 0.05)
-    self.tx = optax.chain(optax.clip_by_global_norm(mcfg.grad_clip), optax.adam(sched))
+        c.lr / warmup, c.lr, warmup, max(c.num_steps, 2), end_value=c.lr * 0.05)
+    return optax.chain(optax.clip_by_global_norm(c.grad_clip), optax.adam(sched))
 
   @property
   def uses_source(self) -> bool:
@@ -237,17 +188,12 @@ class MotionStage:
     return MotionState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def make_jit_step(self, mesh):
-    """jit over ``mesh``: state replicated and donated, batch sharded on the batch axes."""
-    rep = sharding_lib.replicated(mesh)
-    return jax.jit(self.train_step,
-                   in_shardings=(rep, sharding_lib.batch_sharding(mesh), rep),
-                   out_shardings=(rep, rep), donate_argnums=0)
+    """``common.make_jit_step`` of this step (state replicated)."""
+    return common.make_jit_step(self.train_step, mesh)
 
   def make_pmap_step(self):
-    """pmap over local devices (axis 'batch'): state with a leading device axis (``replicate``),
-    batch [n_dev, B/n_dev, ...], one rng shared by all devices."""
-    return jax.pmap(functools.partial(self.train_step, axis_name=sharding_lib.PMAP_AXIS),
-                    axis_name=sharding_lib.PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=0)
+    """``common.make_pmap_step`` of this step (state from ``sharding.replicate``)."""
+    return common.make_pmap_step(self.train_step)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,59 +266,28 @@ def estimate_sigma(stage: MotionStage, params, builder, seed: int = 0, passes: i
 
 def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
   """Train ``cfg.motion.model`` on the train split, then store its residual spread."""
-  from osmnet_jax import checkpointing
-  from osmnet_jax.input import pipeline as input_pipeline
-  from osmnet_jax.stages import loop as train_loop
-
   mcfg = cfg.motion
   stage = MotionStage(mcfg)
   ckdir = checkpoint_dir(workdir, mcfg.model)
-  os.makedirs(ckdir, exist_ok=True)
-  parallel = cfg.get("parallel", "jit")
-  if jax.process_index() == 0:  # what load_motion needs to rebuild the restore target
-    with open(os.path.join(ckdir, "motion_config.json"), "w") as f:
-      json.dump({**mcfg.to_dict(), "parallel": parallel,
-                 "replicas": jax.local_device_count() if parallel == "pmap" else 0}, f, indent=2)
-  per_process = sharding_lib.check_batch_size(mcfg.batch_size, mesh)
-  rng = jax.random.PRNGKey(cfg.seed)
-  init_rng, step_rng = jax.random.split(rng)
-  state = stage.init_state(init_rng)
-  if parallel == "pmap":
-    state = sharding_lib.replicate(state)
-    step_fn = stage.make_pmap_step()
-  else:
-    state = jax.device_put(state, sharding_lib.replicated(mesh))
-    step_fn = stage.make_jit_step(mesh)
-  keys = stage.batch_keys()
-  data_cfg = cfg.get("data", ml_collections.ConfigDict())
-
-  def make_iterator(start_step):
-    ds = input_pipeline.make_dataset(
-        builder, splits(mcfg)[0], per_process, mcfg.num_frames, seed=cfg.seed,
-        start_step=start_step,
-        shuffle_buffer=data_cfg.get("shuffle_buffer", 256))
-    ds = ds.map(lambda b: {k: b[k] for k in keys})  # frames/landmarks never reach the devices
-    return input_pipeline.DeviceIterator(ds, mesh, layout=parallel,
-                                         prefetch=data_cfg.get("prefetch", 2),
-                                         start_step=start_step)
-
-  ck = checkpointing.Checkpointer(ckdir, save_every=mcfg.save_every)
+  # What load_motion needs to rebuild the restore target.
+  common.write_json_once(os.path.join(ckdir, "motion_config.json"),
+                         {**mcfg.to_dict(), "parallel": cfg.parallel})
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
+  make_iterator = common.make_iterator_factory(
+      cfg, builder, mesh, splits(mcfg)[0], mcfg.batch_size, mcfg.num_frames,
+      keys=stage.batch_keys(), augment=False)  # frames/landmarks never reach the devices
   name = os.path.basename(ckdir)
   t0 = time.perf_counter()
-  state, last = train_loop.run(
-      name=name, state=state, step_fn=step_fn, make_iterator=make_iterator, checkpointer=ck,
-      num_steps=mcfg.num_steps, rng=step_rng, log_every=mcfg.log_every, writer=writer,
-      meta={"model": mcfg.model})
+  state, last = common.fit(
+      name=name, train_step=stage.train_step, state=stage.init_state(init_rng), mesh=mesh,
+      parallel=cfg.parallel, make_iterator=make_iterator, ckdir=ckdir,
+      num_steps=mcfg.num_steps, save_every=mcfg.save_every, rng=step_rng,
+      log_every=mcfg.log_every, writer=writer, meta={"model": mcfg.model})
   train_s = time.perf_counter() - t0
-  ck.close()
-  if parallel == "pmap":
-    state = sharding_lib.unreplicate(state)
   params = jax.device_get(state.params)
   stats = estimate_sigma(stage, params, builder, seed=cfg.seed, passes=mcfg.sigma_passes)
   stats.update(step=int(state.step), model=mcfg.model, split=splits(mcfg)[1])
-  if jax.process_index() == 0:
-    with open(os.path.join(ckdir, "sigma.json"), "w") as f:
-      json.dump(stats, f, indent=2)
+  common.write_json_once(os.path.join(ckdir, "sigma.json"), stats)
   logging.info("%s: trained to step %d in %.1f s; %s", name, int(state.step), train_s,
                {k: v for k, v in stats.items() if k in ("sigma", "pose_residual_std")})
   return {"model": mcfg.model, "step": int(state.step), "train_seconds": train_s,

@@ -2,7 +2,7 @@
 
     stage = RendererStage(cfg)                       # cfg: renderer.vox256_config() / tiny_config()
     state = stage.init_state(rng, image_size)
-    step = stage.make_jit_step(mesh)                 # or stage.make_pmap_step()
+    step = stage.make_jit_step(mesh)                 # or stage.make_pmap_step()  (common.py)
     state, metrics = step(state, batch, rng)         # batch: {'source', 'driving'} uint8 [B,H,W,3]
 
 One step follows FOMM's `GeneratorFullModel` (+ `DiscriminatorFullModel` when the GAN is on):
@@ -25,12 +25,15 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from osmnet_jax import renderer
-from osmnet_jax.runtime import sharding
 from osmnet_jax.losses import equivariance, gan, perceptual
-from osmnet_jax.runtime.sharding import BATCH_AXES, PMAP_AXIS
+from osmnet_jax.runtime import sharding
+from osmnet_jax.stages import common
+
+GENERATOR_GROUPS = ("kp_detector", "generator")  # trained jointly by one loss
 
 
 @flax.struct.dataclass
@@ -60,7 +63,8 @@ class RendererStage:
     self.cfg = cfg
     self.dtype = dtype
     t = cfg.train
-    self.use_gan = bool(cfg.discriminator.get("enabled", False)) and t.loss_weights.generator_gan != 0
+    self.use_gan = (bool(cfg.discriminator.get("enabled", False))
+                    and t.loss_weights.generator_gan != 0)
     self.txs = {
         "kp_detector": _adam(t.lr_kp_detector, t),
         "generator": _adam(t.lr_generator, t),
@@ -98,125 +102,123 @@ class RendererStage:
   # --------------------------------------------------------------------------------------------
   def train_step(self, state: RendererState, batch: dict, rng: jax.Array, axis_name=None):
     """Pure: (state, batch, rng) -> (state, metrics). `axis_name` only under pmap/shard_map."""
-    cfg, t = self.cfg, self.cfg.train
-    w = t.loss_weights
     source = batch["source"].astype(self.dtype) / 255.0  # [B,H,W,3]
     driving = batch["driving"].astype(self.dtype) / 255.0
-    b = source.shape[0]
-    n_layers = len(w.perceptual)
+    self._check_pyramid(source)
+    # Global sample indices so per-sample noise is the same however the batch is split.
+    ids = jnp.arange(source.shape[0])
+    if axis_name is not None:
+      ids = ids + jax.lax.axis_index(axis_name) * source.shape[0]
+    tps = equivariance.random_tps(jax.random.fold_in(rng, 0), ids,
+                                  **dict(self.cfg.train.transform_params))
+    loss_fn = functools.partial(self._generator_loss, state, source, driving, tps, axis_name)
+    grads, (losses, new_stats, pred, kp_drv_value) = jax.grad(loss_fn, has_aux=True)(
+        {k: state.params[k] for k in GENERATOR_GROUPS})
+    if axis_name is not None:
+      grads = jax.lax.pmean(grads, axis_name)
+      losses = jax.lax.pmean(losses, axis_name)
+    params, opt_state = self._adam_update(state, grads)
+    stats = dict(state.batch_stats) | new_stats
+    metrics = dict(losses)
+    if self.use_gan:  # FOMM's DiscriminatorFullModel on the detached prediction.
+      d_loss, d_stats, dgrads = self._discriminator_grads(state, driving, pred, kp_drv_value)
+      if axis_name is not None:
+        dgrads = jax.lax.pmean(dgrads, axis_name)
+        d_loss = jax.lax.pmean(d_loss, axis_name)
+      d_params, d_opt = self._adam_update(state, {"discriminator": dgrads})
+      params, opt_state = params | d_params, opt_state | d_opt
+      stats["discriminator"] = d_stats
+      metrics["disc_gan"] = d_loss
+    metrics["total"] = sum(losses.values())
+    new_state = state.replace(step=state.step + 1, params=dict(state.params) | params,
+                              batch_stats=stats, opt_state=dict(state.opt_state) | opt_state)
+    return new_state, metrics
+
+  def _check_pyramid(self, source):
+    t, n_layers = self.cfg.train, len(self.cfg.train.loss_weights.perceptual)
     if self.vgg is not None and min(source.shape[1:3]) * min(t.scales) < 2 ** (n_layers - 1):
       raise ValueError(
           f"perceptual loss: VGG layer {n_layers} sees the 1/{2 ** (n_layers - 1)} map of the "
           f"{min(t.scales)}-scale image, empty at {source.shape[1]}x{source.shape[2]}; drop small "
-          "train.scales or use fewer train.loss_weights.perceptual entries"
-      )
-    # Global sample indices so per-sample noise is the same however the batch is split.
-    ids = jnp.arange(b)
-    if axis_name is not None:
-      ids = ids + jax.lax.axis_index(axis_name) * b
-    rng_tps = jax.random.fold_in(rng, 0)
-    tps = equivariance.random_tps(rng_tps, ids, **dict(t.transform_params))
+          "train.scales or use fewer train.loss_weights.perceptual entries")
 
+  def _adam_update(self, state: RendererState, grads: dict) -> tuple[dict, dict]:
+    """One optimizer step per group in ``grads`` -> (new params, new opt states) of those."""
+    params, opt = {}, {}
+    for k, g in grads.items():
+      upd, opt[k] = self.txs[k].update(g, state.opt_state[k], state.params[k])
+      params[k] = optax.apply_updates(state.params[k], upd)
+    return params, opt
+
+  def _generator_loss(self, state, source, driving, tps, axis_name, params):
+    """FOMM's GeneratorFullModel: (total, (losses, new BN stats, prediction, kp_drv values)).
+
+    source, driving: [B,H,W,3] in [0,1]; ``params``: {'kp_detector', 'generator'}."""
+    cfg, w = self.cfg, self.cfg.train.loss_weights
     kp_mod = renderer.make_kp_detector(cfg, train=True, bn_axis_name=axis_name)
     gen_mod = renderer.make_generator(cfg, train=True, bn_axis_name=axis_name)
-    disc_eval = renderer.make_discriminator(cfg, train=False) if self.use_gan else None
-    scales = tuple(t.scales)
 
-    def loss_fn(params):
-      def kp_apply(x, stats):
-        out, upd = kp_mod.apply(
-            {"params": params["kp_detector"], "batch_stats": stats}, x, mutable=["batch_stats"]
-        )
-        return out, upd["batch_stats"]
+    def kp_apply(x, stats):  # the detector's BN statistics advance call by call, as in torch
+      out, upd = kp_mod.apply({"params": params["kp_detector"], "batch_stats": stats}, x,
+                              mutable=["batch_stats"])
+      return out, upd["batch_stats"]
 
-      kp_src, s_kp = kp_apply(source, state.batch_stats["kp_detector"])
-      kp_drv, s_kp = kp_apply(driving, s_kp)
-      gen_out, upd = gen_mod.apply(
-          {"params": params["generator"], "batch_stats": state.batch_stats["generator"]},
-          source, kp_drv, kp_src, mutable=["batch_stats"],
-      )
-      pred = gen_out["prediction"]
-      losses = {}
-      if self.vgg is not None:
-        losses["perceptual"] = perceptual.perceptual_loss(
-            self.vgg, state.loss_params, pred, driving, scales, tuple(w.perceptual)
-        )
-      if self.use_gan:
-        kp_val = jax.lax.stop_gradient(kp_drv["value"])
-        dvars = {
-            "params": state.params["discriminator"],
-            "batch_stats": state.batch_stats["discriminator"],
-        }
-        d_scales = tuple(cfg.discriminator.scales)
-        fake = disc_eval.apply(dvars, perceptual.image_pyramid(pred, d_scales), kp_val)
-        real = disc_eval.apply(dvars, perceptual.image_pyramid(driving, d_scales), kp_val)
-        losses["gen_gan"] = gan.generator_gan_loss(fake, d_scales, w.generator_gan)
-        if sum(w.feature_matching):
-          losses["feature_matching"] = gan.feature_matching_loss(
-              real, fake, d_scales, tuple(w.feature_matching)
-          )
-      if w.equivariance_value or w.equivariance_jacobian:
-        transformed = equivariance.transform_frame(tps, driving)
-        kp_tr, s_kp = kp_apply(transformed, s_kp)
-        losses.update(
-            equivariance.equivariance_losses(
-                tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian
-            )
-        )
-      total = sum(losses.values())
-      new_stats = {"kp_detector": s_kp, "generator": upd["batch_stats"]}
-      return total, (losses, new_stats, pred, kp_drv["value"])
+    kp_src, s_kp = kp_apply(source, state.batch_stats["kp_detector"])
+    kp_drv, s_kp = kp_apply(driving, s_kp)
+    gen_out, upd = gen_mod.apply(
+        {"params": params["generator"], "batch_stats": state.batch_stats["generator"]},
+        source, kp_drv, kp_src, mutable=["batch_stats"])
+    pred = gen_out["prediction"]
+    losses = {}
+    if self.vgg is not None:
+      losses["perceptual"] = perceptual.perceptual_loss(
+          self.vgg, state.loss_params, pred, driving, tuple(cfg.train.scales), tuple(w.perceptual))
+    if self.use_gan:
+      losses.update(self._generator_gan_losses(state, pred, driving, kp_drv["value"]))
+    if w.equivariance_value or w.equivariance_jacobian:
+      kp_tr, s_kp = kp_apply(equivariance.transform_frame(tps, driving), s_kp)
+      losses.update(equivariance.equivariance_losses(
+          tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian))
+    new_stats = {"kp_detector": s_kp, "generator": upd["batch_stats"]}
+    return sum(losses.values()), (losses, new_stats, pred, kp_drv["value"])
 
-    grads, (losses, new_stats, pred, kp_drv_value) = jax.grad(loss_fn, has_aux=True)(
-        {k: state.params[k] for k in ("kp_detector", "generator")}
-    )
-    if axis_name is not None:
-      grads = jax.lax.pmean(grads, axis_name)
-      losses = jax.lax.pmean(losses, axis_name)
+  def _generator_gan_losses(self, state, pred, driving, kp_value) -> dict:
+    """Generator GAN + feature matching with the discriminator in eval mode (frozen spectral-norm
+    vectors [ours]; torch advances them in this pass too)."""
+    w, d_scales = self.cfg.train.loss_weights, tuple(self.cfg.discriminator.scales)
+    disc = renderer.make_discriminator(self.cfg, train=False)
+    kp_value = jax.lax.stop_gradient(kp_value)
+    dvars = {"params": state.params["discriminator"],
+             "batch_stats": state.batch_stats["discriminator"]}
+    fake = disc.apply(dvars, perceptual.image_pyramid(pred, d_scales), kp_value)
+    real = disc.apply(dvars, perceptual.image_pyramid(driving, d_scales), kp_value)
+    losses = {"gen_gan": gan.generator_gan_loss(fake, d_scales, w.generator_gan)}
+    if sum(w.feature_matching):
+      losses["feature_matching"] = gan.feature_matching_loss(real, fake, d_scales,
+                                                             tuple(w.feature_matching))
+    return losses
 
-    new_params, new_opt = dict(state.params), dict(state.opt_state)
-    for k in ("kp_detector", "generator"):
-      upd, new_opt[k] = self.txs[k].update(grads[k], state.opt_state[k], state.params[k])
-      new_params[k] = optax.apply_updates(state.params[k], upd)
-    stats = dict(state.batch_stats) | new_stats
+  def _discriminator_grads(self, state, driving, pred, kp_value):
+    """FOMM's DiscriminatorFullModel on the detached prediction -> (loss, stats, grads)."""
+    d_scales = tuple(self.cfg.discriminator.scales)
+    disc = renderer.make_discriminator(self.cfg, train=True)
+    pred = jax.lax.stop_gradient(pred)
+    kp_value = jax.lax.stop_gradient(kp_value)
 
-    metrics = dict(losses)
-    if self.use_gan:  # FOMM's DiscriminatorFullModel on the detached prediction.
-      disc_train = renderer.make_discriminator(cfg, train=True)
-      d_scales = tuple(cfg.discriminator.scales)
-      pred_d = jax.lax.stop_gradient(pred)
-      kp_val = jax.lax.stop_gradient(kp_drv_value)
+    def d_loss_fn(dparams):
+      dvars = {"params": dparams, "batch_stats": state.batch_stats["discriminator"]}
+      real, upd1 = disc.apply(dvars, perceptual.image_pyramid(driving, d_scales), kp_value,
+                              mutable=["batch_stats"])
+      dvars = {"params": dparams, "batch_stats": upd1["batch_stats"]}
+      fake, upd2 = disc.apply(dvars, perceptual.image_pyramid(pred, d_scales), kp_value,
+                              mutable=["batch_stats"])
+      loss = gan.discriminator_loss(real, fake, d_scales,
+                                    self.cfg.train.loss_weights.discriminator_gan)
+      return loss, upd2["batch_stats"]
 
-      def d_loss_fn(dparams):
-        dvars = {"params": dparams, "batch_stats": state.batch_stats["discriminator"]}
-        real, upd1 = disc_train.apply(
-            dvars, perceptual.image_pyramid(driving, d_scales), kp_val, mutable=["batch_stats"]
-        )
-        dvars = {"params": dparams, "batch_stats": upd1["batch_stats"]}
-        fake, upd2 = disc_train.apply(
-            dvars, perceptual.image_pyramid(pred_d, d_scales), kp_val, mutable=["batch_stats"]
-        )
-        loss = gan.discriminator_loss(real, fake, d_scales, w.discriminator_gan)
-        return loss, upd2["batch_stats"]
-
-      (d_loss, d_stats), dgrads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-          state.params["discriminator"]
-      )
-      if axis_name is not None:
-        dgrads = jax.lax.pmean(dgrads, axis_name)
-        d_loss = jax.lax.pmean(d_loss, axis_name)
-      upd, new_opt["discriminator"] = self.txs["discriminator"].update(
-          dgrads, state.opt_state["discriminator"], state.params["discriminator"]
-      )
-      new_params["discriminator"] = optax.apply_updates(state.params["discriminator"], upd)
-      stats["discriminator"] = d_stats
-      metrics["disc_gan"] = d_loss
-
-    metrics["total"] = sum(losses.values())
-    new_state = state.replace(
-        step=state.step + 1, params=new_params, batch_stats=stats, opt_state=new_opt
-    )
-    return new_state, metrics
+    (d_loss, d_stats), dgrads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+        state.params["discriminator"])
+    return d_loss, d_stats, dgrads
 
   # --------------------------------------------------------------------------------------------
   def state_shardings(self, mesh: Mesh, state: RendererState,
@@ -235,28 +237,9 @@ class RendererStage:
     )
 
   def make_jit_step(self, mesh: Mesh, state_sharding: RendererState | None = None):
-    """jit over `mesh`: state donated and laid out by `state_sharding` (default: replicated;
-    pass `state_shardings(mesh, state)` for FSDP: XLA then all-gathers each weight where it is
-    used and reduce-scatters its gradient, and the update runs on the local shard), batch split
-    over the mesh's batch axes ('data' and/or 'fsdp'), rng replicated. The output state has the
-    input's layout, so step n+1 reuses step n's executable. Returns step(state, batch, rng)."""
-    axes = tuple(a for a in mesh.axis_names if a in BATCH_AXES) or tuple(mesh.axis_names)
-    repl = NamedSharding(mesh, P())
-    state_sh = repl if state_sharding is None else state_sharding
-    batch_sh = NamedSharding(mesh, P(axes if len(axes) > 1 else axes[0]))
-    return jax.jit(
-        self.train_step,
-        in_shardings=(state_sh, batch_sh, repl),
-        out_shardings=(state_sh, repl),
-        donate_argnums=(0,),
-    )
+    """``common.make_jit_step`` of this step; pass ``state_shardings(mesh, state)`` for FSDP."""
+    return common.make_jit_step(self.train_step, mesh, state_sharding)
 
   def make_pmap_step(self):
-    """pmap over local devices with axis_name 'batch'. state: replicated with a leading device
-    axis (`replicate`), batch: [n_dev, B/n_dev, H, W, 3], rng: one key shared by all devices."""
-    return jax.pmap(
-        functools.partial(self.train_step, axis_name=PMAP_AXIS),
-        axis_name=PMAP_AXIS,
-        in_axes=(0, 0, None),
-        donate_argnums=(0,),
-    )
+    """``common.make_pmap_step`` of this step (state from ``sharding.replicate``)."""
+    return common.make_pmap_step(self.train_step)

@@ -1,0 +1,33 @@
+r"""Renderer only, FOMM's vox-256 architecture and objective (paper scale; needs an accelerator).
+
+  python train.py --workdir runs/vox256 --config configs/renderer_vox256.py
+
+synth_talk at 128 px (its largest); for real 256-px videos set --config.data.name=talking_videos
+--config.data.data_dir=DIR. Results: BENCHMARKS.md.
+"""
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.stages = ("renderer",)
+  c.data.builder_config = "128px"
+  r = c.renderer
+  r.kp_detector.block_expansion = 32
+  r.kp_detector.max_features = 1024
+  r.kp_detector.num_blocks = 5
+  r.generator.block_expansion = 64
+  r.generator.max_features = 512
+  r.generator.num_bottleneck_blocks = 6
+  r.generator.output_blend = "none"
+  r.generator.dense_motion_params.block_expansion = 64
+  r.generator.dense_motion_params.max_features = 1024
+  r.generator.dense_motion_params.num_blocks = 5
+  r.discriminator.block_expansion = 32
+  r.discriminator.max_features = 512
+  r.discriminator.num_blocks = 4
+  r.train.lr_generator = 2e-4
+  r.train.lr_kp_detector = 2e-4
+  r.train.lr_discriminator = 2e-4
+  r.train.scales = (1.0, 0.5, 0.25, 0.125)
+  return c

@@ -1,0 +1,132 @@
+"""What every training stage shares: the compiled step (jit or pmap), data iterators, the
+checkpointed loop.
+
+Each stage has a pure ``train_step(state, batch, rng, axis_name=None) -> (state, metrics)``;
+``axis_name`` is set only under pmap, where the step ``lax.pmean``s its gradients and metrics.
+
+    step = make_jit_step(stage.train_step, mesh, state_sharding)   # or make_pmap_step(...)
+    state, metrics = step(state, batch, rng)
+    state, metrics = fit(name=..., train_step=stage.train_step, state=state, ...)  # a stage run
+
+Checkpoints hold one format whichever way a run trained: the host state without a device axis
+(a pmap run unreplicates before saving and replicates after restoring).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+import jax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from osmnet_jax import checkpointing
+from osmnet_jax.runtime import sharding
+from osmnet_jax.stages import loop as train_loop
+
+
+def make_jit_step(train_step: Callable, mesh: Mesh, state_sharding: Any = None) -> Callable:
+  """jit over ``mesh``: state donated and laid out by ``state_sharding`` (default replicated;
+  a pytree of shardings for FSDP: XLA then all-gathers each weight where it is used and
+  reduce-scatters its gradient), batch split over the mesh's batch axes, rng replicated. The
+  output state has the input's layout, so step n+1 reuses step n's executable."""
+  repl = NamedSharding(mesh, P())
+  state_sh = repl if state_sharding is None else state_sharding
+  return jax.jit(train_step, in_shardings=(state_sh, sharding.batch_sharding(mesh), repl),
+                 out_shardings=(state_sh, repl), donate_argnums=(0,))
+
+
+def make_pmap_step(train_step: Callable) -> Callable:
+  """pmap over the local devices (axis 'batch'): state with a leading device axis
+  (``sharding.replicate``), batch [n_dev, B/n_dev, ...], one rng shared by all devices."""
+  return jax.pmap(functools.partial(train_step, axis_name=sharding.PMAP_AXIS),
+                  axis_name=sharding.PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=(0,))
+
+
+def place(train_step: Callable, state: Any, mesh: Mesh, parallel: str,
+          state_sharding: Any = None) -> tuple[Any, Callable, Callable, Callable]:
+  """(state on the devices, compiled step, to_host, to_devices) for ``parallel`` jit | pmap.
+
+  ``to_host`` maps the device state to the saved form (no device axis); ``to_devices`` is its
+  inverse (a restored checkpoint lands straight in the training layout)."""
+  if parallel == "pmap":
+    return (sharding.replicate(state), make_pmap_step(train_step), sharding.unreplicate,
+            sharding.replicate)
+  if parallel != "jit":
+    raise ValueError(f"config.parallel={parallel!r}: use 'jit' or 'pmap'")
+  sh = sharding.replicated(mesh) if state_sharding is None else state_sharding
+
+  def put(s):
+    return jax.device_put(s, sh)
+
+  return put(state), make_jit_step(train_step, mesh, sh), lambda s: s, put
+
+
+def make_iterator_factory(cfg, builder, mesh, split: str, batch_size: int, num_frames: int,
+                          keys: tuple[str, ...] | None = None, augment: bool = True,
+                          transform: Callable | None = None) -> Callable[[int], Any]:
+  """``start_step -> DeviceIterator`` over ``split`` windows of ``num_frames`` frames.
+
+  ``keys``: the batch entries the step reads (others never reach the devices); ``transform``:
+  a tf.data map applied last. Data options come from ``cfg.data``; ``cfg.parallel`` picks the
+  device layout."""
+  from osmnet_jax.input import pipeline as input_pipeline
+
+  per_process = sharding.check_batch_size(batch_size, mesh)
+  data = cfg.data
+
+  def make(start_step: int):
+    ds = input_pipeline.make_dataset(
+        builder, split, per_process, num_frames, seed=cfg.seed, start_step=start_step,
+        shuffle_buffer=data.shuffle_buffer, augment=tuple(data.augment) if augment else ())
+    if keys is not None:
+      ds = ds.map(lambda b: {k: b[k] for k in keys})
+    if transform is not None:
+      ds = ds.map(transform)
+    return input_pipeline.DeviceIterator(ds, mesh, layout=cfg.parallel, prefetch=data.prefetch,
+                                         start_step=start_step)
+
+  return make
+
+
+def fit(*, name: str, train_step: Callable, state: Any, mesh: Mesh, parallel: str,
+        make_iterator: Callable[[int], Any], ckdir: str, num_steps: int, save_every: int,
+        rng: jax.Array, log_every: int, writer=None, keep: int = 3, meta: dict | None = None,
+        state_sharding: Any = None, to_saved: Callable = lambda s: s,
+        from_saved: Callable = lambda s: s,
+        on_log: Callable[[int, Any, dict], None] | None = None) -> tuple[Any, dict]:
+  """Compile ``train_step``, resume from ``ckdir`` and train to ``num_steps`` (stages/loop.py).
+
+  ``to_saved`` / ``from_saved`` drop / re-attach what the checkpoint need not hold (host form).
+  ``on_log(step, host_state, batch)`` runs at every log step. Returns (host state, last
+  logged metrics)."""
+  state, step_fn, to_host, to_devices = place(train_step, state, mesh, parallel, state_sharding)
+
+  def export_state(s):
+    return to_saved(to_host(s))
+
+  def hook(step, s, batch):
+    on_log(step, to_host(s), batch)
+
+  ck = checkpointing.Checkpointer(ckdir, max_to_keep=keep, save_every=save_every)
+  try:
+    state, metrics = train_loop.run(
+        name=name, state=state, step_fn=step_fn, make_iterator=make_iterator, checkpointer=ck,
+        num_steps=num_steps, rng=rng, log_every=log_every, writer=writer,
+        on_log=hook if on_log else None, meta=meta, export_state=export_state,
+        import_state=lambda s: to_devices(from_saved(s)))
+  finally:
+    ck.close()
+  return to_host(state), metrics
+
+
+def write_json_once(path: str, obj: dict) -> None:
+  """Process 0 writes ``obj`` to ``path`` (creating its folder)."""
+  import json
+
+  if jax.process_index() != 0:
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=2, default=list)

@@ -1,0 +1,114 @@
+"""Up-front checks of a train.py config: every bad value is reported before anything trains,
+naming the field and its valid range (train.py exits 2 with the messages)."""
+from __future__ import annotations
+
+import math
+
+STAGES = ("data", "renderer", "motion", "expression")
+DATASETS = ("synth_talk", "talking_videos")
+PARALLEL = ("jit", "pmap")
+
+
+class ConfigError(ValueError):
+  """One or more invalid config values; ``str`` lists them, one per line."""
+
+
+def _int_at_least(errors, cfg, path: str, low: int):
+  v = _get(cfg, path)
+  if isinstance(v, bool) or not isinstance(v, int) or v < low:
+    errors.append(f"config.{path}={v!r}: must be an integer >= {low}")
+
+
+def _positive_float(errors, cfg, path: str):
+  v = _get(cfg, path)
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+    errors.append(f"config.{path}={v!r}: must be a finite number > 0")
+
+
+def _one_of(errors, cfg, path: str, allowed):
+  v = _get(cfg, path)
+  if v not in allowed:
+    errors.append(f"config.{path}={v!r}: use one of {tuple(allowed)}")
+
+
+def _get(cfg, path: str):
+  for k in path.split("."):
+    cfg = cfg[k]
+  return cfg
+
+
+def check(cfg) -> None:
+  """Raises ConfigError listing every invalid field of the stages ``cfg.stages`` runs."""
+  from osmnet_jax import renderer
+  from osmnet_jax.models import expression as expression_lib
+  from osmnet_jax.stages import motion
+
+  errors: list[str] = []
+  stages = tuple(cfg.stages)
+  unknown = [s for s in stages if s not in STAGES]
+  if unknown or not stages:
+    errors.append(f"config.stages={stages!r}: use a non-empty sequence of {STAGES}")
+  _one_of(errors, cfg, "parallel", PARALLEL)
+  _one_of(errors, cfg, "data.name", DATASETS)
+  _int_at_least(errors, cfg, "batch_size", 1)
+  _int_at_least(errors, cfg, "log_every", 1)
+  _int_at_least(errors, cfg, "data.prefetch", 1)
+  _int_at_least(errors, cfg, "data.shuffle_buffer", 0)
+  if "data" in stages:
+    _int_at_least(errors, cfg, "data_check_steps", 1)
+    _int_at_least(errors, cfg, "data.num_frames", 1)
+  if "renderer" in stages:
+    for f, low in (("steps", 1), ("save_every", 0), ("keep", 1), ("grid_every", 0),
+                   ("sample_clips", 0)):
+      _int_at_least(errors, cfg, f"renderer.{f}", low)
+    for f in ("lr_generator", "lr_kp_detector", "lr_discriminator"):
+      _positive_float(errors, cfg, f"renderer.train.{f}")
+    _one_of(errors, cfg, "renderer.compute_dtype", renderer.COMPUTE_DTYPES)
+    scales = tuple(cfg.renderer.train.scales)
+    if not scales or not all(0 < s <= 1 for s in scales):
+      errors.append(f"config.renderer.train.scales={scales!r}: must be non-empty, each in (0, 1]")
+  if "motion" in stages:
+    models = tuple(cfg.motion_models)
+    if not models or any(m not in motion.MODELS for m in models):
+      errors.append(f"config.motion_models={models!r}: use a non-empty sequence of "
+                    f"{motion.MODELS}")
+    _stage_b(errors, cfg, "motion", min_frames=2)
+    v = cfg.motion.sigma_holdout_pct
+    if not isinstance(v, int) or not 0 <= v < 100:
+      errors.append(f"config.motion.sigma_holdout_pct={v!r}: must be an integer in [0, 99]")
+    _int_at_least(errors, cfg, "motion.sigma_passes", 1)
+    _one_of(errors, cfg, "motion.identity", ("none", "image"))
+  if "expression" in stages:
+    _stage_b(errors, cfg, "expression", min_frames=1)
+    _one_of(errors, cfg, "expression.identity", expression_lib.IDENTITY_MODES)
+    _one_of(errors, cfg, "expression.renderer_source", ("auto", "init"))
+    _int_at_least(errors, cfg, "expression.eval_passes", 1)
+    _int_at_least(errors, cfg, "expression.eval_batch", 1)
+  if errors:
+    raise ConfigError("\n".join(errors))
+
+
+def _stage_b(errors, cfg, name: str, min_frames: int):
+  _int_at_least(errors, cfg, f"{name}.num_steps", 1)
+  _int_at_least(errors, cfg, f"{name}.batch_size", 1)
+  _int_at_least(errors, cfg, f"{name}.num_frames", min_frames)
+  _int_at_least(errors, cfg, f"{name}.log_every", 1)
+  _int_at_least(errors, cfg, f"{name}.save_every", 0)
+  _int_at_least(errors, cfg, f"{name}.warmup_steps", 0)
+  _positive_float(errors, cfg, f"{name}.lr")
+  _positive_float(errors, cfg, f"{name}.grad_clip")
+
+
+def check_devices(cfg, mesh) -> None:
+  """Every global batch of the stages that run must split evenly over the mesh's devices."""
+  n = mesh.size
+  fields = [("batch_size", ("data", "renderer"))]
+  fields += [("motion.batch_size", ("motion",)), ("expression.batch_size", ("expression",))]
+  errors = []
+  for path, used_by in fields:
+    v = _get(cfg, path)
+    if any(s in cfg.stages for s in used_by) and v % n:
+      errors.append(f"config.{path}={v} does not divide over the {n} devices of the mesh: use a "
+                    f"multiple of {n}")
+  if errors:
+    raise ConfigError("\n".join(errors))

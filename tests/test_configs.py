@@ -1,0 +1,46 @@
+"""configs/: every renderer model field is spelled in the default config, and every shipped config
+passes train.py's up-front checks."""
+from __future__ import annotations
+
+import pytest
+
+from configs import default, renderer_cpu_budget, renderer_vox256, tiny_test
+from osmnet_jax import renderer
+from osmnet_jax.stages import config_check
+from osmnet_jax.stages import renderer as renderer_train
+
+
+def _keys(d, prefix=""):
+  out = set()
+  for k, v in d.items():
+    out.add(prefix + k)
+    if isinstance(v, dict):
+      out |= _keys(v, f"{prefix}{k}.")
+  return out
+
+
+def test_default_renderer_lists_every_model_field():
+  mcfg = renderer_train.model_config(default.get_config().renderer)
+  assert _keys(mcfg.to_dict()) == _keys(renderer.vox256_config().to_dict())
+
+
+def test_vox256_config_is_fomms_architecture():
+  mcfg = renderer_train.model_config(renderer_vox256.get_config().renderer)
+  assert mcfg.to_dict() == renderer.vox256_config().to_dict()
+
+
+@pytest.mark.parametrize("module", [default, tiny_test, renderer_cpu_budget, renderer_vox256])
+def test_shipped_configs_pass_the_checks(module):
+  config_check.check(module.get_config())
+
+
+def test_check_lists_every_bad_field():
+  c = default.get_config()
+  c.renderer.steps = -5
+  c.motion.sigma_holdout_pct = 100
+  c.expression.identity = "face"
+  with pytest.raises(config_check.ConfigError) as e:
+    config_check.check(c)
+  msg = str(e.value)
+  assert "config.renderer.steps=-5" in msg and "config.motion.sigma_holdout_pct=100" in msg
+  assert "config.expression.identity='face'" in msg
