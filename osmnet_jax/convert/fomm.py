@@ -66,8 +66,6 @@ Training-side traps (tests/test_renderer_train_torch.py checks them against the 
 """
 
 import argparse
-import json
-import os
 import re
 from typing import Any
 
@@ -78,6 +76,7 @@ import numpy as np
 
 from osmnet_jax import renderer
 from osmnet_jax.nn.blocks import antialias_kernel
+from osmnet_jax.workdir import load_converted, save_converted  # noqa: F401  (re-exported)
 
 
 class CheckpointMismatchError(ValueError):
@@ -379,32 +378,6 @@ def load_audio2head(path: str) -> tuple[dict, ml_collections.ConfigDict]:
   from osmnet_jax.convert import audio2head as convert_audio2head  # pylint: disable=g-import-not-at-top  (imports us)
 
   return convert_audio2head.convert_audio2head(read_torch_checkpoint(path))
-
-
-def save_converted(variables: dict, cfg, out_dir: str) -> str:
-  """Writes `out_dir/converted` (orbax) and `out_dir/config.json`; returns the checkpoint path."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  out_dir = os.path.abspath(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, "converted")
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(path, variables, force=True)
-  ckptr.wait_until_finished()
-  with open(os.path.join(out_dir, "config.json"), "w") as f:
-    f.write(cfg.to_json(indent=2, sort_keys=True))
-  return path
-
-
-def load_converted(out_dir: str) -> tuple[dict, ml_collections.ConfigDict]:
-  """Reads what `save_converted` wrote."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  out_dir = os.path.abspath(out_dir)
-  with open(os.path.join(out_dir, "config.json")) as f:
-    cfg = ml_collections.ConfigDict(json.load(f))
-  variables = ocp.StandardCheckpointer().restore(os.path.join(out_dir, "converted"))
-  return variables, cfg
 
 
 def main(argv=None):

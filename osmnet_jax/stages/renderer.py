@@ -23,13 +23,12 @@ import tensorflow as tf
 from absl import logging
 
 from osmnet_jax import checkpointing, renderer
+from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.input import pipeline as input_pipeline
 from osmnet_jax.runtime import sharding
 from osmnet_jax.stages import loop as train_loop
 from osmnet_jax.stages import renderer_step as renderer_stage
 
-CHECKPOINT_SUBDIR = os.path.join("checkpoints", "renderer")
-MODEL_CONFIG_FILE = "renderer_config.json"
 
 
 def renderer_train_config() -> ml_collections.ConfigDict:
@@ -74,25 +73,6 @@ def variables_from_state(state) -> dict:
           for k in state.params}
 
 
-def load_renderer(workdir: str, step: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:
-  """Trained renderer variables + model config from a train.py workdir (latest checkpoint)."""
-  path = os.path.join(workdir, MODEL_CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: train the renderer stage first "
-                            f"(python train.py --workdir {workdir})")
-  with open(path) as f:
-    saved = json.load(f)
-  mcfg = ml_collections.ConfigDict(saved["model"])
-  stage = renderer_stage.RendererStage(mcfg, backbone=(None, {}))
-  target = jax.eval_shape(lambda: stage.init_state(jax.random.PRNGKey(0), saved["image_size"]))
-  ck = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_SUBDIR))
-  try:
-    state, _ = ck.restore(target, step)
-  finally:
-    ck.close()
-  return variables_from_state(state), mcfg
-
-
 def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
   from osmnet_jax import media
   from osmnet_jax.evaluation import reconstruction
@@ -107,7 +87,7 @@ def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
         f"frames to {smallest:g} px, but the VGG backbone needs >= 16 px (4 poolings). Drop the "
         f"small scales, e.g. --config.renderer.overrides.train.scales='(1, 0.5)' for 32 px")
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, MODEL_CONFIG_FILE), "w") as f:
+    with open(os.path.join(workdir, workdir_lib.RENDERER_CONFIG), "w") as f:
       json.dump({"model": mcfg.to_dict(), "image_size": size}, f, indent=2, default=list)
 
   # --- Model, optimizer, step.
@@ -153,7 +133,7 @@ def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
                      dataformats="HWC")
 
   # --- Loop (resumes from W/checkpoints/renderer).
-  ck = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_SUBDIR),
+  ck = checkpointing.Checkpointer(workdir_lib.checkpoint_dir(workdir, "renderer"),
                                   max_to_keep=rcfg.keep, save_every=rcfg.save_every)
   try:
     state, metrics = train_loop.run(
