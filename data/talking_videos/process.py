@@ -2,9 +2,9 @@
 
 ``process_video`` runs in a worker process of data.prepare:
 
-  probe -> 16 kHz audio (silence / clipping checks) -> face detection on every ``det_stride``-th
-  frame of a small decode -> main face track, split where the face is lost -> clips of
-  ``min_frames..max_frames`` -> full-resolution decode, one stable square crop per clip ->
+  probe -> 16 kHz audio (silence / clipping checks) -> face/track.py's detection pass (every
+  ``det_stride``-th frame of a small decode) -> main face track, split where the face is lost ->
+  clips of ``min_frames..max_frames`` -> full-resolution decode, one stable square crop per clip ->
   landmarks (backend) -> head pose (head_pose.estimate) -> log-mel (audio.log_mel).
 
 Output, written atomically (temp file + os.replace): ``WORK/<video_id>.npz`` with the clips'
@@ -24,9 +24,10 @@ import time
 import numpy as np
 
 from osmnet_jax import audio as audio_lib
+from osmnet_jax import media
 from osmnet_jax.face import crop as face_crop
 from osmnet_jax.face import pose as head_pose
-from osmnet_jax import media
+from osmnet_jax.face import track as face_track
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 FIELDS = ("frames", "landmarks", "pose", "mel", "audio")
@@ -40,11 +41,9 @@ class Options:
   min_seconds: float = 1.0
   max_seconds: float = 10.0
   min_face: float = 48.0  # px of the decoded frame (median face-box size); smaller -> skipped
-  det_stride: int = 2  # run the detector on every n-th frame, interpolate in between
-  # Detection decode: long side at most this many pixels. BlazeFace (full range) sees a 192x192
-  # letterboxed copy anyway, so a larger decode only costs time.
-  det_max_side: int = 320
-  max_gap: int = 12  # frames without the face before the clip is split (0.5 s)
+  det_stride: int = face_track.DETECT_STRIDE  # detector on every n-th frame
+  det_max_side: int = face_track.DETECT_MAX_SIDE  # long side of the detection decode, px
+  max_gap: int = face_track.MAX_GAP  # frames without the face before the clip is split
   silence_dbfs: float = -50.0  # whole-clip RMS below this -> "silent audio"
   min_speech_fraction: float = 0.2  # of frames above the activity threshold
   clip_fraction: float = 0.001  # samples at full scale above this fraction -> "clipped" warning
@@ -221,16 +220,6 @@ def plan_clips(segments, num_frames: int, opts: Options) -> list[tuple[int, int]
   return clips
 
 
-def _fill_missing(lm: np.ndarray, ok: np.ndarray) -> np.ndarray:
-  """Linear interpolation over time of frames without landmarks: [T, 68, 2]."""
-  if ok.all():
-    return lm
-  t = np.arange(len(lm))
-  flat = lm.reshape(len(lm), -1)
-  out = np.stack([np.interp(t, t[ok], flat[ok, k]) for k in range(flat.shape[1])], 1)
-  return out.reshape(lm.shape).astype(np.float32)
-
-
 def process_video(path: str, video_id: str, speaker: str, backend, opts: Options):
   """-> (record dict, clips list[dict]). Raises Skip for unusable inputs."""
   try:
@@ -255,8 +244,6 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
 
   # Pass 1: detection on a small decode.
   w, h = info.width, info.height
-  f = min(1.0, opts.det_max_side / max(w, h))
-  small = (max(2, int(round(w * f / 2)) * 2), max(2, int(round(h * f / 2)) * 2))
   if backend.name == "oracle":
     try:
       backend.start_video(path, frame_size=(w, h))
@@ -265,21 +252,17 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
   else:
     backend.start_video(path)
   try:
-    frames_small = media.iter_frames(path, size=small, info=info)
-    dets, num_frames = {}, 0
-    for t, fr in enumerate(frames_small):
-      num_frames = t + 1
-      if t % opts.det_stride == 0:
-        dets[t] = [np.asarray(x.box, np.float64) * (w / small[0]) for x in backend.detect(fr, t)]
+    track = face_track.track_video(
+        path, backend, info=info, stride=opts.det_stride, max_side=opts.det_max_side,
+        max_gap=opts.max_gap, max_frames=len(audio) // audio_lib.SAMPLES_PER_FRAME)
   except media.MediaError as e:
     raise Skip("unreadable file", str(e)) from e
-  if info.duration > 0 and num_frames < (0.9 * info.duration - 0.2) * audio_lib.FPS:
+  if info.duration > 0 and track.num_decoded < (0.9 * info.duration - 0.2) * audio_lib.FPS:
     raise Skip("truncated or corrupt file",
-               f"{path}: {num_frames} frames decoded of {info.duration:.2f} s")
-  num_frames = min(num_frames, len(audio) // audio_lib.SAMPLES_PER_FRAME)
+               f"{path}: {track.num_decoded} frames decoded of {info.duration:.2f} s")
+  num_frames = track.num_frames
   if num_frames < opts.min_frames:
     raise Skip("too short", f"{path}: {num_frames} frames with audio < {opts.min_frames}")
-  track = face_crop.main_track(dets, num_frames, (w, h), max_gap=opts.max_gap)
   if not track.segments:
     raise Skip("no face", path)
   if track.num_tracks > 1:
@@ -327,7 +310,7 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
     if ok.mean() < opts.min_landmark_fraction:
       dropped.append(f"clip {a}-{b}: landmarks on {100 * ok.mean():.0f}% of frames")
       continue
-    lm = _fill_missing(lm, ok)
+    lm = face_track.fill_missing(lm, ok)
     pose, _ = head_pose.estimate(lm, opts.size, smooth_sigma=opts.pose_smooth)
     seg_audio = audio[a * audio_lib.SAMPLES_PER_FRAME:b * audio_lib.SAMPLES_PER_FRAME]
     clip_id = f"{video_id}_{a:06d}"

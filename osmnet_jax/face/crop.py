@@ -1,7 +1,7 @@
 """Face tracking and one stable square crop per clip (shared by data.prepare and generate).
 
-Video (data.prepare):
-  1. ``detect_video``: faces on every ``stride``-th frame of a (downscaled) decode.
+Video (data.prepare, generate --pose-from; the detection pass itself is track.py):
+  1. ``track.detect_video``: faces on every ``stride``-th frame of a (downscaled) decode.
   2. ``main_track``: detections linked into tracks by box overlap (also across a gap, where the
      face reappears in place); the track with the largest,
      most central faces (sum over its detections of area x centrality) is *the* face, others are
@@ -66,20 +66,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
   return inter / max(union, 1e-9)
 
 
-def detect_video(frames, detector, stride: int = 2, scale: float = 1.0) -> dict[int, list[np.ndarray]]:
-  """Faces on frames 0, stride, 2 stride, ... -> {t: [box [4] in full-frame pixels, ...]}.
-
-  ``frames`` is any iterable of uint8 [h, w, 3] (e.g. media.iter_frames at a reduced size);
-  ``scale`` maps their pixels to full-frame pixels. ``detector.detect(image, t)`` returns Faces.
-  """
-  out = {}
-  for t, frame in enumerate(frames):
-    if t % stride:
-      continue
-    out[t] = [np.asarray(f.box, np.float64) * scale for f in detector.detect(frame, t)]
-  return out
-
-
 @dataclasses.dataclass
 class Track:
   boxes: np.ndarray  # float [T, 4] per frame, NaN where the face is not seen
@@ -98,7 +84,7 @@ def main_track(
   """Pick the main face track and interpolate it to every frame.
 
   Args:
-    detections: from ``detect_video``.
+    detections: {t: [box [4], ...]} from ``track.detect_video``.
     num_frames: T of the video.
     frame_size: (W, H), for centrality.
     max_gap: frames without a detection of the track after which it is split (0.5 s at 25 fps).
@@ -174,8 +160,8 @@ def crop_frames(frames, box: CropBox, size: int) -> np.ndarray:
       # INTER_AREA has no warpAffine variant: blur to the output's sampling rate first.
       sigma = 0.5 * box.side / size
       f = cv2.GaussianBlur(f, (0, 0), sigmaX=sigma, sigmaY=sigma)
-    out.append(cv2.warpAffine(f, m, (size, size), flags=cv2.INTER_CUBIC if not shrink else cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE))
+    flags = cv2.INTER_LINEAR if shrink else cv2.INTER_CUBIC
+    out.append(cv2.warpAffine(f, m, (size, size), flags=flags, borderMode=cv2.BORDER_REPLICATE))
   return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
