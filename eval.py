@@ -9,10 +9,10 @@ Reads W/config.json (written by train.py) to find the dataset. Methods, on the s
                  (its first frame = source, its audio) --render_samples head motions are sampled
                  and rendered with W's expression model + renderer; image (L1, PSNR, SSIM, LPIPS,
                  CPBD, FID), identity (CSIM) and lip-sync (mouth LMD, mouth-audio correlation,
-                 LSE-C/D) groups: osmnet_jax/stages/generated_eval.py. Head motion (diversity of
+                 LSE-C/D) groups: osmnet_jax/evaluation/generated.py. Head motion (diversity of
                  --num_samples sampled pose sequences per test audio vs the true motion
                  distribution, dynamics, pose Fréchet distance, out-of-range fraction):
-                 osmnet_jax/stages/motion_eval.py.
+                 osmnet_jax/evaluation/motion.py.
   copy_source  — every frame predicted by the source frame (the floor any method must beat),
                  scored like the generated videos.
   python eval.py --workdir W --mode reconstruction [--max_clips N]  -> W/eval/reconstruction.json:

@@ -230,8 +230,8 @@ def load_expression(workdir: str) -> Expression:
 
   ckdir = checkpoint_dir(workdir, "expression")
   path = os.path.join(ckdir, EXPRESSION_CONFIG)
-  saved = _read_json(path, "the expression stage has not been trained in this workdir; "
-                           f"{train_hint(workdir)}")
+  saved = _read_json(path, f"no expression checkpoint in {ckdir}: the expression stage has not "
+                           f"been trained in this workdir; {train_hint(workdir)}")
   state, meta = _restore(ckdir, saved, path)
   expr = Expression(ml_collections.ConfigDict(saved["expression"]),
                     ml_collections.ConfigDict(saved["renderer"]), int(saved["image_size"]),

@@ -3,7 +3,7 @@ r"""Metrics of GENERATED talking-head videos per motion model, DESIGN.md §7 gro
   from osmnet_jax.evaluation import generated as generated_eval
   out = generated_eval.evaluate_generated(workdir, builder, render_samples=2, max_clips=0)
   # {"osmnet" | "audio2pose_lstm" | "noise_sampler" | "copy_source":
-  #    {"image", "identity", "lip_sync", "meta"}}   (head_motion comes from motion_eval.py)
+  #    {"image", "identity", "lip_sync", "meta"}}   (head_motion comes from evaluation/motion.py)
 
 Protocol, for every test clip (first ``max_clips``; 0 = the whole split) and every motion model
 trained in the workdir (checkpoints/motion = osmnet, checkpoints/motion_<baseline>):
@@ -43,6 +43,7 @@ from absl import logging
 from osmnet_jax import audio as audio_lib
 from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.evaluation import clips as clips_lib
+from osmnet_jax.face import track as face_track
 from osmnet_jax.inference.talking_head import TalkingHead
 from osmnet_jax.metrics import cpbd, identity, lip_sync
 
@@ -189,20 +190,13 @@ def score_clip(scores: _Scores, videos: np.ndarray, clip: dict, detector, real_l
         both[0] = False  # frame 0 is the source
         scores.add("lmd_mouth", lip_sync.lmd_mouth(lm[both], real_lm[0][both]))
         # Frames without landmarks are interpolated in time so the audio stays frame-aligned.
-        filled = lm if ok.all() else _fill(lm, ok)
+        filled = face_track.fill_missing(lm, ok)
         scores.add("mouth_audio_corr", lip_sync.mouth_audio_corr(filled, audio))
   if lse is not None:
     for video in videos:
       r = lse(video, audio)
       scores.add("lse_c", r["lse_c"])
       scores.add("lse_d", r["lse_d"])
-
-
-def _fill(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
-  t = np.arange(len(values))
-  flat = values.reshape(len(values), -1)
-  out = np.stack([np.interp(t, t[ok], flat[ok, j]) for j in range(flat.shape[1])], -1)
-  return out.reshape(values.shape).astype(values.dtype)
 
 
 def summarize(s: _Scores, meta: dict, fid_fn=None, fid_real=None, lse: bool = False,

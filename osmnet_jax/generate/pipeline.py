@@ -33,19 +33,14 @@ from osmnet_jax import audio as audio_lib
 from osmnet_jax import media
 from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.face import crop as face_crop
+from osmnet_jax.face import track as face_track
 from osmnet_jax.generate.io import GenerateError, read_image, read_speech
 from osmnet_jax.inference.talking_head import TalkingHead
 
 DETECT_SIZE = 256  # [ours] crop size the landmark backends see when the model's crop is smaller
-DIVERSITY_RANGE = (0.0, 5.0)  # [ours] beyond ~3 sampled poses leave the training distribution
-
-
-def fill_missing(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
-  """[T, ...] with rows where ``ok`` is False replaced by linear interpolation in time."""
-  t = np.arange(len(values))
-  flat = values.reshape(len(values), -1).astype(np.float64)
-  out = np.stack([np.interp(t, t[ok], flat[ok, j]) for j in range(flat.shape[1])], -1)
-  return out.reshape(values.shape)
+# [ours] Valid --diversity: 0 = the mapped motion, 1 = the trained residual spread; far beyond
+# that the motion space is extrapolated.
+DIVERSITY_RANGE = (0.0, 5.0)
 
 
 def check_options(num_samples: int, diversity: float, batch_size: int = 1) -> None:
@@ -85,30 +80,22 @@ def poses_from_video(path: str, backend, num_frames: int, size: int = DETECT_SIZ
   """Per-frame head pose of a reference video, made like the training data, resampled in time
   to ``num_frames`` -> float32 [num_frames, 6] (head_pose units, not normalised).
 
-  Same steps as data/talking_videos/process.py: detections on a small decode, the main face
-  track, one stable crop box for the whole video, landmarks per cropped frame, head_pose.estimate
-  with its temporal smoothing (sigma 1 frame)."""
+  Same steps as data/talking_videos/process.py: the face-detection pass (face/track.py: the main
+  face track, its box held where the face is lost), one stable crop box for the whole video,
+  landmarks per cropped frame, head_pose.estimate with its temporal smoothing (sigma 1 frame)."""
   from osmnet_jax.face import pose as head_pose
 
   try:
     info = media.probe(path)
-    w, h = info.width, info.height
-    f = min(1.0, 320 / max(w, h))  # process.Options.det_max_side
-    small = (max(2, int(round(w * f / 2)) * 2), max(2, int(round(h * f / 2)) * 2))
     if hasattr(backend, "start_video"):
       backend.start_video(path)
-    dets, length = {}, 0
-    for t, fr in enumerate(media.iter_frames(path, size=small, info=info)):
-      length = t + 1
-      if t % 2 == 0:
-        dets[t] = [np.asarray(x.box, np.float64) * (w / small[0]) for x in backend.detect(fr, t)]
-    track = face_crop.main_track(dets, length, (w, h))
+    track = face_track.track_video(path, backend, info=info)
     if not track.segments:
       raise GenerateError(f"--pose-from {path}: no face found in the reference video")
-    seen = ~np.isnan(track.boxes[:, 0])
-    boxes = fill_missing(np.nan_to_num(track.boxes), seen)  # hold the box where the face is lost
+    boxes = track.boxes
     box = face_crop.clip_box(boxes)
-    crops = face_crop.crop_frames(media.iter_frames(path, info=info), box, size)[:length]
+    crops = face_crop.crop_frames(media.iter_frames(path, info=info), box,
+                                  size)[:track.num_frames]
   except media.MediaError as e:
     raise GenerateError(f"--pose-from: unreadable reference video: {e}") from e
   hint = face_crop.to_crop(boxes[:len(crops)].reshape(-1, 2, 2), box, size).reshape(-1, 4)
@@ -116,7 +103,7 @@ def poses_from_video(path: str, backend, num_frames: int, size: int = DETECT_SIZ
   if ok.mean() < 0.5:
     raise GenerateError(f"--pose-from {path}: landmarks found on only {100 * ok.mean():.0f}% of "
                         "the frames")
-  pose, _ = head_pose.estimate(fill_missing(lm, ok), size, smooth_sigma=1.0)  # [L, 6]
+  pose, _ = head_pose.estimate(face_track.fill_missing(lm, ok), size, smooth_sigma=1.0)  # [L, 6]
   src_t = np.linspace(0.0, 1.0, len(pose))
   dst_t = np.linspace(0.0, 1.0, num_frames)
   return np.stack([np.interp(dst_t, src_t, pose[:, k]) for k in range(6)], -1).astype(np.float32)

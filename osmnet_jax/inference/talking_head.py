@@ -36,6 +36,7 @@ class TalkingHead:
   @classmethod
   def load(cls, workdir: str) -> "TalkingHead":
     """Raises workdir.WorkdirError naming what is missing."""
+    workdir_lib.load_config(workdir)  # a train.py workdir at all?
     expression = workdir_lib.load_expression(workdir)
     mean, std = workdir_lib.load_pose_stats(workdir)
     return cls(workdir, expression, mean, std)
