@@ -66,6 +66,14 @@ def test_replicated_workdir_fails_clearly_and_upgrades(tmp_path, capsys):
   motion = workdir_lib.load_motion(str(tmp_path), "osmnet")
   _same(motion.params, params)
   assert motion.stats["checkpoint_step"] == 3
+  # Training resumes from it: the stage's restore target (MotionState) fits the rewritten tree.
+  target = jax.device_get(motion_stage.MotionStage(tiny_motion_cfg()).init_state(
+      jax.random.PRNGKey(1)))
+  ck = checkpointing.Checkpointer(workdir_lib.motion_dir(str(tmp_path), "osmnet"))
+  state, meta = ck.restore(target)
+  ck.close()
+  assert type(state) is type(target) and meta["step"] == 3
+  _same(state.params, params)
   assert workdir_lib.main(["upgrade", str(tmp_path)]) == 0  # idempotent
   assert "nothing to upgrade" in capsys.readouterr().out
 
