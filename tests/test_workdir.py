@@ -112,3 +112,23 @@ def test_missing_files_name_the_command(tmp_path):
     workdir_lib.load_pose_stats(str(tmp_path))
   with pytest.raises(workdir_lib.WorkdirError, match="no expression checkpoint.*train.py"):
     workdir_lib.load_expression(str(tmp_path))
+
+
+def test_pmap_run_saves_the_unreplicated_state(tiny_synth, tmp_path):
+  """A pmap run checkpoints the same tree as a jit run: the loader needs no device count, and
+  the run resumes from it (a rerun finds the finished checkpoint)."""
+  from configs import tiny_test
+
+  cfg = tiny_test.get_config()
+  cfg.parallel = "pmap"
+  cfg.motion = tiny_motion_cfg()
+  cfg.motion.update(num_steps=2, save_every=1, log_every=1, sigma_passes=1)
+  mesh = sharding.make_mesh()
+  out = motion_stage.run_motion(cfg, tiny_synth, mesh, str(tmp_path), None)
+  motion = workdir_lib.load_motion(str(tmp_path), "osmnet")
+  assert motion.stats["checkpoint_step"] == out["step"] == 2
+  want = jax.device_get(motion_stage.MotionStage(cfg.motion).init_state(jax.random.PRNGKey(0)))
+  for got, w in zip(jax.tree.leaves(motion.params), jax.tree.leaves(want.params), strict=True):
+    assert np.shape(got) == np.shape(w)
+  again = motion_stage.run_motion(cfg, tiny_synth, mesh, str(tmp_path), None)
+  assert again["step"] == 2 and again["last_metrics"] == {}
