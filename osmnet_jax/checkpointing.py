@@ -1,7 +1,9 @@
 """Orbax checkpoints that resume exactly: state pytree (params, batch_stats, optimizer, step, RNG)
 plus JSON metadata (data position, stage, config digest).
 
-Saves are asynchronous (training continues while the arrays are written) and atomic (a step
+One format: the state is saved unreplicated (a pmap run unreplicates before saving, see
+``stages/loop.run``'s ``export_state``), so every run loads the same way whatever the device
+count. Saves are asynchronous (training continues while the arrays are written) and atomic (a step
 folder only counts once orbax has committed it, so a crash mid-save leaves the previous
 checkpoint as the latest). Restores take an abstract target tree of ``jax.ShapeDtypeStruct``
 carrying each leaf's sharding, so state comes back directly onto the mesh.
@@ -53,16 +55,17 @@ class Checkpointer:
         force=True,
     )
 
-  def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
-    """Restore ``step`` (default: latest) into the structure/shardings of ``target``."""
+  def restore(self, target: Any = None, step: int | None = None) -> tuple[Any, dict]:
+    """Restore ``step`` (default: latest) into the structure/shardings of ``target``; without a
+    target the state comes back as the saved tree of nested dicts (what inference loaders read:
+    they keep only the parts they need and check them against the model)."""
     step = self._mngr.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    state_args = (ocp.args.StandardRestore() if target is None else
+                  ocp.args.StandardRestore(abstract_like(target)))
     out = self._mngr.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_like(target)),
-                                meta=ocp.args.JsonRestore()),
-    )
+        step, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
     return out["state"], dict(out["meta"])
 
   def wait(self):

@@ -1,6 +1,7 @@
 """ExpressionEncoder, landmark loss and the expression stage (one step, runner, renderer loading)."""
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -11,6 +12,7 @@ import pytest
 
 from configs import default
 from osmnet_jax import checkpointing, renderer
+from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.face import geometry as fg
 from osmnet_jax.runtime import sharding
 from osmnet_jax.models import expression as ex
@@ -91,27 +93,31 @@ def tiny_renderer():
   return cfg, jax.device_get(renderer.init(jax.random.PRNGKey(7), cfg, S, False))
 
 
-def test_load_renderer_variables_from_the_renderer_checkpoint(tmp_path, tiny_renderer):
+def test_resolve_renderer_from_the_renderer_checkpoint(tmp_path, tiny_renderer):
   rcfg, rvars = tiny_renderer
-  assert es.load_renderer_variables(str(tmp_path), rcfg, S) is None  # nothing there yet
-  # The renderer stage's RendererState (params / batch_stats keyed by module, + optimizer), saved
-  # replicated as a pmap run would (leading device axis of 2) to check that it is dropped.
+  cfg = ml_collections.ConfigDict(dict(seed=0, renderer=rcfg, expression=tiny_expression_config()))
+  _, _, source = es.resolve_renderer(cfg, str(tmp_path), S)
+  assert source == "init"  # nothing there yet
+  # The renderer stage's RendererState (params / batch_stats keyed by module, + optimizer),
+  # saved unreplicated, with the model config beside it (what run_renderer writes).
   marked = jax.tree.map(lambda x: x + 1.0, rvars)
   state = rs.RendererState(step=np.int32(5),
                            params={k: v["params"] for k, v in marked.items()},
                            batch_stats={k: v["batch_stats"] for k, v in marked.items()},
                            opt_state={"kp_detector": {"mu": np.zeros(3)}}, loss_params={})
-  state = sharding.stack_replicas(state, 2)
   ck = checkpointing.Checkpointer(os.path.join(tmp_path, "checkpoints", "renderer"))
   ck.save(5, state, {"step": 5}, force=True)
   ck.close()
-  got = es.load_renderer_variables(str(tmp_path), rcfg, S)
-  assert set(got) == {"kp_detector", "generator"}
+  with pytest.raises(workdir_lib.WorkdirError, match="renderer_config.json"):
+    es.resolve_renderer(cfg, str(tmp_path), S)  # a checkpoint without its config: loud
+  with open(os.path.join(tmp_path, "renderer_config.json"), "w") as f:
+    json.dump({"model": rcfg.to_dict(), "image_size": S}, f, default=list)
+  got, mcfg = workdir_lib.load_renderer(str(tmp_path))
+  assert set(got) == {"kp_detector", "generator"} and mcfg.num_kp == rcfg.num_kp
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(marked)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # What the stage runner uses: checkpoint under 'auto', a fresh init under 'init', the argument
   # when one is given.
-  cfg = ml_collections.ConfigDict(dict(seed=0, renderer=rcfg, expression=tiny_expression_config()))
   got, mcfg, source = es.resolve_renderer(cfg, str(tmp_path), S)
   assert source == "checkpoint" and mcfg.num_kp == rcfg.num_kp
   np.testing.assert_array_equal(got["generator"]["params"]["final"]["kernel"],
@@ -159,8 +165,10 @@ def test_run_expression_trains_models_not_the_frozen_renderer(tmp_path, tiny_syn
   assert ev["landmark_l1"] == pytest.approx(ev["landmark_l1_px"] * 2 / S, rel=1e-6)
   assert os.path.exists(os.path.join(res["checkpoint_dir"], "eval.json"))
 
-  stage, params, loaded_renderer = es.load_expression(str(tmp_path))
-  assert stage.cfg.num_frames == T
+  expr = workdir_lib.load_expression(str(tmp_path))
+  stage, params, loaded_renderer = es.ExpressionStage(expr.cfg, expr.renderer_cfg), expr.params, \
+      expr.renderer_variables
+  assert stage.cfg.num_frames == T and expr.step == 2
   # Both trained models moved from their initialisation (run_expression's init rng) ...
   init_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))[0]
   init = jax.device_get(stage.init_params(init_rng, S))

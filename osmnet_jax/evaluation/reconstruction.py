@@ -11,26 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from osmnet_jax import renderer
+from osmnet_jax.inference import render
 
 
 def reconstruct_clip(variables: dict, cfg, frames: np.ndarray, batch: int = 16) -> np.ndarray:
-  """frames uint8 [T, H, W, 3] -> predictions float32 [T, H, W, 3] in [0, 1].
-
-  Keypoints are detected on all frames at once and frames are rendered ``batch`` at a time
-  (one jitted generator call per chunk; the last chunk is padded so only one shape compiles).
-  """
-  x = jnp.asarray(frames, jnp.float32) / 255.0
-  t = x.shape[0]
-  pad = (-t) % batch
-  xp = jnp.concatenate([x, jnp.repeat(x[-1:], pad, 0)]) if pad else x
-  source = jnp.broadcast_to(x[:1], (batch,) + x.shape[1:])
-  kp_src = jax.tree.map(lambda v: jnp.broadcast_to(v, (batch,) + v.shape[1:]),
-                        renderer.detect_keypoints(variables, cfg, x[:1]))
-  out = []
-  for i in range(0, xp.shape[0], batch):
-    kp_drv = renderer.detect_keypoints(variables, cfg, xp[i:i + batch])
-    out.append(renderer.render(variables, cfg, source, kp_src, kp_drv)["prediction"])
-  return np.asarray(jnp.concatenate(out)[:t])
+  """frames uint8 [T, H, W, 3] -> predictions float32 [T, H, W, 3] in [0, 1]: frame 0 moved to
+  every frame's own keypoints, ``batch`` frames per jitted call (inference/render.py)."""
+  kp = render.detect_sequence(variables, cfg, frames, batch)  # [T, K, ...]
+  kp_src = jax.tree.map(lambda x: x[:1], kp)
+  return render.sequence_renderer(cfg, uint8=False)(variables, frames[0], kp_src, kp, batch)
 
 
 def _draw_keypoints(img: np.ndarray, kp: np.ndarray) -> np.ndarray:

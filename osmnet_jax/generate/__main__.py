@@ -1,7 +1,7 @@
-"""``python -m osmnet_jax.generate``: see osmnet_jax/generate/__init__.py."""
+"""``python -m osmnet_jax.generate``: see osmnet_jax/generate/cli.py."""
 import sys
 
-from osmnet_jax.generate.pipeline import main
+from osmnet_jax.generate.cli import main
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -2,7 +2,7 @@
 
     pose_plot.plot_poses(poses, "poses.png", fps=25)   # poses float [N, T, 6] (head_pose units:
                                                         # radians, then tx, ty, scale)
-Used by ``osmnet_jax.generate.pipeline`` to show how the N sampled head motions differ for one audio.
+Used by ``osmnet_jax.generate.io`` to show how the N sampled head motions differ for one audio.
 """
 from __future__ import annotations
 

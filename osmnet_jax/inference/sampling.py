@@ -21,8 +21,6 @@ All poses here are normalised ([..., 6]); de-normalise with the dataset's pose s
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,36 +126,51 @@ def sample_regressor(model: pose_baselines.PoseRegressor, params, mel, source, r
   return pred.reshape((b, num_samples) + pred.shape[1:])
 
 
-def make_sampler(stage, params, stats: dict | None = None):
+def _sample_fn(spec, params, sigma):
+  """(mel, source, rng, diversity, num_samples) -> poses [B, N, L, 6] of ``spec``'s model."""
+  c = spec.cfg
+  if c.model == "osmnet":
+    return lambda mel, source, rng, diversity, num_samples: sample_osmnet(
+        spec.model, params, sigma, mel, source, rng, num_samples, diversity, c.sample_width,
+        c.overlap, c.per_clip_noise)
+  # The baselines have no diversity knob.
+  return lambda mel, source, rng, diversity, num_samples: sample_regressor(
+      spec.model, params, mel, source, rng, num_samples, c.noise_per_frame)
+
+
+def check(motion) -> None:
+  """Traces one sample of ``motion`` (workdir.Motion) on zeros without computing it: raises
+  (flax) when its params do not fit the model its config builds."""
+  c = motion.cfg
+  mel = jax.ShapeDtypeStruct((1, c.num_frames, 20, 80), jnp.float32)
+  src = (jax.ShapeDtypeStruct((1, c.image_size, c.image_size, 3), jnp.uint8)
+         if motion.uses_source else None)
+  sigma = np.ones(c.num_bases, np.float32) if c.model == "osmnet" else None
+  fn = _sample_fn(motion, motion.params, sigma)
+  jax.eval_shape(lambda m, s: fn(m, s, jax.random.PRNGKey(0), 1.0, 1), mel, src)
+
+
+def make_sampler(spec, params, stats: dict | None = None):
   """A jitted ``sample(mel, source, rng, num_samples, diversity=None, static_head=False)``.
 
-  ``stage``: a ``motion_stage.MotionStage`` (its config and model); ``stats``: the checkpoint's
-  sigma.json (OSM-Net needs ``stats['sigma']``). Returns poses [B, N, L, 6], normalised.
+  ``spec``: anything with the motion config ``cfg``, its linen ``model`` and ``uses_source``
+  (workdir.Motion, or the training stage); ``stats``: the checkpoint's sigma.json (OSM-Net
+  needs ``stats['sigma']``). Returns poses [B, N, L, 6], normalised.
   """
-  c = stage.cfg
+  c = spec.cfg
+  sigma = None
   if c.model == "osmnet":
     if not stats or "sigma" not in stats:
       raise ValueError("OSM-Net sampling needs the residual spread sigma (sigma.json)")
     sigma = np.asarray(stats["sigma"], np.float32)
-
-    @functools.partial(jax.jit, static_argnames=("num_samples",))
-    def fn(mel, source, rng, diversity, num_samples):
-      return sample_osmnet(stage.model, params, sigma, mel, source, rng, num_samples, diversity,
-                           c.sample_width, c.overlap, c.per_clip_noise)
-  else:
-
-    @functools.partial(jax.jit, static_argnames=("num_samples",))
-    def fn(mel, source, rng, diversity, num_samples):
-      del diversity  # the baselines have no diversity knob
-      return sample_regressor(stage.model, params, mel, source, rng, num_samples,
-                              c.noise_per_frame)
+  fn = jax.jit(_sample_fn(spec, params, sigma), static_argnames=("num_samples",))
 
   def sample(mel, source=None, rng=None, num_samples: int = 1, diversity=None,
              static_head: bool = False):
     mel = jnp.asarray(mel, jnp.float32)
     if static_head:  # the neutral pose: the dataset mean = zeros in normalised units
       return jnp.zeros(mel.shape[:1] + (num_samples, mel.shape[1], 6), jnp.float32)
-    if not stage.uses_source:
+    if not spec.uses_source:
       source = None
     rng = jax.random.PRNGKey(0) if rng is None else rng
     r = c.diversity if diversity is None else diversity

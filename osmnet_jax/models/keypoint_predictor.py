@@ -8,7 +8,7 @@ feature and the sampled head motion; layout ours]:
     # expression [B,T,E]                                 ExpressionEncoder output
     # pose [B,T,6]                                       normalised head pose per frame
     kp['value'] [B,T,K,2], kp['jacobian'] [B,T,K,2,2]
-    frames = render_clip(renderer_variables, renderer_cfg, source, kp_src, kp)  # [B,T,H,W,3]
+    # rendered by inference/render.render_clip(renderer_variables, renderer_cfg, source, ...)
 
 Layout [ours]: the source keypoints are embedded once per clip; every frame adds its own
 (expression_t, pose_t) embedding; ``temporal_layers`` residual 1-D convs over T smooth the motion
@@ -23,7 +23,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from osmnet_jax import renderer
 from osmnet_jax.models.expression import TemporalConvBlock
 
 
@@ -64,51 +63,7 @@ class KeypointPredictor(nn.Module):
 
 
 def from_config(ecfg) -> KeypointPredictor:
-  """cfg.expression -> KeypointPredictor (see stages.expression_stage.expression_config)."""
+  """cfg.expression -> KeypointPredictor (see stages/expression.expression_config)."""
   return KeypointPredictor(hidden=ecfg.kp_hidden, temporal_layers=ecfg.kp_temporal_layers,
                            temporal_kernel=ecfg.temporal_kernel, head_depth=ecfg.kp_head_depth,
                            jacobian=ecfg.kp_jacobian)
-
-
-def fold_time(tree):
-  """[B,T,...] leaves -> [B*T,...]."""
-  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
-
-
-def render_clip(renderer_variables: dict, renderer_cfg, source: jax.Array, kp_src: dict,
-                kp_drv_seq: dict, frames_per_call: int | None = None) -> jax.Array:
-  """Renders a whole clip with the stage-A generator: T is folded into the batch.
-
-  Args:
-    renderer_variables: renderer.init / checkpoint variables (only 'generator' is used).
-    renderer_cfg: the renderer's ConfigDict.
-    source: [B,H,W,3] float in [0,1] (uint8 is converted).
-    kp_src: {'value': [B,K,2], 'jacobian': [B,K,2,2]}.
-    kp_drv_seq: {'value': [B,T,K,2], 'jacobian': [B,T,K,2,2]}.
-    frames_per_call: None renders all B*T frames in one generator call; an int renders them in
-      chunks of that many with ``lax.map`` (bounded memory for long clips at 256 px).
-
-  Returns frames [B,T,H,W,3] in [0,1]. Pure and differentiable w.r.t. the keypoints; the
-  generator runs in inference mode (BatchNorm running statistics). Call it inside ``jax.jit``
-  (eager calls run op by op).
-  """
-  if source.dtype == jnp.uint8:
-    source = source.astype(jnp.float32) / 255.0
-  b, t = kp_drv_seq["value"].shape[:2]
-  # Repeat the source and its keypoints per frame: [B,...] -> [B,T,...] -> [B*T,...].
-  rep = lambda x: jnp.broadcast_to(x[:, None], (b, t) + x.shape[1:])
-  flat = {"source": rep(source), "kp_src": jax.tree.map(rep, kp_src), "kp_drv": kp_drv_seq}
-  flat = fold_time(flat)
-  gen = renderer.make_generator(renderer_cfg)
-  gen_vars = renderer_variables["generator"]
-
-  def one(x):
-    return gen.apply(gen_vars, x["source"], x["kp_drv"], x["kp_src"])["prediction"]
-
-  if frames_per_call is None:
-    frames = one(flat)
-  else:
-    # lax.map maps single frames; with batch_size it vmaps them in chunks of that many.
-    single = lambda x: one(jax.tree.map(lambda a: a[None], x))[0]
-    frames = jax.lax.map(single, flat, batch_size=int(frames_per_call))
-  return frames.reshape((b, t) + frames.shape[1:])

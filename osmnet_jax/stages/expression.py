@@ -41,8 +41,10 @@ import optax
 from absl import logging
 
 from osmnet_jax import renderer
+from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.face import geometry as fg
 from osmnet_jax.models import expression as expression_lib
+from osmnet_jax.inference import render as render_lib
 from osmnet_jax.models import keypoint_predictor as kp_lib
 from osmnet_jax.runtime import sharding as sharding_lib
 from osmnet_jax.runtime.init_jit import init_jit
@@ -142,8 +144,8 @@ class ExpressionStage:
     loss = c.w_landmark * lm_loss + c.w_kp_value * kp_v + c.w_kp_jacobian * kp_j
     metrics = {"landmark_loss": lm_loss, "kp_value_l1": kp_v, "kp_jacobian_l1": kp_j}
     if c.w_rec:
-      pred = kp_lib.render_clip(renderer_vars, self.rcfg, out["source"], out["kp_src"], out["kp"],
-                                c.render_frames_per_call or None)
+      pred = render_lib.render_clip(renderer_vars, self.rcfg, out["source"], out["kp_src"],
+                                    out["kp"], c.render_frames_per_call or None)
       rec = jnp.mean(jnp.abs(pred - frames))
       loss = loss + c.w_rec * rec
       metrics["rec_l1"] = rec
@@ -191,8 +193,8 @@ class ExpressionStage:
     [B,T,H,W,3] float in [0,1], 'kp' driving keypoints, 'landmarks' [B,T,68,2] px}."""
     out = self.forward(params, renderer_vars, batch, train=False)
     size = out["source"].shape[1]
-    frames = kp_lib.render_clip(renderer_vars, self.rcfg, out["source"], out["kp_src"], out["kp"],
-                                self.cfg.render_frames_per_call or None)
+    frames = render_lib.render_clip(renderer_vars, self.rcfg, out["source"], out["kp_src"],
+                                    out["kp"], self.cfg.render_frames_per_call or None)
     return {"frames": frames, "kp": out["kp"],
             "landmarks": expression_lib.denormalise_landmarks(out["landmarks"], size)}
 
@@ -200,85 +202,31 @@ class ExpressionStage:
 # ----------------------------------------------------------------------------------------------
 # Renderer variables and the stage runner.
 
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, "checkpoints", "expression")
-
-
-def load_renderer_variables(workdir: str, renderer_cfg, image_size: int) -> dict | None:
-  """{'kp_detector', 'generator'} variables from ``workdir/checkpoints/renderer`` (latest step),
-  or None when there is no renderer checkpoint.
-
-  Reads the checkpoint without a restore target (the renderer stage's state layout:
-  ``params``/``batch_stats`` dicts keyed by module), checks every leaf against a freshly
-  initialised renderer of ``renderer_cfg`` at ``image_size``, and drops a leading device axis
-  (a pmap run checkpoints replicated state)."""
-  import orbax.checkpoint as ocp
-
-  d = os.path.join(os.path.abspath(workdir), "checkpoints", "renderer")
-  if not os.path.isdir(d):
-    return None
-  mngr = ocp.CheckpointManager(d, item_names=("state", "meta"))
-  step = mngr.latest_step()
-  if step is None:
-    return None
-  state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-  mngr.close()
-  want = jax.eval_shape(lambda r: renderer.init(r, renderer_cfg, image_size, False),
-                        jax.random.PRNGKey(0))
-  out = {}
-  for mod in ("kp_detector", "generator"):
-    got = {"params": state["params"][mod], "batch_stats": state.get("batch_stats", {}).get(mod, {})}
-
-    def fit(w, g, mod=mod):
-      g = np.asarray(g)
-      if g.shape == w.shape:
-        return g.astype(w.dtype)
-      if g.shape[1:] == w.shape:  # pmap replica axis
-        return g[0].astype(w.dtype)
-      raise ValueError(f"renderer checkpoint {d} step {step}: {mod} leaf {g.shape} does not match "
-                       f"the configured renderer's {w.shape}; is cfg.renderer the one it trained?")
-
-    out[mod] = jax.tree.map(fit, want[mod], got)
-  logging.info("expression: renderer variables from %s step %d", d, step)
-  return out
-
-
 def resolve_renderer(cfg, workdir: str, image_size: int, renderer_variables: dict | None = None
                      ) -> tuple[dict, ml_collections.ConfigDict, str]:
   """(frozen renderer variables, renderer model config, where they came from).
 
-  Model config: ``cfg.renderer`` when it is a renderer model config (has ``num_kp``); train.py's
-  renderer *stage* config (``model`` + ``overrides``, stages/renderer_train.py) resolved with
-  ``renderer_train.model_config``; else renderer.tiny_config().
-  Variables, first that applies: the ``renderer_variables`` argument ('argument'); with
-  cfg.expression.renderer_source == 'auto', the renderer stage's checkpoint in ``workdir``
-  ('checkpoint': through renderer_train.load_renderer when W/renderer_config.json exists, which
-  also gives the model config it trained, else ``load_renderer_variables``); else
-  ``renderer.init`` with seed cfg.seed + 1 ('init').
+  ``renderer_variables`` given: those ('argument'), with the model config
+  ``stages/renderer.model_config(cfg.renderer)`` (default renderer.tiny_config()). Else, with
+  cfg.expression.renderer_source == 'auto', the workdir's renderer when it has one
+  ('checkpoint': workdir.load_renderer, trained or converted, with the config saved beside it);
+  else ``renderer.init`` with seed cfg.seed + 1 ('init').
   """
-  rc = cfg.get("renderer", None)
-  if rc is None:
-    mcfg = renderer.tiny_config()
-  elif "num_kp" in rc:
-    mcfg = rc
-  else:
-    from osmnet_jax.stages import renderer as renderer_train
+  source = cfg.expression.renderer_source
+  if source not in ("auto", "init"):
+    raise ValueError(f"cfg.expression.renderer_source={source!r}: use 'auto' or 'init'")
+  has = (workdir_lib.has_renderer(workdir) or
+         os.path.isdir(workdir_lib.checkpoint_dir(workdir, "renderer")))
+  if renderer_variables is None and source == "auto" and has:
+    variables, mcfg = workdir_lib.load_renderer(workdir)
+    return variables, mcfg, "checkpoint"
+  from osmnet_jax.stages import renderer as renderer_train
 
-    mcfg = renderer_train.model_config(rc)
+  rc = cfg.get("renderer", None)
+  # model_config accepts a bare renderer model config and train.py's cfg.renderer alike.
+  mcfg = renderer.tiny_config() if rc is None else renderer_train.model_config(rc)
   if renderer_variables is not None:
     return renderer_variables, mcfg, "argument"
-  if cfg.expression.renderer_source == "auto":
-    if os.path.exists(os.path.join(workdir, "renderer_config.json")):
-      from osmnet_jax.stages import renderer as renderer_train
-
-      variables, mcfg = renderer_train.load_renderer(workdir)
-      return variables, mcfg, "checkpoint"
-    variables = load_renderer_variables(workdir, mcfg, image_size)
-    if variables is not None:
-      return variables, mcfg, "checkpoint"
-  elif cfg.expression.renderer_source != "init":
-    raise ValueError(f"cfg.expression.renderer_source={cfg.expression.renderer_source!r}: "
-                     "use 'auto' or 'init'")
   return renderer.init(jax.random.PRNGKey(cfg.seed + 1), mcfg, image_size, False), mcfg, "init"
 
 
@@ -299,7 +247,7 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
       {k: renderer_variables[k] for k in ("kp_detector", "generator")})
   logging.info("expression: renderer variables from %s", source)
   stage = ExpressionStage(ecfg, rcfg)
-  ckdir = checkpoint_dir(workdir)
+  ckdir = workdir_lib.checkpoint_dir(workdir, "expression")
   # What a loader needs to rebuild the restore target.
   common.write_json_once(os.path.join(ckdir, "expression_config.json"), {
       "expression": ecfg.to_dict(), "renderer": rcfg.to_dict(), "image_size": size,
@@ -332,29 +280,3 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
                "%.3f px (copy-source %.3f px)", int(state.step), train_s, ev["mouth_open_corr"],
                ev["landmark_l1_px"], ev["copy_source_landmark_l1_px"])
   return result
-
-
-def load_expression(workdir: str) -> tuple[ExpressionStage, dict, dict]:
-  """(stage, params, frozen renderer variables) of a trained expression stage (latest step)."""
-  from osmnet_jax import checkpointing
-
-  ckdir = checkpoint_dir(workdir)
-  with open(os.path.join(ckdir, "expression_config.json")) as f:
-    saved = json.load(f)
-  rcfg = ml_collections.ConfigDict(saved["renderer"])
-  stage = ExpressionStage(ml_collections.ConfigDict(saved["expression"]), rcfg)
-  size = int(saved["image_size"])
-  rvars = jax.eval_shape(lambda r: renderer.init(r, rcfg, size, False), jax.random.PRNGKey(0))
-  target = jax.eval_shape(lambda r: stage.init_state(r, rvars, size), jax.random.PRNGKey(0))
-  target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
-  if saved.get("replicas"):
-    target = sharding_lib.stack_replicas(target, int(saved["replicas"]))
-  ck = checkpointing.Checkpointer(ckdir)
-  if ck.latest_step() is None:
-    raise FileNotFoundError(f"no expression checkpoint in {ckdir}")
-  state, _ = ck.restore(target)
-  ck.close()
-  if saved.get("replicas"):
-    state = sharding_lib.unreplicate(state)
-  state = jax.device_get(state)
-  return stage, state.params, state.renderer

@@ -45,29 +45,19 @@ import numpy as np
 import optax
 from absl import logging
 
+from osmnet_jax import workdir as workdir_lib
+from osmnet_jax.models import motion as motion_models
 from osmnet_jax.models import motion_space, pose_baselines
 from osmnet_jax.runtime import sharding as sharding_lib
 from osmnet_jax.runtime.init_jit import init_jit
 from osmnet_jax.stages import common
 
-MODELS = ("osmnet",) + pose_baselines.MODELS
+MODELS = motion_models.MODELS
 
 
 def build_model(mcfg):
   """cfg.motion -> the linen module for ``mcfg.model``."""
-  if mcfg.model == "osmnet":
-    return motion_space.OSMNetMotion(
-        num_frames=mcfg.num_frames, num_bases=mcfg.num_bases, motion_dim=mcfg.motion_dim,
-        hidden=mcfg.hidden, depth=mcfg.depth, audio_dim=mcfg.audio_dim,
-        audio_channels=tuple(mcfg.audio_channels), rhythm_dim=mcfg.rhythm_dim,
-        identity=mcfg.identity)
-  if mcfg.model in pose_baselines.MODELS:
-    return pose_baselines.PoseRegressor(
-        audio_dim=mcfg.audio_dim, audio_channels=tuple(mcfg.audio_channels),
-        hidden=mcfg.hidden, layers=mcfg.lstm_layers,
-        noise_dim=mcfg.noise_dim if mcfg.model == "noise_sampler" else 0,
-        identity=mcfg.identity)
-  raise ValueError(f"cfg.motion.model={mcfg.model!r}: use one of {MODELS}")
+  return motion_models.from_config(mcfg)
 
 
 @flax.struct.dataclass
@@ -199,12 +189,6 @@ class MotionStage:
 # ----------------------------------------------------------------------------------------------
 # Residual spread sigma_k and the stage runner.
 
-def checkpoint_dir(workdir: str, model: str) -> str:
-  """checkpoints/motion for OSM-Net; checkpoints/motion_<model> for the baselines."""
-  name = "motion" if model == "osmnet" else f"motion_{model}"
-  return os.path.join(workdir, "checkpoints", name)
-
-
 def splits(mcfg) -> tuple[str, str]:
   """(training split, sigma split): 'train' for both unless sigma_holdout_pct > 0."""
   h = int(mcfg.get("sigma_holdout_pct", 0))
@@ -268,7 +252,7 @@ def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
   """Train ``cfg.motion.model`` on the train split, then store its residual spread."""
   mcfg = cfg.motion
   stage = MotionStage(mcfg)
-  ckdir = checkpoint_dir(workdir, mcfg.model)
+  ckdir = workdir_lib.motion_dir(workdir, mcfg.model)
   # What load_motion needs to rebuild the restore target.
   common.write_json_once(os.path.join(ckdir, "motion_config.json"),
                          {**mcfg.to_dict(), "parallel": cfg.parallel})
@@ -292,34 +276,3 @@ def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
                {k: v for k, v in stats.items() if k in ("sigma", "pose_residual_std")})
   return {"model": mcfg.model, "step": int(state.step), "train_seconds": train_s,
           "last_metrics": last, "checkpoint_dir": ckdir, **stats}
-
-
-def load_motion(workdir: str, model: str) -> tuple[MotionStage, dict, dict]:
-  """(stage, params, sigma stats) of a trained motion model in ``workdir`` (latest step)."""
-  from osmnet_jax import checkpointing
-
-  ckdir = checkpoint_dir(workdir, model)
-  with open(os.path.join(ckdir, "motion_config.json")) as f:
-    saved = json.load(f)
-  replicas = int(saved.pop("replicas", 0))
-  saved.pop("parallel", None)
-  stage = MotionStage(ml_collections.ConfigDict(saved))
-  target = jax.device_get(stage.init_state(jax.random.PRNGKey(0)))
-  if replicas:  # a pmap run checkpoints the state with its leading device axis
-    target = sharding_lib.stack_replicas(target, replicas)
-  ck = checkpointing.Checkpointer(ckdir)
-  if ck.latest_step() is None:
-    raise FileNotFoundError(f"no motion checkpoint in {ckdir}")
-  state, meta = ck.restore(target)
-  ck.close()
-  if replicas:
-    state = sharding_lib.unreplicate(state)
-  stats_path = os.path.join(ckdir, "sigma.json")
-  stats = {}
-  if os.path.exists(stats_path):
-    with open(stats_path) as f:
-      stats = json.load(f)
-  if model == "osmnet" and "sigma" not in stats:
-    raise FileNotFoundError(f"{stats_path} missing: rerun the motion stage to estimate sigma")
-  stats["checkpoint_step"] = int(meta["step"])
-  return stage, jax.device_get(state.params), stats

@@ -19,11 +19,10 @@ import numpy as np
 from absl import logging
 
 from osmnet_jax import checkpointing, renderer
+from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.stages import common
 from osmnet_jax.stages import renderer_step as renderer_stage
 
-CHECKPOINT_SUBDIR = os.path.join("checkpoints", "renderer")
-MODEL_CONFIG_FILE = "renderer_config.json"
 
 
 STAGE_FIELDS = ("steps", "save_every", "keep", "grid_every", "sample_clips")
@@ -48,32 +47,13 @@ def variables_from_state(state) -> dict:
           for k in state.params}
 
 
-def load_renderer(workdir: str, step: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:
-  """Trained renderer variables + model config from a train.py workdir (latest checkpoint)."""
-  path = os.path.join(workdir, MODEL_CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: train the renderer stage first "
-                            f"(python train.py --workdir {workdir})")
-  with open(path) as f:
-    saved = json.load(f)
-  mcfg = ml_collections.ConfigDict(saved["model"])
-  stage = renderer_stage.RendererStage(mcfg, backbone=(None, {}))
-  target = jax.eval_shape(lambda: stage.init_state(jax.random.PRNGKey(0), saved["image_size"]))
-  ck = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_SUBDIR))
-  try:
-    state, _ = ck.restore(target, step)
-  finally:
-    ck.close()
-  return variables_from_state(state), mcfg
-
-
 def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
   """Train the renderer of ``cfg.renderer``, then write the sample reconstructions."""
   rcfg = cfg.renderer
   mcfg = model_config(rcfg)
   size = builder.info.features["frames"].shape[1]
   _check_pyramid(mcfg, size)
-  common.write_json_once(os.path.join(workdir, MODEL_CONFIG_FILE),
+  common.write_json_once(os.path.join(workdir, workdir_lib.RENDERER_CONFIG),
                          {"model": mcfg.to_dict(), "image_size": size})
   stage = renderer_stage.RendererStage(mcfg)
   rng = jax.random.PRNGKey(cfg.seed)
@@ -88,7 +68,7 @@ def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
   state, metrics = common.fit(
       name="renderer", train_step=stage.train_step, state=state, mesh=mesh,
       parallel=cfg.parallel, make_iterator=make_iterator,
-      ckdir=os.path.join(workdir, CHECKPOINT_SUBDIR), num_steps=rcfg.steps,
+      ckdir=workdir_lib.checkpoint_dir(workdir, "renderer"), num_steps=rcfg.steps,
       save_every=rcfg.save_every, keep=rcfg.keep, rng=jax.random.fold_in(rng, 1),
       log_every=cfg.log_every, writer=writer, meta={"image_size": size},
       state_sharding=state_sh, to_saved=lambda s: s.replace(loss_params={}),
