@@ -54,7 +54,6 @@ def main(argv=None) -> int:
   os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
   import jax
 
-  from osmnet_jax.aot import compile as aot_compile
   from osmnet_jax.aot import report, search, targets
 
   cfg = load_config(args.config)

@@ -199,8 +199,9 @@ def markdown(summary: dict) -> str:
     lines += [f"## {name}", "",
               f"best: **{st.get('mode', '-')}**, fits: {st['fits']}, max batch/chip: "
               f"{st['max_batch_per_chip']}", "",
-              "| mode | batch/chip | fits | memory/device (args+out-alias+temp) | GFLOP/step/chip "
-              "| compute | HBM | network | step | MFU | comm share | collectives (count, MiB sent) |",
+              "| mode | batch/chip | fits | memory/device (args+out-alias+temp) "
+              "| GFLOP/step/chip | compute | HBM | network | step | MFU | comm share "
+              "| collectives (count, MiB sent) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode, r in st["modes"].items():
       if "error" in r:
