@@ -95,14 +95,21 @@ def _shape_only_backbone(kind: str, num_outputs: int):
   return module, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes))
 
 
-def _renderer(cfg, mesh: Mesh, b: int, mode: str) -> Program:
+def renderer_stage(cfg) -> renderer_step.RendererStage:
+  """cfg.renderer's RendererStage with a shape-only perceptual backbone (zero VGG weights: the
+  same program and cost; benchmarks/on_gpu.sh times it with these)."""
   mcfg = renderer_train.model_config(cfg.renderer)
-  size = image_size(cfg)
   t = mcfg.train
   backbone = None
   if len(t.loss_weights.perceptual) and sum(t.loss_weights.perceptual):
     backbone = _shape_only_backbone(t.perceptual_backbone, len(t.loss_weights.perceptual))
-  stage = renderer_step.RendererStage(mcfg, backbone=backbone)
+  return renderer_step.RendererStage(mcfg, backbone=backbone)
+
+
+def _renderer(cfg, mesh: Mesh, b: int, mode: str) -> Program:
+  size = image_size(cfg)
+  stage = renderer_stage(cfg)
+  mcfg = stage.cfg
   state = jax.eval_shape(lambda: stage.init_state(jax.random.PRNGKey(0), size))
   state_sh = stage.state_shardings(mesh, state) if mode == "fsdp" else None
   fn = stage.make_jit_step(mesh, state_sh)

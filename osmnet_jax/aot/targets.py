@@ -53,6 +53,8 @@ CHIPS = {
     "h200": Chip("NVIDIA H200 SXM 141GB", 989e12, 494e12, 141 * 10**9, 4.8e12, 450e9, 50e9),
 }
 TPU_GENERATIONS = ("v4", "v5e", "v5", "v6e")
+_KIND_TO_CHIP = (("h200", "h200"), ("h100", "h100"), ("v6", "v6e"), ("v5 lite", "v5e"),
+                 ("v5e", "v5e"), ("v5", "v5"), ("v4", "v4"))
 GPUS = ("h100", "h200")
 
 
@@ -108,6 +110,9 @@ def parse(name: str) -> Target:
                      f"cuda:h100:1x4x8, gpus {GPUS})")
   platform, kind, grid = parts[0], parts[1].lower(), parts[2]
   if platform == "tpu":
+    # libtpu takes /tmp/libtpu_lockfile for the whole process by default; compiling only, two
+    # processes (a test run next to a report) may share the machine.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     if kind not in TPU_GENERATIONS or len(parts) > 4:
       raise ValueError(f"--topology {name!r}: TPU generation must be one of {TPU_GENERATIONS} "
                        "(libtpu's names: v5e, v5 for v5p, v4, v6e)")
@@ -134,3 +139,20 @@ def parse(name: str) -> Target:
                                       topology=grid)
   devs = list(desc.devices)
   return Target(name, "cuda", CHIPS[kind], devs, dims[2], dims[1] * dims[2])
+
+
+def local(chip: str | None = None) -> Target:
+  """The devices this process runs on as a Target (benchmarks/on_gpu.sh compares the compiled
+  program's prediction with a measurement). `chip`: a CHIPS key; default from the device kind."""
+  import jax
+
+  devs = jax.devices()
+  kind = devs[0].device_kind.lower()
+  if chip is None:  # device_kind: "NVIDIA H100 80GB HBM3", "TPU v5 lite", "TPU v5", ...
+    chip = next((c for sub, c in _KIND_TO_CHIP if sub in kind), None)
+  if chip not in CHIPS:
+    raise ValueError(f"device kind {devs[0].device_kind!r}: no spec in targets.CHIPS; pass one "
+                     f"of {sorted(CHIPS)}")
+  platform = "cuda" if devs[0].platform == "gpu" else devs[0].platform
+  return Target(f"local:{chip}", platform, CHIPS[chip], devs, jax.local_device_count(),
+                len(devs))
