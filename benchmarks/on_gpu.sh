@@ -19,6 +19,8 @@ export OUT="${OUT:-benchmarks/results/on_gpu}"
 export CONFIG="${CONFIG:-configs/vox256.py}" BATCH="${BATCH:-8}" FRAMES="${FRAMES:-32}"
 export STEPS="${STEPS:-10}" PLATFORM="${PLATFORM:-gpu}"
 export TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_PREALLOCATE=false
+# Triton GEMMs abort on the anti-aliasing dots in float32 (osmnet_jax/aot/compile.py says why).
+export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
   > "$OUT/gpu.txt" || echo "no nvidia-smi" > "$OUT/gpu.txt"

@@ -29,7 +29,7 @@ BATCH = 2  # per chip
 def _compile(topology: str, stage: str, mode: str, batch: int = BATCH):
   target = targets.parse(topology)
   prog = aot_compile.build(stage, tiny_test.get_config(), target.devices, batch, mode)
-  _, compiled = aot_compile.lower_and_compile(prog)
+  _, compiled = aot_compile.lower_and_compile(prog, target.platform)
   return target, prog, compiled
 
 

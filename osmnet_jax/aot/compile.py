@@ -198,7 +198,16 @@ def build(stage: str, cfg, devices: list, batch_per_chip: int, mode: str = "dp")
   return _BUILDERS[stage](cfg, mesh, batch_per_chip * mesh.size, mode)
 
 
-def lower_and_compile(prog: Program) -> tuple[Any, Any]:
+# XLA:GPU's Triton GEMM emitter finds no tiling for the float32 `highest`-precision dots of the
+# anti-aliased downsampling (nn/blocks.AntiAliasInterpolation2d, e.g. f32[192,24] in the
+# keypoint detector) and aborts the compile with INTERNAL "Couldn't find output tile sizes";
+# without Triton GEMMs those dots go to cuBLAS. A real GPU run needs the same option
+# (XLA_FLAGS=--xla_gpu_enable_triton_gemm=false; benchmarks/on_gpu.sh sets it).
+GPU_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
+
+
+def lower_and_compile(prog: Program, platform: str = "tpu") -> tuple[Any, Any]:
   """-> (lowered, compiled). Raises what XLA raises (e.g. RESOURCE_EXHAUSTED on TPU)."""
   lowered = prog.fn.lower(*prog.args)
-  return lowered, lowered.compile()
+  opts = GPU_COMPILER_OPTIONS if platform == "cuda" else None
+  return lowered, lowered.compile(compiler_options=opts)

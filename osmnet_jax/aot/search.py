@@ -37,7 +37,7 @@ class Prober:
       return self.results[b]
     prog = aot_compile.build(self.stage, self.cfg, self.target.devices, b, self.mode)
     try:
-      _, compiled = aot_compile.lower_and_compile(prog)
+      _, compiled = aot_compile.lower_and_compile(prog, self.target.platform)
     except Exception as err:  # pylint: disable=broad-except
       if not _is_oom(err):
         raise
