@@ -140,8 +140,8 @@ with jax.default_matmul_precision("highest"):
     vars_ = {m_: {"params": st.params[m_], "batch_stats": st.batch_stats[m_]}
              for m_ in ("kp_detector", "generator")}
     x = bt["source"].astype(jnp.float32) / 255
-    kp = jax.jit(renderer.detect_keypoints, static_argnums=1)(vars_, pstage.cfg, x)
-    pred_img = jax.jit(renderer.render, static_argnums=1)(vars_, pstage.cfg, x, kp, kp)
+    kp = renderer.detect_keypoints(vars_, pstage.cfg, x)  # jitted inside; runs where x lives
+    pred_img = renderer.render(vars_, pstage.cfg, x, kp, kp)
     outs[dev.platform] = (float(mt["total"]), np.asarray(pred_img["prediction"]))
 (l_gpu, p_gpu), (l_cpu, p_cpu) = outs[devs[0].platform], outs["cpu"]
 res["parity_highest"] = {"loss_gpu": l_gpu, "loss_cpu": l_cpu,
