@@ -1,0 +1,234 @@
+"""Price a compiled-for-target program: memory, FLOPs, collectives, roofline, MFU, max batch.
+
+    res = report.analyse(target, prog, lowered, compiled, cpu_flops)   # one (stage, mode, batch)
+    report.write(out_dir, summary)                                     # aot.md + aot.json
+
+Where the numbers come from:
+  memory      compiled.memory_analysis() of the target program (per device): arguments + outputs
+              - aliased (donated) + temporaries + generated code, against the chip's HBM.
+  FLOPs       TPU: compiled.cost_analysis() of the target program (per device). GPU (the CUDA
+              AOT path returns no cost analysis): XLA's HLO cost analysis of the same program
+              lowered for one CPU device at the per-chip batch (`cpu_cost`), i.e. the same math
+              without the collectives. `flops_source` in the result names which.
+  HBM bytes   the same cost analysis' "bytes accessed": fusion-aware on TPU; on the GPU path
+              the unfused CPU-lowered program's, an upper bound (so the GPU memory time is
+              pessimistic and its MFU a lower estimate when memory-bound).
+  collectives parsed from compiled.as_text(): each all-reduce / all-gather / reduce-scatter /
+              all-to-all / collective-permute with its result bytes, replica-group size and the
+              bytes one device sends (ring algorithms: all-reduce 2(n-1)/n S, all-gather and
+              reduce-scatter (n-1)/n S_full, permute S). Collectives inside loops count once.
+  roofline    compute = FLOPs / peak, memory = bytes / HBM bandwidth, network = sent bytes /
+              link bandwidth (targets.Target.link_bytes_per_s); step = max(compute, memory) +
+              network (communication assumed not overlapped: conservative) and
+              MFU = compute / step (an upper bound: peaks are spec-sheet peaks).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+
+import numpy as np
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+                "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
+                "f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1}
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<type>.*?)\s*(?P<op>"
+                    + "|".join(COLLECTIVES) + r")(?P<start>-start)?\(")
+_SHAPE = re.compile(r"\b([a-z]+\d*(?:e\d+m\d+(?:fn)?)?)\[([\d,]*)\]")
+_GROUPS_LIST = re.compile(r"replica_groups=\{(\{[\d,]*\}(?:,\{[\d,]*\})*)\}")
+_GROUPS_IOTA = re.compile(r"replica_groups=\[(\d+),(\d+)\]<=\[([\d,]+)\](T\(([\d,]+)\))?")
+_PAIRS = re.compile(r"source_target_pairs=\{([\d,{}]*)\}")
+
+
+def _shape_bytes(type_text: str) -> list[int]:
+  out = []
+  for dtype, dims in _SHAPE.findall(type_text):
+    if dtype not in _DTYPE_BYTES:
+      continue
+    n = math.prod(int(d) for d in dims.split(",") if d) if dims else 1
+    out.append(n * _DTYPE_BYTES[dtype])
+  return out
+
+
+def _groups(line: str, num_devices: int) -> list[list[int]]:
+  m = _GROUPS_LIST.search(line)
+  if m:
+    return [[int(x) for x in g.split(",") if x] for g in re.findall(r"\{([\d,]*)\}", m.group(1))]
+  m = _GROUPS_IOTA.search(line)
+  if m:
+    n_groups, size = int(m.group(1)), int(m.group(2))
+    dims = [int(x) for x in m.group(3).split(",")]
+    ids = np.arange(math.prod(dims)).reshape(dims)
+    if m.group(5):
+      ids = ids.transpose([int(x) for x in m.group(5).split(",")])
+    return ids.reshape(n_groups, size).tolist()
+  m = _PAIRS.search(line)
+  if m:
+    pairs = re.findall(r"\{(\d+),(\d+)\}", m.group(1))
+    return [[int(a), int(b)] for a, b in pairs]
+  return [list(range(num_devices))]  # replica_groups={} : all devices
+
+
+def collectives(hlo_text: str, num_devices: int) -> list[dict]:
+  """Every collective instruction of an optimized HLO module (async pairs counted once)."""
+  out = []
+  for line in hlo_text.splitlines():
+    m = _INSTR.match(line)
+    if not m:
+      continue
+    op, start = m.group("op"), bool(m.group("start"))
+    sizes = [s for s in _shape_bytes(m.group("type"))]
+    groups = _groups(line, num_devices)
+    n = max(len(g) for g in groups) if groups else num_devices
+    if op == "collective-permute":
+      n = 2
+    big = [s for s in sizes if s > 8] or sizes  # -start tuples carry u32[] sync scalars
+    total = sum(big)
+    if start and op == "all-gather":      # (inputs..., outputs...): outputs are n/(n+1)
+      result = total * n / (n + 1)
+    elif start and op == "collective-permute":  # (input, output)
+      result = total / 2
+    else:
+      result = total
+    if n <= 1:
+      sent = 0.0
+    elif op == "all-reduce":
+      sent = 2 * (n - 1) / n * result
+    elif op == "all-gather":
+      sent = (n - 1) / n * result
+    elif op == "reduce-scatter":
+      sent = (n - 1) * result          # result is the 1/n shard
+    elif op == "all-to-all":
+      sent = (n - 1) / n * result
+    else:
+      sent = result
+    out.append({"op": op, "result_bytes": int(result), "group_size": int(n),
+                "sent_bytes": float(sent), "group": groups[0] if groups else []})
+  return out
+
+
+def collective_summary(colls: list[dict]) -> dict:
+  """{op: {'count', 'result_bytes', 'sent_bytes'}} for the json."""
+  out = {}
+  for c in colls:
+    s = out.setdefault(c["op"], {"count": 0, "result_bytes": 0, "sent_bytes": 0.0})
+    s["count"] += 1
+    s["result_bytes"] += c["result_bytes"]
+    s["sent_bytes"] += c["sent_bytes"]
+  return out
+
+
+def _cost(analysis) -> dict:
+  """cost_analysis() returns a dict (jax >= 0.4.30) or a one-element list of dicts; or None."""
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  return dict(analysis) if analysis else {}
+
+
+def memory(compiled) -> dict:
+  m = compiled.memory_analysis()
+  args, outs = int(m.argument_size_in_bytes), int(m.output_size_in_bytes)
+  alias, temp = int(m.alias_size_in_bytes), int(m.temp_size_in_bytes)
+  code = int(getattr(m, "generated_code_size_in_bytes", 0))
+  return {"argument_bytes": args, "output_bytes": outs, "alias_bytes": alias,
+          "temp_bytes": temp, "code_bytes": code,
+          "bytes_per_device": args + outs - alias + temp + code}
+
+
+def cpu_cost(cpu_lowered) -> dict:
+  """XLA's HLO cost analysis of a program lowered (not compiled: seconds instead of minutes) for
+  one CPU device: {'flops', 'bytes'}. The FLOPs match the compiled programs' to a few percent
+  (tests/test_aot.py checks 20 %); the bytes count every unfused op's operands and results,
+  an upper bound on HBM traffic."""
+  c = _cost(cpu_lowered.cost_analysis())
+  return {"flops": float(c.get("flops", 0.0)), "bytes": float(c.get("bytes accessed", 0.0))}
+
+
+def analyse(target, prog, compiled, cpu: dict | None) -> dict:
+  """One compiled program -> the per-stage json record (see module docstring)."""
+  mem = memory(compiled)
+  hbm = int(target.chip.hbm_bytes)
+  cost = _cost(compiled.cost_analysis())
+  if cost.get("flops"):
+    flops, hbm_bytes = float(cost["flops"]), float(cost.get("bytes accessed", 0.0))
+    source = f"{target.platform} compiled cost_analysis (per device)"
+  elif cpu:
+    flops, hbm_bytes = cpu["flops"], cpu["bytes"]
+    source = ("XLA HLO cost analysis of the same program lowered for 1 CPU device at the "
+              "per-chip batch (the CUDA AOT path has none)")
+  else:
+    flops, hbm_bytes, source = None, None, "none"
+  colls = collectives(compiled.as_text(), target.num_devices)
+  comm_s = sum(c["sent_bytes"] / target.link_bytes_per_s(c["group"]) for c in colls)
+  peak = target.chip.peak_flops(prog.compute_dtype)
+  compute_s = flops / peak if flops else 0.0
+  memory_s = hbm_bytes / target.chip.hbm_bytes_per_s if hbm_bytes else 0.0
+  step_s = max(compute_s, memory_s) + comm_s
+  return {
+      "stage": prog.stage, "mode": prog.mode, "batch_per_chip": prog.examples_per_chip,
+      "fits": mem["bytes_per_device"] <= hbm, "bytes_per_device": mem["bytes_per_device"],
+      "hbm_bytes": hbm, "memory": mem,
+      "flops_per_step": flops, "flops_source": source, "hbm_bytes_accessed": hbm_bytes,
+      "compute_dtype": prog.compute_dtype, "peak_flops": peak,
+      "compute_s": compute_s, "memory_s": memory_s, "comm_s": comm_s,
+      "predicted_step_s": step_s,
+      "predicted_mfu": (compute_s / step_s) if flops and step_s else None,
+      "comm_share": comm_s / step_s if step_s else 0.0,
+      "collectives": collective_summary(colls),
+  }
+
+
+# ------------------------------------------------------------------------------------------------
+def _gb(x) -> str:
+  return f"{x / 2**30:.2f} GiB"
+
+
+def _ms(x) -> str:
+  return f"{x * 1e3:.2f} ms"
+
+
+def markdown(summary: dict) -> str:
+  """aot.md: one table per stage (DP and FSDP rows) + where every number comes from."""
+  lines = [f"# AOT report: {summary['config']} on {summary['topology']}", "",
+           f"{summary['num_devices']} x {summary['chip']} (HBM {_gb(summary['hbm_bytes'])}), "
+           f"jax {summary['jax_version']}. Command: `{summary['command']}`", ""]
+  for name, st in summary["stages"].items():
+    lines += [f"## {name}", "",
+              f"best: **{st.get('mode', '-')}**, fits: {st['fits']}, max batch/chip: "
+              f"{st['max_batch_per_chip']}", "",
+              "| mode | batch/chip | fits | memory/device (args+out-alias+temp) "
+              "| GFLOP/step/chip | compute | HBM | network | step | MFU | comm share "
+              "| collectives (count, MiB sent) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for mode, r in st["modes"].items():
+      if "error" in r:
+        lines.append(f"| {mode} | {r.get('batch_per_chip', '-')} | False | {r['error'][:120]} "
+                     "| | | | | | | | |")
+        continue
+      colls = ", ".join(f"{k} {v['count']}x {v['sent_bytes'] / 2**20:.1f}"
+                        for k, v in r["collectives"].items()) or "none"
+      fl = f"{r['flops_per_step'] / 1e9:.1f}" if r["flops_per_step"] else "n/a"
+      mfu = f"{100 * r['predicted_mfu']:.0f} %" if r["predicted_mfu"] is not None else "n/a"
+      lines.append(
+          f"| {mode} | {r['batch_per_chip']} | {r['fits']} | {_gb(r['bytes_per_device'])} "
+          f"| {fl} | {_ms(r['compute_s'])} | {_ms(r['memory_s'])} | {_ms(r['comm_s'])} "
+          f"| {_ms(r['predicted_step_s'])} | {mfu} | {100 * r['comm_share']:.0f} % | {colls} |")
+    src = next((r["flops_source"] for r in st["modes"].values() if "flops_source" in r), "")
+    lines += ["", f"FLOPs: {src}.", ""]
+  lines += ["Roofline: step = max(FLOPs/peak, bytes/HBM bandwidth) + bytes sent/link bandwidth "
+            "(no compute/communication overlap assumed); MFU = compute time / step time with "
+            "spec-sheet peaks (osmnet_jax/aot/report.py, targets.py).", ""]
+  return "\n".join(lines)
+
+
+def write(out_dir: str, summary: dict) -> tuple[str, str]:
+  os.makedirs(out_dir, exist_ok=True)
+  md, js = os.path.join(out_dir, "aot.md"), os.path.join(out_dir, "aot.json")
+  with open(md, "w") as f:
+    f.write(markdown(summary))
+  with open(js, "w") as f:
+    json.dump(summary, f, indent=2, default=float)
+  return md, js

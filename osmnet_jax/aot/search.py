@@ -1,0 +1,144 @@
+"""Per-stage driver: compile at one batch or search the largest per-chip batch that fits.
+
+"Fits" means the target compiler accepted the program (TPU refuses one over HBM with
+RESOURCE_EXHAUSTED) and its per-device bytes (report.memory) are within the chip's HBM (the CUDA
+AOT path compiles anything; only the memory analysis tells). The search doubles, then bisects,
+and guesses from the linear growth of bytes with batch; it stops within 1/16 of the answer.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+
+from osmnet_jax.aot import compile as aot_compile
+from osmnet_jax.aot import report
+
+_OOM_MARKERS = ("RESOURCE_EXHAUSTED", "exceeds available HBM", "Out of memory",
+                "out of memory")
+MAX_PROBES = 8
+
+
+def _is_oom(err: Exception) -> bool:
+  return any(m in str(err) for m in _OOM_MARKERS)
+
+
+class Prober:
+  """Compiles (stage, mode) at a batch per chip, memoised; keeps the last fitting executable."""
+
+  def __init__(self, target, cfg, stage: str, mode: str, log: Callable[[str], None]):
+    self.target, self.cfg, self.stage, self.mode, self.log = target, cfg, stage, mode, log
+    self.results: dict[int, dict] = {}
+    self.compiled: dict[int, tuple] = {}
+
+  def __call__(self, b: int) -> dict:
+    if b in self.results:
+      return self.results[b]
+    prog = aot_compile.build(self.stage, self.cfg, self.target.devices, b, self.mode)
+    try:
+      _, compiled = aot_compile.lower_and_compile(prog, self.target.platform)
+    except Exception as err:  # pylint: disable=broad-except
+      if not _is_oom(err):
+        raise
+      msg = str(err).strip().splitlines()[0]
+      rec = {"stage": self.stage, "mode": self.mode, "batch_per_chip": b, "fits": False,
+             "error": msg}
+      self.log(f"{self.mode} batch {b}/chip: does not fit ({msg[:160]})")
+    else:
+      rec = report.analyse(self.target, prog, compiled, None)
+      self.compiled[b] = (prog, compiled)
+      self.log(f"{self.mode} batch {b}/chip: {rec['bytes_per_device'] / 2**30:.2f} GiB/device, "
+               f"fits={rec['fits']}")
+    self.results[b] = rec
+    return rec
+
+  def fits(self, b: int) -> bool:
+    return bool(self(b)["fits"])
+
+  def guess(self, hbm: int) -> int | None:
+    """Largest batch the two largest fitting probes' linear bytes(batch) keeps within HBM."""
+    pts = sorted((b, r["bytes_per_device"]) for b, r in self.results.items() if r["fits"])
+    if len(pts) < 2:
+      return None
+    (b1, m1), (b2, m2) = pts[-2], pts[-1]
+    slope = (m2 - m1) / (b2 - b1)
+    if slope <= 0:
+      return None
+    return int(math.floor(b2 + (hbm - m2) / slope))
+
+
+def max_batch(probe: Prober, hbm: int, limit: int, start: int = 1) -> int:
+  """Largest b in [1, limit] with probe.fits(b) (within 1/16), or 0 if batch 1 does not fit."""
+  lo, hi = 0, limit + 1
+  b = start
+  for _ in range(MAX_PROBES):
+    if probe.fits(b):
+      lo = max(lo, b)
+    else:
+      hi = min(hi, b)
+    if hi - lo <= max(1, lo // 16) or lo >= limit:
+      break
+    g = probe.guess(hbm)
+    if g is not None and lo < g < hi:
+      nb = g if g > lo else lo + max(1, lo // 16)
+    elif hi > limit:
+      nb = min(limit, max(2 * lo, 1))
+    else:
+      nb = (lo + hi) // 2
+    if nb <= lo or nb >= hi:
+      nb = (lo + hi) // 2
+    if nb == b:
+      break
+    b = nb
+  return lo
+
+
+def _with_cpu_flops(target, probe: Prober, b: int, rec: dict) -> dict:
+  """GPU: the target's cost analysis is empty; price the same program lowered for one CPU
+  device at the per-chip batch (same math, no collectives)."""
+  if target.platform != "cuda" or not rec.get("fits") or b not in probe.compiled:
+    return rec
+  cpu_dev = jax.devices("cpu")[:1]
+  cprog = aot_compile.build(probe.stage, probe.cfg, cpu_dev, b, "dp")
+  cpu = report.cpu_cost(cprog.fn.lower(*cprog.args))
+  prog, compiled = probe.compiled[b]
+  return report.analyse(target, prog, compiled, cpu)
+
+
+def _throughput(rec: dict) -> float:
+  if not rec.get("fits") or not rec.get("predicted_step_s"):
+    return 0.0
+  return rec["batch_per_chip"] / rec["predicted_step_s"]
+
+
+def stage_report(target, cfg, stage: str, modes: list[str], batch_per_chip: int,
+                 limit: int, log: Callable[[str], None] = print) -> dict:
+  """{'fits', 'bytes_per_device', ..., 'max_batch_per_chip', 'mode' (best), 'modes': {...}}."""
+  hbm = int(target.chip.hbm_bytes)
+  per_mode = {}
+  for mode in modes:
+    probe = Prober(target, cfg, stage, mode, log)
+    if batch_per_chip:
+      b, max_b = batch_per_chip, None
+      rec = probe(b)
+    else:
+      max_b = max_batch(probe, hbm, limit)
+      b = max(max_b, 1)
+      rec = probe(b)
+    rec = dict(_with_cpu_flops(target, probe, b, rec))
+    rec["max_batch_per_chip"] = max_b
+    per_mode[mode] = rec
+  best_mode = max(per_mode, key=lambda m: (_throughput(per_mode[m]), m == "dp"))
+  best = per_mode[best_mode]
+  keys = ("fits", "bytes_per_device", "hbm_bytes", "flops_per_step", "flops_source",
+          "predicted_step_s", "predicted_mfu", "comm_share", "batch_per_chip", "collectives")
+  out = {k: best.get(k) for k in keys}
+  out["hbm_bytes"] = hbm
+  out["fits"] = bool(best.get("fits"))
+  out["bytes_per_device"] = best.get("bytes_per_device")
+  out["max_batch_per_chip"] = best.get("max_batch_per_chip")
+  out["collectives"] = best.get("collectives", {})
+  out["mode"] = best_mode
+  out["modes"] = per_mode
+  return out
