@@ -18,14 +18,14 @@ VGG weight 10 per layer, equivariance 10/10, no GAN. Epochs are converted to ste
 `TRAIN_CLIPS` (set it to your train split's clip count) and the global batch.
 Stage B sizes are [ours] (the paper gives none): every width x4 of the CPU default.
 """
-from configs import default
+from configs import renderer_vox256
 
 TRAIN_CLIPS = 18_000   # [ours] a VoxCeleb1-sized train split; set to yours
 FOMM_EPOCHS, FOMM_REPEATS, FOMM_MILESTONES = 100, 75, (60, 90)
 
 
 def get_config():
-  c = default.get_config()
+  c = renderer_vox256.get_config()  # FOMM's vox-256 renderer architecture and objective
   c.stages = ("data", "renderer", "motion", "expression")
 
   c.data.name = "talking_videos"
@@ -43,9 +43,7 @@ def get_config():
   c.log_every = 100
 
   epoch_steps = FOMM_REPEATS * TRAIN_CLIPS // c.batch_size
-  c.renderer.model = "vox256"
-  c.renderer.overrides = {"train": {"lr_milestones": tuple(m * epoch_steps
-                                                           for m in FOMM_MILESTONES)}}
+  c.renderer.train.lr_milestones = tuple(m * epoch_steps for m in FOMM_MILESTONES)
   c.renderer.steps = FOMM_EPOCHS * epoch_steps
   c.renderer.save_every = epoch_steps
   c.renderer.grid_every = 1000

@@ -161,7 +161,7 @@ def _generate(cfg, mesh: Mesh, b: int, mode: str) -> Program:
   """generate's render call (generate/pipeline.py `Generator._render_fn`): one source, a chunk
   of `b` driving keypoint sets -> uint8 frames; the chunk is split over the mesh. Inference
   has no optimizer state: 'fsdp' splits the generator's weights the same way."""
-  from osmnet_jax.models import keypoint_predictor as kp_lib
+  from osmnet_jax.inference import render as render_lib
 
   rcfg = renderer_train.model_config(cfg.renderer)
   size, k = image_size(cfg), rcfg.num_kp
@@ -172,8 +172,8 @@ def _generate(cfg, mesh: Mesh, b: int, mode: str) -> Program:
 
   def render(rvars, source, kp_src, kp_drv):
     # source [1,H,W,3] float; kp_src [1,K,2]/[1,K,2,2]; kp_drv [B,K,2]/[B,K,2,2] -> [B,H,W,3]
-    frames = kp_lib.render_clip(rvars, rcfg, source, kp_src,
-                                jax.tree.map(lambda x: x[None], kp_drv))[0]
+    frames = render_lib.render_clip(rvars, rcfg, source, kp_src,
+                                    jax.tree.map(lambda x: x[None], kp_drv))[0]
     return jnp.round(jnp.clip(frames, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
   fn = jax.jit(render, in_shardings=(rvars_sh, repl, repl, frames_sh), out_shardings=frames_sh)
