@@ -26,6 +26,7 @@ xla_cpu_tuning.apply()  # what train.py runs with
 def build(ln_cls, batch: int):
   import jax
   import numpy as np
+
   from configs import default
   from osmnet_jax.models import audio_encoder
   from osmnet_jax.stages import motion as motion_stage
@@ -59,6 +60,7 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=7)
   args = p.parse_args(argv)
   import flax.linen as nn
+
   from osmnet_jax.models import audio_encoder
   from osmnet_jax.nn import layer_norm
 

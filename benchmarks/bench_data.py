@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # noqa: E501
   p.add_argument("--config", default="64px")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--steps", type=int, default=100)
@@ -54,7 +54,7 @@ def main():
   print(json.dumps({
       "benchmark": "data", "config": args.config, "clips_built": n_clips,
       "build_s_median": statistics.median(build_s), "build_s_all": build_s,
-      "pipeline_clips_per_s_median": statistics.median(clips_s), "pipeline_clips_per_s_all": clips_s,
+      "pipeline_clips_per_s_median": statistics.median(clips_s), "pipeline_clips_per_s_all": clips_s,  # noqa: E501
       "pipeline_frames_per_s_median": statistics.median(clips_s) * args.num_frames,
       "batch": args.batch, "num_frames": args.num_frames, "devices": jax.device_count(),
       "machine": f"{platform.machine()} {os.cpu_count()} cpu", "date": time.strftime("%Y-%m-%d"),

@@ -43,11 +43,10 @@ def main(argv=None):
   import numpy as np
   import skimage.data
 
+  from data.synth_talk.speech import synthesize_speech  # the project's own speech synthesiser
   from osmnet_jax import audio as audio_lib
   from osmnet_jax.generate import pipeline as generate
   from osmnet_jax.inference import render as render_lib
-
-  from data.synth_talk.speech import synthesize_speech  # the project's own speech synthesiser
 
   gen = generate.Generator.load(args.workdir)
   x, _ = synthesize_speech(np.random.default_rng(0), int(round(args.seconds * audio_lib.FPS)))
@@ -85,7 +84,7 @@ def main(argv=None):
   print(f"{stamp}; {os.cpu_count()} cores; jax {jax.__version__} ({jax.default_backend()}); "
         f"image {gen.image_size} px; {args.num_samples} samples x {t} frames; command: python "
         f"benchmarks/bench_generate.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-  print(f"motion sampling (all samples, one call): median {statistics.median(times['motion']):.3f} s;"
+  print(f"motion sampling (all samples, one call): median {statistics.median(times['motion']):.3f} s;"  # noqa: E501
         f" expression keypoints: {statistics.median(times['keypoints']):.3f} s")
   print("| render batch | compile s (first call - steady) | frames/s | real-time factor |")
   print("|---|---|---|---|")

@@ -25,7 +25,7 @@ flags.DEFINE_string("data_dir", "/tmp/tfds_motion", "TFDS data dir holding synth
 flags.DEFINE_string("models", "osmnet,audio2pose_lstm,noise_sampler", "Comma-separated models.")
 flags.DEFINE_integer("steps", 3000, "Training steps per model (motion_config default).")
 flags.DEFINE_integer("num_samples", 8, "Samples per test audio in the evaluation.")
-flags.DEFINE_integer("sigma_holdout_pct", 10, "Train clips held out for sigma (motion_config default).")
+flags.DEFINE_integer("sigma_holdout_pct", 10, "Train clips held out for sigma (motion_config default).")  # noqa: E501
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
@@ -33,9 +33,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from configs import default
+  from osmnet_jax.evaluation import motion as motion_eval
   from osmnet_jax.input import datasets
   from osmnet_jax.runtime import sharding
-  from osmnet_jax.evaluation import motion as motion_eval
   from osmnet_jax.stages import motion as motion_stage
 
   cfg = default.get_config()

@@ -32,12 +32,13 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from osmnet_jax.face import landmarks as lb  # pylint: disable=g-import-not-at-top
-from osmnet_jax import media  # pylint: disable=g-import-not-at-top
+from osmnet_jax import media  # pylint: disable=g-import-not-at-top  # noqa: E402
+from osmnet_jax.face import landmarks as lb  # pylint: disable=g-import-not-at-top  # noqa: E402
 
 
 def make_videos(folder: str, n: int, seconds: float, frame: int) -> None:
   import skimage.data  # pylint: disable=g-import-not-at-top
+
   from data.synth_talk.speech import synthesize_speech  # pylint: disable=g-import-not-at-top
 
   base = cv2.resize(skimage.data.astronaut()[0:288, 84:372], (frame, frame),
@@ -52,7 +53,7 @@ def make_videos(folder: str, n: int, seconds: float, frame: int) -> None:
     amp = rng.uniform(0.5, 1.0, 4)
     ms = []
     for t in range(t_total):
-      m = cv2.getRotationMatrix2D(centre, 8 * amp[0] * np.sin(t / 11), 1 + 0.08 * amp[1] * np.sin(t / 17))
+      m = cv2.getRotationMatrix2D(centre, 8 * amp[0] * np.sin(t / 11), 1 + 0.08 * amp[1] * np.sin(t / 17))  # noqa: E501
       m[:, 2] += [0.05 * frame * amp[2] * np.sin(t / 13), 0.03 * frame * amp[3] * np.cos(t / 9)]
       ms.append(m)
     frames = np.stack([cv2.warpAffine(base, m, (frame, frame), borderMode=cv2.BORDER_REPLICATE)
@@ -65,7 +66,7 @@ def make_videos(folder: str, n: int, seconds: float, frame: int) -> None:
 
 
 def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # noqa: E501
   p.add_argument("--videos", type=int, default=4)
   p.add_argument("--seconds", type=float, default=4.0)
   p.add_argument("--frame", type=int, default=384)

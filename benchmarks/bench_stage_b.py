@@ -37,7 +37,7 @@ import bench_train_step as bts  # noqa: E402
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--stages", default="motion,expression", help="comma-separated: motion, expression")
+  p.add_argument("--stages", default="motion,expression", help="comma-separated: motion, expression")  # noqa: E501
   p.add_argument("--motion_batches", default="16,32", help="clips per step (default config: 16)")
   p.add_argument("--expression_batches", default="8,16", help="windows per step (default: 8)")
   p.add_argument("--image_size", type=int, default=64, help="expression stage image size (px)")

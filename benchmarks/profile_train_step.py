@@ -110,11 +110,11 @@ def main(argv=None):
           f"({args.stage}, {args.res} px, batch {args.batch}, {args.steps} steps)")
     print("  by kind:", ", ".join(f"{k} {v / args.steps:.0f} ms" for k, v in kinds.most_common(8)))
     for n, ms in by_name.most_common(args.top):
-      print(f"  {ms / args.steps:8.1f} ms/step  {100 * ms / total:5.1f} %  x{count[n] // args.steps:<3d} {n}")
+      print(f"  {ms / args.steps:8.1f} ms/step  {100 * ms / total:5.1f} %  x{count[n] // args.steps:<3d} {n}")  # noqa: E501
     by_mod = collections.Counter()
     for n, ms in by_src.items():
       by_mod[n.split("/")[0]] += ms
-    print("  by module:", ", ".join(f"{k} {v / args.steps:.0f} ms" for k, v in by_mod.most_common(12)))
+    print("  by module:", ", ".join(f"{k} {v / args.steps:.0f} ms" for k, v in by_mod.most_common(12)))  # noqa: E501
     print("  by source op (jax op_name of the HLO instruction):")
     for n, ms in by_src.most_common(args.top):
       print(f"  {ms / args.steps:8.1f} ms/step  {100 * ms / total:5.1f} %  {n}")
@@ -129,7 +129,7 @@ def main(argv=None):
     print(f"\ntorch: {ttotal / args.steps:.0f} ms of aten self time per step")
     for e in avgs[:args.top]:
       ms = e.self_cpu_time_total / 1e3
-      print(f"  {ms / args.steps:8.1f} ms/step  {100 * ms / ttotal:5.1f} %  x{e.count // args.steps:<3d} {e.key}")
+      print(f"  {ms / args.steps:8.1f} ms/step  {100 * ms / ttotal:5.1f} %  x{e.count // args.steps:<3d} {e.key}")  # noqa: E501
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from osmnet_jax.runtime.sharding import FSDP_MIN_SIZE  # pylint: disable=g-import-not-at-top,wrong-import-position
+from osmnet_jax.runtime.sharding import FSDP_MIN_SIZE  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
@@ -184,7 +184,9 @@ def compile_step(stage, size: int, devices, data: int, fsdp: int, per_device_bat
   """(compiled step, step fn, shardings) for mesh data x fsdp over ``devices``."""
   import jax
   import jax.numpy as jnp
-  from jax.sharding import NamedSharding, PartitionSpec as P
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
   from osmnet_jax.runtime import sharding
 
   mesh = sharding.make_mesh(data, fsdp, devices=devices)
@@ -256,7 +258,8 @@ def measure_cpu_constants(devices) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from jax.sharding import NamedSharding, PartitionSpec as P
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
 
   def best(fn, *args, reps=5):
     jax.block_until_ready(fn(*args))

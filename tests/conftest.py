@@ -28,7 +28,7 @@ def run_worker(test_file: str, timeout: int = 600) -> dict:
   returns the JSON its last ``RESULT `` line carries."""
   import json
 
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS, os.environ.get("PYTHONPATH", "")]))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, TESTS, os.environ.get("PYTHONPATH", "")]))  # noqa: E501
   proc = subprocess.run([sys.executable, os.path.abspath(test_file), "worker"],
                         capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-4000:]

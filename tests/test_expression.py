@@ -1,4 +1,4 @@
-"""ExpressionEncoder, landmark loss and the expression stage (one step, runner, renderer loading)."""
+"""ExpressionEncoder, landmark loss and the expression stage (one step, runner, renderer loading)."""  # noqa: E501
 from __future__ import annotations
 
 import json
@@ -14,8 +14,8 @@ from configs import default
 from osmnet_jax import checkpointing, renderer
 from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.face import geometry as fg
-from osmnet_jax.runtime import sharding
 from osmnet_jax.models import expression as ex
+from osmnet_jax.runtime import sharding
 from osmnet_jax.stages import expression as es
 from osmnet_jax.stages import renderer_step as rs
 
@@ -58,7 +58,7 @@ def test_landmark_loss_weights_the_mouth():
   jaw_err = target.at[:, 0, 0].set(0.3)  # one non-mouth x coordinate off by 0.3
   assert float(ex.landmark_loss(jaw_err, target, 5.0)) == pytest.approx(0.3 / (2 * 148), rel=1e-6)
   # Signs do not matter (L1).
-  assert float(ex.landmark_loss(-mouth_err, target, 5.0)) == pytest.approx(0.1 * 100 / 148, rel=1e-6)
+  assert float(ex.landmark_loss(-mouth_err, target, 5.0)) == pytest.approx(0.1 * 100 / 148, rel=1e-6)  # noqa: E501
 
 
 def test_encoder_shapes_determinism_and_identity_at_init():
@@ -182,7 +182,7 @@ def test_run_expression_trains_models_not_the_frozen_renderer(tmp_path, tiny_syn
   anim = jax.device_get(stage.animate(params, loaded_renderer, gen_batch))
   assert anim["frames"].shape == (B, T, S, S, 3) and anim["landmarks"].shape == (B, T, 68, 2)
   assert anim["kp"]["value"].shape == (B, T, rcfg.num_kp, 2)
-  assert np.isfinite(anim["frames"]).all() and 0 <= anim["frames"].min() <= anim["frames"].max() <= 1
+  assert np.isfinite(anim["frames"]).all() and 0 <= anim["frames"].min() <= anim["frames"].max() <= 1  # noqa: E501
   # ... and the renderer in the checkpoint is, bit for bit, the one "init" made.
   want = renderer.init(jax.random.PRNGKey(cfg.seed + 1), rcfg, S, False)
   for a, b in zip(jax.tree.leaves(loaded_renderer), jax.tree.leaves(want)):

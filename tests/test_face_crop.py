@@ -2,10 +2,9 @@
 import cv2
 import numpy as np
 
+import test_prepare_videos as tv
 from osmnet_jax.face import crop as face_crop
 from osmnet_jax.face import landmarks as lb
-
-import test_prepare_videos as tv
 
 
 def _box(cx, cy, s):

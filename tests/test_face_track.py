@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 
+import test_prepare_videos as tv
 from osmnet_jax.face import crop as face_crop
 from osmnet_jax.face import landmarks as lb
 from osmnet_jax.face import track as face_track
-
-import test_prepare_videos as tv
 
 
 def test_fill_missing_interpolates_and_holds_the_ends():

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+import torch.nn.functional as F  # pylint: disable=g-import-not-at-top  # noqa: E402
 
-from osmnet_jax import convert  # pylint: disable=g-import-not-at-top
-from osmnet_jax.metrics import fid
-from osmnet_jax.models import fid_inception
-from osmnet_jax.nn.grid_sample import resize_bilinear
-from tests.torch_fid_inception import FidInception, randomize_
+from osmnet_jax import convert  # pylint: disable=g-import-not-at-top  # noqa: E402
+from osmnet_jax.metrics import fid  # noqa: E402
+from osmnet_jax.models import fid_inception  # noqa: E402
+from osmnet_jax.nn.grid_sample import resize_bilinear  # noqa: E402
+from tests.torch_fid_inception import FidInception, randomize_  # noqa: E402
 
 
 @pytest.fixture(scope="module")

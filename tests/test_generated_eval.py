@@ -228,7 +228,6 @@ def test_eval_generated_groups_for_every_method(evaluated):
 def synth64(tmp_path_factory):
   """2 test clips (25 frames) of a tiny synth_talk at 64 px, as generated_eval loads them."""
   from conftest import tiny_config
-
   from data.synth_talk import builder
   from osmnet_jax.evaluation import clips as clips_lib
 

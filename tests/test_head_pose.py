@@ -7,7 +7,7 @@ from osmnet_jax.face import pose as head_pose
 
 def _random_poses(rng, n):
   return np.stack([rng.uniform(-0.6, 0.6, n), rng.uniform(-0.4, 0.4, n), rng.uniform(-0.5, 0.5, n),
-                   rng.uniform(-0.2, 0.2, n), rng.uniform(-0.2, 0.2, n), rng.uniform(0.3, 0.6, n)], 1)
+                   rng.uniform(-0.2, 0.2, n), rng.uniform(-0.2, 0.2, n), rng.uniform(0.3, 0.6, n)], 1)  # noqa: E501
 
 
 def test_fit_recovers_projected_poses_exactly():

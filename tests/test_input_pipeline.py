@@ -43,7 +43,7 @@ def test_window_contents_match_the_raw_clip(tiny_synth):
     np.testing.assert_array_equal(batch["landmarks"][i], ex["landmarks"][s:s + T])
     np.testing.assert_allclose(batch["pose"][i], (ex["pose"][s:s + T] - mean) / std, rtol=1e-6)
     # The source frame comes from the same clip, with its own landmarks.
-    src = [j for j in range(len(ex["frames"])) if np.array_equal(ex["frames"][j], batch["source"][i])]
+    src = [j for j in range(len(ex["frames"])) if np.array_equal(ex["frames"][j], batch["source"][i])]  # noqa: E501
     assert src
     np.testing.assert_array_equal(batch["source_landmarks"][i], ex["landmarks"][src[0]])
 

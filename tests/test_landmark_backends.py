@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 
-from osmnet_jax.face import geometry as fg
-from osmnet_jax.face import pose as head_pose
-from osmnet_jax.face import landmarks as lb
-
 import test_prepare_videos as tv
+from osmnet_jax.face import geometry as fg
+from osmnet_jax.face import landmarks as lb
+from osmnet_jax.face import pose as head_pose
 
 # iBUG-68 mirror pairs (image-left point, image-right point) and midline points.
 PAIRS = [(i, 16 - i) for i in range(8)] + [(17, 26), (18, 25), (19, 24), (20, 23), (21, 22),
@@ -117,7 +116,7 @@ def test_fan_decode_matches_the_package_rule():
   px, py = 20 + 1 + 0.25 - 0.5, 30 + 1 - 0.5  # y-neighbours tie -> sign 0
   np.testing.assert_allclose(got[0, 0], [(px / 64 - 0.5) * 100 + 100, (py / 64 - 0.5) * 100 + 80],
                              atol=1e-4)
-  np.testing.assert_allclose(got[0, 5], [(63.5 / 64 - 0.5) * 100 + 100, (0.5 / 64 - 0.5) * 100 + 80],
+  np.testing.assert_allclose(got[0, 5], [(63.5 / 64 - 0.5) * 100 + 100, (0.5 / 64 - 0.5) * 100 + 80],  # noqa: E501
                              atol=1e-4)
 
 

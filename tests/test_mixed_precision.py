@@ -25,7 +25,7 @@ from conftest import run_worker
 STEPS = 2
 
 
-_RANK2_DOT = re.compile(r"stablehlo\.dot_general .*: \(tensor<\d+x\d+x[a-z]\w*>, tensor<\d+x\d+x[a-z]\w*>\)"
+_RANK2_DOT = re.compile(r"stablehlo\.dot_general .*: \(tensor<\d+x\d+x[a-z]\w*>, tensor<\d+x\d+x[a-z]\w*>\)"  # noqa: E501
                         r" -> tensor<\d+x\d+x([a-z]\w*)>")
 
 
@@ -244,6 +244,7 @@ def test_remat_gradients_equal_and_remat_applied(worker_result):
 
 def _shapes(cfg):
   import jax  # pylint: disable=g-import-not-at-top
+
   from osmnet_jax import renderer  # pylint: disable=g-import-not-at-top
 
   tree = jax.eval_shape(lambda: renderer._init(jax.random.PRNGKey(0), cfg, 64, False))  # pylint: disable=protected-access
@@ -268,8 +269,9 @@ def test_remat_and_bf16_keep_the_param_tree():
 def test_config_plumbing():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from osmnet_jax import renderer  # pylint: disable=g-import-not-at-top
+
   from configs import default  # pylint: disable=g-import-not-at-top
+  from osmnet_jax import renderer  # pylint: disable=g-import-not-at-top
   from osmnet_jax.stages import renderer as renderer_train  # pylint: disable=g-import-not-at-top
 
   assert renderer.compute_dtype(renderer.tiny_config()) is None  # float32: unchanged modules

@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data import prepare
-from data import schema
+import test_prepare_videos as tv
+from data import prepare, schema
 from data.talking_videos import process
 from osmnet_jax import audio as audio_lib
 from osmnet_jax.face import crop as face_crop
 from osmnet_jax.face import landmarks as lb
-
-import test_prepare_videos as tv
 
 SIZE = 128
 ARGS = ["--workers", "0", "--size", str(SIZE), "--min-seconds", "1", "--max-seconds", "1.2",

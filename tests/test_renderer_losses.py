@@ -25,7 +25,7 @@ def _nhwc(t):
 def _images(b, size, seed):
   g = torch.Generator().manual_seed(seed)
   low = torch.rand(b, 3, 4, 4, generator=g)
-  return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+  return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)  # noqa: E501
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,9 @@ def test_vgg19_loader_and_perceptual_pyramid_match_torch(vgg19_torch):
       ref += sum(w * torch.abs(a - b).mean() for w, a, b in zip(weights, fx, fy))
   val = perceptual.perceptual_loss(module, variables, _nhwc(pred), _nhwc(real), scales, weights)
   np.testing.assert_allclose(float(val), float(ref), rtol=1e-4)
-  assert float(perceptual.perceptual_loss(module, variables, _nhwc(real), _nhwc(real), scales, weights)) == 0.0
+  assert float(perceptual.perceptual_loss(module, variables, _nhwc(real), _nhwc(real), scales, weights)) == 0.0  # noqa: E501
   # The real branch is a constant target: no gradient flows into it.
-  g = jax.grad(lambda t: perceptual.perceptual_loss(module, variables, _nhwc(pred), t, scales, weights))(
+  g = jax.grad(lambda t: perceptual.perceptual_loss(module, variables, _nhwc(pred), t, scales, weights))(  # noqa: E501
       jnp.asarray(_nhwc(real)))
   assert float(jnp.abs(g).max()) == 0.0
 
@@ -144,7 +144,7 @@ def test_equivariance_losses_match_torch_and_vanish_for_identity():
   u = {k: torch.from_numpy(v) for k, v in kp_t.items()}
   ref_v = 10 * torch.abs(t["value"] - tt.warp_coordinates(u["value"])).mean()
   jt = torch.matmul(tt.jacobian(u["value"]), u["jacobian"])
-  ref_j = 10 * torch.abs(torch.eye(2).view(1, 1, 2, 2) - torch.matmul(torch.inverse(t["jacobian"]), jt)).mean()
+  ref_j = 10 * torch.abs(torch.eye(2).view(1, 1, 2, 2) - torch.matmul(torch.inverse(t["jacobian"]), jt)).mean()  # noqa: E501
   np.testing.assert_allclose(float(ours["equivariance_value"]), float(ref_v.detach()), rtol=1e-5)
   np.testing.assert_allclose(float(ours["equivariance_jacobian"]), float(ref_j.detach()), rtol=1e-5)
   ident = equivariance.random_tps(jax.random.PRNGKey(3), jnp.arange(2), 0.0, 0.0, 5)

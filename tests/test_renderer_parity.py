@@ -26,7 +26,7 @@ def _smooth_images(b, size, seed):
   """Random smooth images in [0,1]: low-res noise upsampled (more image-like than white noise)."""
   g = torch.Generator().manual_seed(seed)
   low = torch.rand(b, 3, max(size // 8, 2), max(size // 8, 2), generator=g)
-  img = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+  img = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)  # noqa: E501
   return (img + 0.05 * torch.rand(b, 3, size, size, generator=g)).clamp(0, 1)
 
 
@@ -81,7 +81,7 @@ def _run_parity(cfg, size, batch, tmp_path):
   errs["occlusion_map"] = np.abs(
       np.asarray(out_j["occlusion_map"]) - _nhwc(out_t["occlusion_map"])
   ).max()
-  errs["deformation"] = np.abs(np.asarray(out_j["deformation"]) - out_t["deformation"].numpy()).max()
+  errs["deformation"] = np.abs(np.asarray(out_j["deformation"]) - out_t["deformation"].numpy()).max()  # noqa: E501
   sd_t = out_t["sparse_deformed"].numpy().transpose(0, 1, 3, 4, 2)
   errs["sparse_deformed"] = np.abs(np.asarray(out_j["sparse_deformed"]) - sd_t).max()
   errs["deformed"] = np.abs(np.asarray(out_j["deformed"]) - _nhwc(out_t["deformed"])).max()
@@ -161,7 +161,7 @@ def test_cli_roundtrip(tmp_path):
   restored, cfg_r = convert.load_converted(str(out))
   direct, cfg_d = convert.load_fomm(path)
   assert cfg_r.to_json(sort_keys=True) == cfg_d.to_json(sort_keys=True)
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), restored, direct)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), restored, direct)  # noqa: E501
   x = np.random.RandomState(0).rand(1, 32, 32, 3).astype(np.float32)
   kp = renderer.detect_keypoints(restored, cfg_r, x)
   assert kp["value"].shape == (1, 10, 2)

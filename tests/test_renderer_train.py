@@ -47,7 +47,8 @@ def _worker():
   # into +-lr differences, so float32 params can only agree to 2 * lr * steps.
   jax.config.update("jax_enable_x64", True)
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding  # pylint: disable=g-import-not-at-top
+  from jax.sharding import PartitionSpec as P
 
   from osmnet_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
   from osmnet_jax.stages import renderer_step as rs  # pylint: disable=g-import-not-at-top

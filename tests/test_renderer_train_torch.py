@@ -26,7 +26,7 @@ def test_train_step_matches_torch(tmp_path):
   kp_t, gen_t = torch_fomm.build(cfg)
   torch_fomm.randomize_(kp_t, 0)
   torch_fomm.randomize_(gen_t, 1)
-  variables, _ = convert.convert_fomm({"kp_detector": kp_t.state_dict(), "generator": gen_t.state_dict()})
+  variables, _ = convert.convert_fomm({"kp_detector": kp_t.state_dict(), "generator": gen_t.state_dict()})  # noqa: E501
   torch.manual_seed(0)
   vgg_t = torch_fomm.VGG19Torchvision().eval()
   vgg_path = str(tmp_path / "vgg19.pth")
@@ -42,7 +42,7 @@ def test_train_step_matches_torch(tmp_path):
   new_state, metrics = jax.jit(stage.train_step)(state, batch, rng)
 
   # --- torch, FOMM's GeneratorFullModel in train mode with the same TPS draw.
-  tps = equivariance.random_tps(jax.random.fold_in(rng, 0), jnp.arange(2), **dict(cfg.train.transform_params))
+  tps = equivariance.random_tps(jax.random.fold_in(rng, 0), jnp.arange(2), **dict(cfg.train.transform_params))  # noqa: E501
   tt = torch_fomm.Transform(torch.from_numpy(np.array(tps["theta"])),
                             torch.from_numpy(np.array(tps["control_params"]))[:, None, :], 5)
   to_t = lambda x: torch.from_numpy(x.astype(np.float32).transpose(0, 3, 1, 2) / 255.0)
@@ -63,8 +63,8 @@ def test_train_step_matches_torch(tmp_path):
   # Running statistics: torch momentum 0.1, unbiased variance, three detector calls.
   bs = new_state.batch_stats
   pairs = [
-      (bs["kp_detector"]["predictor"]["encoder"]["down_blocks_0"]["norm"], kp_t.predictor.encoder.down_blocks[0].norm),
-      (bs["kp_detector"]["predictor"]["decoder"]["up_blocks_2"]["norm"], kp_t.predictor.decoder.up_blocks[2].norm),
+      (bs["kp_detector"]["predictor"]["encoder"]["down_blocks_0"]["norm"], kp_t.predictor.encoder.down_blocks[0].norm),  # noqa: E501
+      (bs["kp_detector"]["predictor"]["decoder"]["up_blocks_2"]["norm"], kp_t.predictor.decoder.up_blocks[2].norm),  # noqa: E501
       (bs["generator"]["bottleneck"]["r1"]["norm2"], gen_t.bottleneck.r1.norm2),
       (bs["generator"]["dense_motion_network"]["hourglass"]["encoder"]["down_blocks_1"]["norm"],
        gen_t.dense_motion_network.hourglass.encoder.down_blocks[1].norm),
@@ -77,7 +77,7 @@ def test_train_step_matches_torch(tmp_path):
   mu = {k: v[0].mu for k, v in new_state.opt_state.items()}
   grads = [
       (mu["generator"]["final"]["kernel"], gen_t.final.weight.grad),
-      (mu["generator"]["dense_motion_network"]["mask"]["kernel"], gen_t.dense_motion_network.mask.weight.grad),
+      (mu["generator"]["dense_motion_network"]["mask"]["kernel"], gen_t.dense_motion_network.mask.weight.grad),  # noqa: E501
       (mu["generator"]["first"]["conv"]["kernel"], gen_t.first.conv.weight.grad),
       (mu["kp_detector"]["kp"]["kernel"], kp_t.kp.weight.grad),
       (mu["kp_detector"]["jacobian"]["kernel"], kp_t.jacobian.weight.grad),

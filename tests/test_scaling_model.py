@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-import scaling_model as sm  # pylint: disable=g-import-not-at-top,wrong-import-position
+import scaling_model as sm  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
 
 HLO = """
   %all-reduce.6 = f32[16]{0} all-reduce(%f.33), channel_id=7, replica_groups=mesh['axis_0'=4,'axis_1'=1] {'axis_0'}, to_apply=%r
@@ -23,7 +23,7 @@ HLO = """
   %collective-permute.2 = f32[2,10]{1,0} collective-permute(%p), channel_id=3, source_target_pairs={{0,1},{1,0}}
   %all-gather-done = f32[64]{0} all-gather-done(%ags)
   %fusion.3 = f32[16]{0} fusion(%all-reduce.6), kind=kLoop, calls=%fused
-"""
+"""  # noqa: E501
 
 
 def test_parse_collectives_bytes_groups_and_ring_factors():

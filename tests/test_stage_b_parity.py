@@ -5,7 +5,7 @@ Tiny configs, float32, random params, one small random batch. Compared: forward 
 and its terms, every parameter's gradient, the global grad norm, and the parameters after one
 step of the stage's own optimizer (optax clip + Adam) vs the mirror's (torch_osmnet.make_step). Error measure per
 tensor: max |jax - torch| / max(max |jax|, 1e-6) (relative to the tensor's own scale).
-"""
+"""  # noqa: E501
 from __future__ import annotations
 
 import os
@@ -246,7 +246,7 @@ def test_converter_rejects_missing_and_extra_keys():
   model = to.OSMNetMotion.from_config(c)
   to.load_flax_params(model, params)  # the full tree loads
   missing = {**params, "space": {k: v for k, v in params["space"].items() if k != "enc_mid"}}
-  with pytest.raises(ValueError, match=r"missing: \['space.enc_mid.bias', 'space.enc_mid.weight'\]"):
+  with pytest.raises(ValueError, match=r"missing: \['space.enc_mid.bias', 'space.enc_mid.weight'\]"):  # noqa: E501
     to.load_flax_params(model, missing)
   extra = {**params, "rhythm2": params["rhythm"]}
   with pytest.raises(ValueError, match=r"extra: \['rhythm2.bias', 'rhythm2.weight'\]"):

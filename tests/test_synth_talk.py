@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import tiny_config
 from data import schema
 from data.synth_talk import builder, clips, face_render, motion
 from osmnet_jax import audio
 from osmnet_jax.face import geometry as fg
-
-from conftest import tiny_config
 
 
 def _read(b, split):

@@ -16,7 +16,6 @@ from torch import nn
 
 import torch_fomm  # pylint: disable=import-error  (tests/ is on sys.path in the tests)
 
-
 _ch = torch_fomm._ch  # pylint: disable=protected-access  (hourglass channel rule, shared)
 
 
@@ -239,7 +238,7 @@ class Audio2PoseLSTM(nn.Module):
     state = (zero, zero)
     audio_em = self.em_audio(x["audio"].reshape(-1, 1, rows, dims)).reshape(bs, t, self.dim)
     for i in range(t):
-      img_em, state = self.lstm(torch.cat((audio_em[:, i:i + 1], img_em.unsqueeze(1)), dim=2), state)
+      img_em, state = self.lstm(torch.cat((audio_em[:, i:i + 1], img_em.unsqueeze(1)), dim=2), state)  # noqa: E501
       img_em = img_em.reshape(-1, self.dim)
       result.append(self.output(img_em).unsqueeze(1))
     return torch.cat(result, dim=1)

@@ -82,7 +82,7 @@ class Encoder(nn.Module):
   def __init__(self, be, cin, num_blocks, mf):
     super().__init__()
     self.down_blocks = nn.ModuleList(
-        [DownBlock2d(cin if i == 0 else _ch(be, mf, i), _ch(be, mf, i + 1)) for i in range(num_blocks)]
+        [DownBlock2d(cin if i == 0 else _ch(be, mf, i), _ch(be, mf, i + 1)) for i in range(num_blocks)]  # noqa: E501
     )
 
   def forward(self, x):
@@ -232,11 +232,11 @@ class OcclusionAwareGenerator(nn.Module):
         estimate_occlusion_map=estimate_occlusion_map, **dense_motion_params)
     self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
     self.down_blocks = nn.ModuleList([
-        DownBlock2d(_ch(block_expansion, max_features, i), _ch(block_expansion, max_features, i + 1))
+        DownBlock2d(_ch(block_expansion, max_features, i), _ch(block_expansion, max_features, i + 1))  # noqa: E501
         for i in range(num_down_blocks)])
     n = num_down_blocks
     self.up_blocks = nn.ModuleList([
-        UpBlock2d(_ch(block_expansion, max_features, n - i), _ch(block_expansion, max_features, n - i - 1))
+        UpBlock2d(_ch(block_expansion, max_features, n - i), _ch(block_expansion, max_features, n - i - 1))  # noqa: E501
         for i in range(n)])
     self.bottleneck = nn.Sequential()
     c = _ch(block_expansion, max_features, n)

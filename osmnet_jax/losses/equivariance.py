@@ -44,7 +44,8 @@ def warp_coordinates(tps: dict, coords: jax.Array) -> jax.Array:
   theta = tps["theta"]
   out = jnp.einsum("bij,bnj->bni", theta[:, :, :2], coords, precision="highest")
   out = out + theta[:, None, :, 2]
-  d = jnp.sum(jnp.abs(coords[:, :, None, :] - tps["control_points"][None, None]), axis=-1)  # [B,N,P]
+  # [B,N,P]
+  d = jnp.sum(jnp.abs(coords[:, :, None, :] - tps["control_points"][None, None]), axis=-1)
   radial = d**2 * jnp.log(d + 1e-6) * tps["control_params"][:, None, :]
   return out + jnp.sum(radial, axis=-1)[..., None]  # same TPS offset on x and y, as FOMM
 

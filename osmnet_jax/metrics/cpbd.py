@@ -46,7 +46,8 @@ def _edge_widths(grey: np.ndarray, edges: np.ndarray) -> np.ndarray:
     while left > 0 and ((row[left - 1] < row[left]) if rising else (row[left - 1] > row[left])):
       left -= 1
     right = c
-    while right < w - 1 and ((row[right + 1] > row[right]) if rising else (row[right + 1] < row[right])):
+    while right < w - 1 and (
+        (row[right + 1] > row[right]) if rising else (row[right + 1] < row[right])):
       right += 1
     widths[r, c] = right - left
   return widths

@@ -83,7 +83,8 @@ def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
 def valid_range(stats: dict) -> tuple[np.ndarray, np.ndarray]:
   """(lo [6], hi [6]) from the dataset's pose_stats (see module docstring)."""
   mean = np.asarray(stats["mean"], np.float64)
-  half = np.maximum(np.abs(np.asarray(stats["p01"]) - mean), np.abs(np.asarray(stats["p99"]) - mean))
+  half = np.maximum(np.abs(np.asarray(stats["p01"]) - mean),
+                    np.abs(np.asarray(stats["p99"]) - mean))
   return mean - half, mean + half
 
 

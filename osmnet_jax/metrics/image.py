@@ -36,8 +36,9 @@ def _filter(x, win):
   kh = jnp.asarray(win).reshape(k, 1, 1, 1) * jnp.ones((1, 1, 1, c))
   kw = jnp.asarray(win).reshape(1, k, 1, 1) * jnp.ones((1, 1, 1, c))
   dn = ("NHWC", "HWIO", "NHWC")
-  x = jax.lax.conv_general_dilated(x, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
-  return jax.lax.conv_general_dilated(x, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
+  conv = lambda y, k: jax.lax.conv_general_dilated(y, k, (1, 1), "VALID", dimension_numbers=dn,
+                                                   feature_group_count=c)
+  return conv(conv(x, kh), kw)
 
 
 def ssim(a, b, data_range: float = 1.0, sigma: float = 1.5):

@@ -38,7 +38,8 @@ Deviations from syncnet_python, and why:
     is used as is. It must already be 16 kHz mono (no resampling here).
   * Embeddings are computed in fixed-size batches (the last one zero-padded, its padding
     dropped) under one jitted function: one compile per batch size, same values (BatchNorm is in
-    eval mode). Distances are computed in float64 (torch: float32); they differ at float32 rounding level.
+    eval mode). Distances are computed in float64 (torch: float32); they differ at float32
+    rounding level.
   * The per-frame confidence curve (fconf / medfilt) that `evaluate` only logs is not computed.
 """
 from __future__ import annotations

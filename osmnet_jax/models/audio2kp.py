@@ -43,7 +43,8 @@ def conv3d(features: int, kernel, padding, name: str) -> nn.Conv:
   kernel = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
   padding = (padding,) * 3 if isinstance(padding, int) else tuple(padding)
   return nn.Conv(
-      features, kernel, padding=tuple((p, p) for p in padding), kernel_init=torch_conv_init, name=name
+      features, kernel, padding=tuple((p, p) for p in padding), kernel_init=torch_conv_init,
+      name=name
   )
 
 

@@ -38,10 +38,12 @@ class SNConv(nn.Module):
     if self.sn:
       w_mat = jnp.transpose(kernel, (3, 2, 0, 1)).reshape(self.features, -1)  # torch order
       u = self.variable(
-          "batch_stats", "u", lambda: _l2n(jax.random.normal(self.make_rng("params"), (self.features,)))
+          "batch_stats", "u",
+          lambda: _l2n(jax.random.normal(self.make_rng("params"), (self.features,)))
       )
       v = self.variable(
-          "batch_stats", "v", lambda: _l2n(jax.random.normal(self.make_rng("params"), (w_mat.shape[1],)))
+          "batch_stats", "v",
+          lambda: _l2n(jax.random.normal(self.make_rng("params"), (w_mat.shape[1],)))
       )
       uu, vv = u.value, v.value
       if self.train and not self.is_initializing():
@@ -135,7 +137,8 @@ class MultiScaleDiscriminator(nn.Module):
     """pyramid: {'prediction_<scale>': [B,h,w,C]} -> feature_maps_* and prediction_map_*."""
     out = {}
     for s in self.scales:
-      d = Discriminator(**dict(self.disc_params or {}), train=self.train, name=f"discs_{scale_key(s)}")
+      d = Discriminator(**dict(self.disc_params or {}), train=self.train,
+                        name=f"discs_{scale_key(s)}")
       key = f"prediction_{s}"
       fmaps, pred = d(pyramid[key], kp_value)
       out["feature_maps_" + key] = fmaps

@@ -27,7 +27,6 @@ over a mesh and pmap with ``lax.pmean`` give the same update.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -36,17 +35,15 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from absl import logging
 
 from osmnet_jax import renderer
 from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.face import geometry as fg
-from osmnet_jax.models import expression as expression_lib
 from osmnet_jax.inference import render as render_lib
+from osmnet_jax.models import expression as expression_lib
 from osmnet_jax.models import keypoint_predictor as kp_lib
-from osmnet_jax.runtime import sharding as sharding_lib
 from osmnet_jax.runtime.init_jit import init_jit
 from osmnet_jax.stages import common
 

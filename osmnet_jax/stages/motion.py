@@ -32,7 +32,6 @@ state replicated (donated); under pmap gradients and metrics are ``lax.pmean``-e
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -40,15 +39,13 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from absl import logging
 
 from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.models import motion as motion_models
-from osmnet_jax.models import motion_space, pose_baselines
-from osmnet_jax.runtime import sharding as sharding_lib
+from osmnet_jax.models import motion_space
 from osmnet_jax.runtime.init_jit import init_jit
 from osmnet_jax.stages import common
 

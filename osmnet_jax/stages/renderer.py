@@ -10,7 +10,6 @@ generation rebuild the same modules) and W/samples/renderer_reconstruction_{i}.m
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -18,12 +17,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from osmnet_jax import checkpointing, renderer
+from osmnet_jax import renderer
 from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.stages import common
 from osmnet_jax.stages import renderer_step as renderer_stage
-
-
 
 STAGE_FIELDS = ("steps", "save_every", "keep", "grid_every", "sample_clips")
 
