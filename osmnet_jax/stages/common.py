@@ -18,6 +18,7 @@ import os
 from typing import Any, Callable
 
 import jax
+import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -42,6 +43,18 @@ def make_pmap_step(train_step: Callable) -> Callable:
   (``sharding.replicate``), batch [n_dev, B/n_dev, ...], one rng shared by all devices."""
   return jax.pmap(functools.partial(train_step, axis_name=sharding.PMAP_AXIS),
                   axis_name=sharding.PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=(0,))
+
+
+def apply_gradients(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any,
+                    metrics: dict, axis_name: Any = None) -> tuple[Any, Any, dict]:
+  """The tail every stage-B step shares: under pmap average gradients and metrics over
+  ``axis_name``; log the gradient norm; one optimizer update -> (params, opt_state, metrics)."""
+  if axis_name is not None:
+    grads = jax.lax.pmean(grads, axis_name)
+    metrics = jax.lax.pmean(metrics, axis_name)
+  metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, metrics
 
 
 def place(train_step: Callable, state: Any, mesh: Mesh, parallel: str,

@@ -166,12 +166,8 @@ class MotionStage:
       offset = jax.lax.axis_index(axis_name) * batch["pose"].shape[0]
     grad_fn = jax.value_and_grad(self.loss, has_aux=True)
     (_, metrics), grads = grad_fn(state.params, batch, rng, offset, axis_name)
-    if axis_name is not None:
-      grads = jax.lax.pmean(grads, axis_name)
-      metrics = jax.lax.pmean(metrics, axis_name)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state, metrics = common.apply_gradients(
+        self.tx, state.params, state.opt_state, grads, metrics, axis_name)
     return MotionState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def make_jit_step(self, mesh):
