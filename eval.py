@@ -64,10 +64,13 @@ def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) ->
 
   from osmnet_jax import workdir as workdir_lib
   from osmnet_jax.evaluation import clips, reconstruction
-  from osmnet_jax.metrics import cpbd, image, lpips
+  from osmnet_jax.metrics import cpbd, image, lpips, pixel_motion
 
   variables, mcfg = workdir_lib.load_renderer(workdir)
   sums = {"renderer": {}, "copy_source": {}}
+  # Motion measured on the frames against the clip's pose/landmarks ("real": the same measure
+  # on the real frames, its ceiling).
+  motion = {"renderer": [], "copy_source": [], "real": []}
   n_frames = n_clips = 0
   for ex in clips.iter_clips(builder, split, max_clips):
     gt = jnp.asarray(ex["frames"], jnp.float32) / 255.0  # [T, H, W, 3]
@@ -83,13 +86,21 @@ def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) ->
         sums[name][k] = sums[name].get(k, 0.0) + float(v[1:].sum())
       sums[name]["cpbd"] = sums[name].get("cpbd", 0.0) + sum(
           cpbd.cpbd(np.asarray(f)) for f in pred[1:])
+      frames_u8 = np.asarray(jnp.round(jnp.clip(pred, 0, 1) * 255)).astype(np.uint8)
+      motion[name].append(pixel_motion.clip_scores(frames_u8, ex["pose"], ex["landmarks"],
+                                                   ex.get("audio")))
+    motion["real"].append(pixel_motion.clip_scores(ex["frames"], ex["pose"], ex["landmarks"],
+                                                   ex.get("audio")))
     n_frames += gt.shape[0] - 1
     n_clips += 1
   if not n_frames:
     raise ValueError(f"split {split!r} has no clip with more than one frame")
-  out = {}
+  out = {"real": {"motion_in_pixels": pixel_motion.median_scores(motion["real"]),
+                  "meta": {"split": split, "num_clips": n_clips,
+                           "protocol": "the real frames: the ceiling of motion_in_pixels"}}}
   for name, s in sums.items():
     out[name] = {"image": {k: v / n_frames for k, v in s.items()},
+                 "motion_in_pixels": pixel_motion.median_scores(motion[name]),
                  "meta": {"split": split, "num_clips": n_clips, "num_frames": n_frames,
                           "protocol": "reconstruction (first frame + the clip's own keypoints)",
                           "checkpoint": workdir_lib.checkpoint_dir(workdir, "renderer")}}

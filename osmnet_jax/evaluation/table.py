@@ -18,7 +18,7 @@ import os
 import sys
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ROWS = ("osmnet", "audio2pose_lstm", "noise_sampler", "copy_source")
+ROWS = ("osmnet", "audio2pose_lstm", "noise_sampler", "copy_source", "renderer", "real")
 # (header, group, key, decimals): the key metrics of every DESIGN.md §7 group.
 COLUMNS = (
     ("PSNR ↑", "image", "psnr", 2), ("SSIM ↑", "image", "ssim", 3),
@@ -30,6 +30,9 @@ COLUMNS = (
     ("diversity ratio →1", "head_motion", "diversity_ratio", 2),
     ("pose FD ↓", "head_motion", "pose_fd", 3),
     ("out of range ↓", "head_motion", "out_of_range_frac", 3),
+    ("roll r (pixels) ↑", "motion_in_pixels", "roll_r", 2),
+    ("roll amplitude (pixels) →1", "motion_in_pixels", "roll_amplitude", 2),
+    ("mouth (pixels) vs asked r ↑", "motion_in_pixels", "mouth_landmark_r", 2),
 )
 
 

@@ -173,3 +173,26 @@ def mouth_in_pixels(frames: np.ndarray, landmarks0: np.ndarray, audio: np.ndarra
   if mouth_landmarks is not None:
     out["landmark_r"] = pearson(act, fg.mouth_opening(mouth_landmarks))
   return out
+
+
+def clip_scores(frames: np.ndarray, asked_pose: np.ndarray, landmarks: np.ndarray,
+                audio: np.ndarray | None = None) -> dict:
+  """One rendered clip against what it was asked to show -> a flat dict of the group's metrics:
+  ``{roll,tx,ty}_{r,amplitude}`` (head_motion_in_pixels) and ``mouth_{audio,landmark}_r``
+  (mouth_in_pixels with ``landmarks`` [T, 68, 2] as the asked mouth; frame 0's give the regions).
+  """
+  head = head_motion_in_pixels(frames, asked_pose, landmarks[0])
+  mouth = mouth_in_pixels(frames, landmarks[0], audio=audio, mouth_landmarks=landmarks)
+  out = {f"{k}_{m}": head[k][n] for k in ("roll", "tx", "ty")
+         for m, n in (("r", "r"), ("amplitude", "amplitude_ratio"))}
+  out.update(mouth_audio_r=mouth["audio_r"], mouth_landmark_r=mouth["landmark_r"])
+  return out
+
+
+def median_scores(rows: list[dict]) -> dict:
+  """Per-key median over clips, ignoring None (undefined r); None where no clip has a value."""
+  out = {}
+  for k in rows[0] if rows else ():
+    vals = [r[k] for r in rows if r.get(k) is not None]
+    out[k] = float(np.median(vals)) if vals else None
+  return out
