@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import default
 from osmnet_jax import checkpointing, renderer
 from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.runtime import sharding
@@ -15,7 +16,7 @@ from osmnet_jax.stages import motion as motion_stage
 
 
 def tiny_motion_cfg():
-  c = motion_stage.motion_config()
+  c = default.get_config().motion
   c.update(num_frames=8, overlap=4, num_bases=4, motion_dim=8, hidden=16, depth=1, audio_dim=16,
            audio_channels=(4, 8), rhythm_dim=4, batch_size=4, num_steps=3)
   return c
