@@ -158,7 +158,7 @@ def _expression(cfg, mesh: Mesh, b: int, mode: str) -> Program:
 
 
 def _generate(cfg, mesh: Mesh, b: int, mode: str) -> Program:
-  """generate's render call (generate/pipeline.py `Generator._render_fn`): one source, a chunk
+  """generate's render call (`inference.render.render_frames`): one source, a chunk
   of `b` driving keypoint sets -> uint8 frames; the chunk is split over the mesh. Inference
   has no optimizer state: 'fsdp' splits the generator's weights the same way."""
   from osmnet_jax.inference import render as render_lib
@@ -170,12 +170,7 @@ def _generate(cfg, mesh: Mesh, b: int, mode: str) -> Program:
   rvars_sh = repl if mode == "dp" else sharding.fsdp_shardings(rvars, mesh)
   frames_sh = sharding.batch_sharding(mesh)
 
-  def render(rvars, source, kp_src, kp_drv):
-    # source [1,H,W,3] float; kp_src [1,K,2]/[1,K,2,2]; kp_drv [B,K,2]/[B,K,2,2] -> [B,H,W,3]
-    frames = render_lib.render_clip(rvars, rcfg, source, kp_src,
-                                    jax.tree.map(lambda x: x[None], kp_drv))[0]
-    return jnp.round(jnp.clip(frames, 0.0, 1.0) * 255.0).astype(jnp.uint8)
-
+  render = functools.partial(render_lib.render_frames, renderer_cfg=rcfg, uint8=True)
   fn = jax.jit(render, in_shardings=(rvars_sh, repl, repl, frames_sh), out_shardings=frames_sh)
   kp_src = {"value": _sds((1, k, 2), jnp.float32), "jacobian": _sds((1, k, 2, 2), jnp.float32)}
   kp_drv = {"value": _sds((b, k, 2), jnp.float32), "jacobian": _sds((b, k, 2, 2), jnp.float32)}

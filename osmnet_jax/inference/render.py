@@ -9,6 +9,7 @@ Two forms, one generator call each:
 """
 from __future__ import annotations
 
+import functools
 import sys
 
 import jax
@@ -61,6 +62,19 @@ def render_clip(renderer_variables: dict, renderer_cfg, source: jax.Array, kp_sr
   return frames.reshape((b, t) + frames.shape[1:])
 
 
+def render_frames(variables: dict, source: jax.Array, kp_src: dict, kp_drv: dict, *,
+                  renderer_cfg, uint8: bool = True) -> jax.Array:
+  """One chunk, pure: source [1,H,W,3] float in [0,1], kp_src {'value' [1,K,2], 'jacobian'
+  [1,K,2,2]}, kp_drv {'value' [B,K,2], 'jacobian' [B,K,2,2]} -> frames [B,H,W,3], uint8
+  (rounded) or float in [0, 1]. The call generation jits (``SequenceRenderer``) and
+  ``osmnet_jax.aot`` compiles for accelerators."""
+  frames = render_clip(variables, renderer_cfg, source, kp_src,
+                       jax.tree.map(lambda x: x[None], kp_drv))[0]
+  if uint8:
+    return jnp.round(jnp.clip(frames, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+  return frames
+
+
 class SequenceRenderer:
   """Jitted chunk renderer of one renderer config: ``__call__`` renders T frames of one source.
 
@@ -69,17 +83,8 @@ class SequenceRenderer:
   def __init__(self, renderer_cfg, uint8: bool = True):
     self.cfg = renderer_cfg
     self.uint8 = uint8
-
-    @jax.jit
-    def chunk(variables, source, kp_src, kp_drv):
-      # source [1,H,W,3] float; kp_src [1,K,2]/[1,K,2,2]; kp_drv [B,K,2]/[B,K,2,2] -> [B,H,W,3]
-      frames = render_clip(variables, renderer_cfg, source, kp_src,
-                           jax.tree.map(lambda x: x[None], kp_drv))[0]
-      if uint8:
-        return jnp.round(jnp.clip(frames, 0.0, 1.0) * 255.0).astype(jnp.uint8)
-      return frames
-
-    self._chunk = chunk
+    self._chunk = jax.jit(functools.partial(render_frames, renderer_cfg=renderer_cfg,
+                                            uint8=uint8))
 
   def __call__(self, variables: dict, source, kp_src: dict, kp_drv: dict, chunk: int = 16,
                progress: bool = False) -> np.ndarray:
