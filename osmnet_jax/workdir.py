@@ -299,6 +299,8 @@ def upgrade(workdir: str) -> list[str]:
 
   done = []
   for name in sorted(os.listdir(os.path.join(workdir, "checkpoints"))):
+    if name.endswith((".old", ".upgrade")):  # leftovers of an interrupted upgrade
+      continue
     ckdir = checkpoint_dir(workdir, name)
     config = next((os.path.join(ckdir, f) for f in (EXPRESSION_CONFIG, MOTION_CONFIG)
                    if os.path.exists(os.path.join(ckdir, f))), None)
@@ -323,8 +325,12 @@ def upgrade(workdir: str) -> list[str]:
     saved.pop("replicas")
     with open(os.path.join(tmp, os.path.basename(config)), "w") as f:
       json.dump(saved, f, indent=2)
-    shutil.rmtree(ckdir)
+    # Swap by renames, so a crash at any point leaves a complete copy (ckdir or ckdir.old).
+    old = ckdir + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(ckdir, old)
     os.replace(tmp, ckdir)
+    shutil.rmtree(old)
     done.append(ckdir)
   return done
 
