@@ -88,7 +88,15 @@ def get_config() -> ml_collections.ConfigDict:
   r.train.loss_weights = ml_collections.ConfigDict(dict(
       generator_gan=0.0, discriminator_gan=1.0, feature_matching=(10.0, 10.0, 10.0, 10.0),
       perceptual=(10.0, 10.0, 10.0, 10.0, 10.0), equivariance_value=10.0,
-      equivariance_jacobian=10.0))
+      equivariance_jacobian=10.0,
+      # Landmark terms [ours] (losses/landmark_anchors.py; 0 = off, as in FOMM): they make the
+      # head rotation and the mouth reach the pixels in a CPU-sized run (BENCHMARKS.md "Renderer:
+      # motion that reaches the pixels").
+      keypoint_anchor=10.0, flow_anchor=10.0, mouth=10.0))
+  # keypoint k <-> landmark anchor_landmarks[k] (iBUG-68): eye corners 36/45, nose tip 30, chin 8,
+  # jaw 3/13, mouth corners 48/54, inner lips 62/66.
+  r.train.anchor_landmarks = (36, 45, 30, 8, 3, 13, 48, 54, 62, 66)
+  r.train.mouth_margin = 0.35         # mouth term's box: outer lips grown by this x its side
 
   # --- Stage B, head motion. Each model in motion_models trains in turn: "osmnet" and the
   # baselines "audio2pose_lstm" (one-to-one) and "noise_sampler" (FONT-style noise input).

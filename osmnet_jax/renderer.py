@@ -90,7 +90,15 @@ def vox256_config() -> ml_collections.ConfigDict:
               perceptual=(10.0, 10.0, 10.0, 10.0, 10.0),
               equivariance_value=10.0,
               equivariance_jacobian=10.0,
+              # [ours] Landmark terms (losses/landmark_anchors.py); 0 = off, as in FOMM.
+              keypoint_anchor=0.0,
+              flow_anchor=0.0,
+              mouth=0.0,
           ),
+          # [ours] keypoint k is tied to landmark anchor_landmarks[k] (iBUG-68): eye corners,
+          # nose tip, chin, jaw, mouth corners, inner lips.
+          anchor_landmarks=(36, 45, 30, 8, 3, 13, 48, 54, 62, 66),
+          mouth_margin=0.35,  # [ours] the mouth term's box: outer lips grown by this x its side
       )
   )
   return c

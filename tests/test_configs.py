@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from configs import default, renderer_cpu_budget, renderer_vox256, tiny_test
+from configs import default, quality, renderer_cpu_budget, renderer_vox256, tiny_test, vox256
 from osmnet_jax import renderer
 from osmnet_jax.stages import config_check
 from osmnet_jax.stages import renderer as renderer_train
@@ -29,7 +29,8 @@ def test_vox256_config_is_fomms_architecture():
   assert mcfg.to_dict() == renderer.vox256_config().to_dict()
 
 
-@pytest.mark.parametrize("module", [default, tiny_test, renderer_cpu_budget, renderer_vox256])
+@pytest.mark.parametrize(
+    "module", [default, tiny_test, renderer_cpu_budget, renderer_vox256, vox256, quality])
 def test_shipped_configs_pass_the_checks(module):
   config_check.check(module.get_config())
 
@@ -39,8 +40,20 @@ def test_check_lists_every_bad_field():
   c.renderer.steps = -5
   c.motion.sigma_holdout_pct = 100
   c.expression.identity = "face"
+  c.renderer.train.anchor_landmarks = (36, 45, 99)
+  c.renderer.train.loss_weights.mouth = -1.0
   with pytest.raises(config_check.ConfigError) as e:
     config_check.check(c)
   msg = str(e.value)
   assert "config.renderer.steps=-5" in msg and "config.motion.sigma_holdout_pct=100" in msg
   assert "config.expression.identity='face'" in msg
+  assert "config.renderer.train.anchor_landmarks=(36, 45, 99)" in msg
+  assert "config.renderer.train.loss_weights.mouth=-1.0" in msg
+
+
+def test_landmark_terms_are_on_by_default_and_off_in_fomm_configs():
+  on = default.get_config().renderer.train.loss_weights
+  assert on.keypoint_anchor > 0 and on.flow_anchor > 0 and on.mouth > 0
+  for module in (renderer_vox256, vox256):
+    w = module.get_config().renderer.train.loss_weights
+    assert (w.keypoint_anchor, w.flow_anchor, w.mouth) == (0.0, 0.0, 0.0), module.__name__

@@ -176,7 +176,14 @@ def evaluated(tiny_trained):
 
 def test_eval_generated_groups_for_every_method(evaluated):
   wd, m, stdout = evaluated
-  assert set(m) == {"osmnet", "audio2pose_lstm", "noise_sampler", "copy_source"}
+  assert set(m) == {"osmnet", "audio2pose_lstm", "noise_sampler", "copy_source", "real"}
+  # motion_in_pixels: every rendered model, and the real frames as the ceiling.
+  keys = {f"{a}_{b}" for a in ("roll", "tx", "ty") for b in ("r", "amplitude")}
+  keys |= {"mouth_audio_r", "mouth_landmark_r"}
+  for method in ("osmnet", "noise_sampler", "real"):
+    assert set(m[method]["motion_in_pixels"]) == keys
+  assert m["real"]["motion_in_pixels"]["roll_r"] > 0.8  # the real frames show their own roll
+  assert 0.5 < m["real"]["motion_in_pixels"]["roll_amplitude"] < 1.5
   for method in ("osmnet", "noise_sampler", "copy_source"):
     r = m[method]
     im, meta = r["image"], r["meta"]
@@ -217,7 +224,7 @@ def test_eval_generated_groups_for_every_method(evaluated):
   table = (wd / "eval" / "metrics.md").read_text().strip()
   assert table in stdout
   rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
-  assert set(rows) == {"osmnet", "audio2pose_lstm", "noise_sampler", "copy_source"}
+  assert set(rows) == {"osmnet", "audio2pose_lstm", "noise_sampler", "copy_source", "real"}
   assert f"{m['osmnet']['image']['psnr']:.2f}" in rows["osmnet"] and "-" in rows["osmnet"]
   assert "eval.py --workdir" in m["osmnet"]["meta"]["command"]
 

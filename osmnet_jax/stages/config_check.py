@@ -67,6 +67,7 @@ def check(cfg) -> None:
     scales = tuple(cfg.renderer.train.scales)
     if not scales or not all(0 < s <= 1 for s in scales):
       errors.append(f"config.renderer.train.scales={scales!r}: must be non-empty, each in (0, 1]")
+    _landmark_terms(errors, cfg.renderer)
   if "motion" in stages:
     models = tuple(cfg.motion_models)
     if not models or any(m not in motion.MODELS for m in models):
@@ -112,3 +113,22 @@ def check_devices(cfg, mesh) -> None:
                     f"multiple of {n}")
   if errors:
     raise ConfigError("\n".join(errors))
+
+
+def _landmark_terms(errors: list, rcfg) -> None:
+  """The renderer's landmark loss terms [ours] (losses/landmark_anchors.py)."""
+  t = rcfg.train
+  for k in ("keypoint_anchor", "flow_anchor", "mouth"):
+    v = t.loss_weights.get(k, 0.0)
+    if not isinstance(v, (int, float)) or v < 0:
+      errors.append(f"config.renderer.train.loss_weights.{k}={v!r}: must be a number >= 0 "
+                    "(0 turns the term off)")
+  idx = tuple(t.get("anchor_landmarks", ()))
+  if t.loss_weights.get("keypoint_anchor", 0.0) and (
+      not idx or len(idx) > rcfg.num_kp or not all(isinstance(i, int) and 0 <= i < 68
+                                                   for i in idx)):
+    errors.append(f"config.renderer.train.anchor_landmarks={idx!r}: needs 1..num_kp "
+                  f"({rcfg.num_kp}) iBUG-68 indices in [0, 67] for keypoint_anchor")
+  m = t.get("mouth_margin", 0.35)
+  if not isinstance(m, (int, float)) or m < 0:
+    errors.append(f"config.renderer.train.mouth_margin={m!r}: must be a number >= 0")

@@ -34,8 +34,11 @@ def model_config(rcfg) -> ml_collections.ConfigDict:
 
 
 def _pairs(b: dict) -> dict:
-  """A window batch (T = 1) -> the renderer's {'source', 'driving'} uint8 [B, H, W, 3]."""
-  return {"source": b["source"], "driving": b["frames"][:, 0]}
+  """A window batch (T = 1) -> the renderer's {'source', 'driving'} uint8 [B, H, W, 3] and their
+  landmarks {'source_landmarks', 'driving_landmarks'} float32 [B, 68, 2] (the landmark terms of
+  renderer_step use them; a step without those terms ignores them)."""
+  return {"source": b["source"], "driving": b["frames"][:, 0],
+          "source_landmarks": b["source_landmarks"], "driving_landmarks": b["landmarks"][:, 0]}
 
 
 def variables_from_state(state) -> dict:

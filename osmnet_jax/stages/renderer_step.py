@@ -29,11 +29,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from osmnet_jax import renderer
-from osmnet_jax.losses import equivariance, gan, perceptual
+from osmnet_jax.losses import equivariance, gan, landmark_anchors, perceptual
 from osmnet_jax.runtime import sharding
 from osmnet_jax.stages import common
 
 GENERATOR_GROUPS = ("kp_detector", "generator")  # trained jointly by one loss
+# Loss weights of the terms that need the batch's landmarks (losses/landmark_anchors.py).
+LANDMARK_TERMS = ("keypoint_anchor", "flow_anchor", "mouth")
 
 
 @flax.struct.dataclass
@@ -111,7 +113,8 @@ class RendererStage:
       ids = ids + jax.lax.axis_index(axis_name) * source.shape[0]
     tps = equivariance.random_tps(jax.random.fold_in(rng, 0), ids,
                                   **dict(self.cfg.train.transform_params))
-    loss_fn = functools.partial(self._generator_loss, state, source, driving, tps, axis_name)
+    loss_fn = functools.partial(self._generator_loss, state, source, driving, tps, axis_name,
+                                self._landmarks(batch))
     grads, (losses, new_stats, pred, kp_drv_value) = jax.grad(loss_fn, has_aux=True)(
         {k: state.params[k] for k in GENERATOR_GROUPS})
     if axis_name is not None:
@@ -134,6 +137,19 @@ class RendererStage:
                               batch_stats=stats, opt_state=dict(state.opt_state) | opt_state)
     return new_state, metrics
 
+  def _landmarks(self, batch: dict) -> dict | None:
+    """The batch's {'source', 'driving'} landmarks [B, 68, 2] when a landmark term is on."""
+    w = self.cfg.train.loss_weights
+    if not any(w.get(k, 0.0) for k in LANDMARK_TERMS):
+      return None
+    missing = [k for k in ("source_landmarks", "driving_landmarks") if k not in batch]
+    if missing:
+      raise ValueError(
+          f"renderer: loss weights {[k for k in LANDMARK_TERMS if w.get(k, 0.0)]} need "
+          f"{missing} in the batch (stages/renderer.py adds them from the dataset's landmarks); "
+          "set those weights to 0 to train without landmarks")
+    return {"source": batch["source_landmarks"], "driving": batch["driving_landmarks"]}
+
   def _check_pyramid(self, source):
     t, n_layers = self.cfg.train, len(self.cfg.train.loss_weights.perceptual)
     if self.vgg is not None and min(source.shape[1:3]) * min(t.scales) < 2 ** (n_layers - 1):
@@ -150,10 +166,11 @@ class RendererStage:
       params[k] = optax.apply_updates(state.params[k], upd)
     return params, opt
 
-  def _generator_loss(self, state, source, driving, tps, axis_name, params):
+  def _generator_loss(self, state, source, driving, tps, axis_name, marks, params):
     """FOMM's GeneratorFullModel: (total, (losses, new BN stats, prediction, kp_drv values)).
 
-    source, driving: [B,H,W,3] in [0,1]; ``params``: {'kp_detector', 'generator'}."""
+    source, driving: [B,H,W,3] in [0,1]; ``marks``: None or {'source', 'driving'} landmarks
+    [B,68,2] for the landmark terms [ours]; ``params``: {'kp_detector', 'generator'}."""
     cfg, w = self.cfg, self.cfg.train.loss_weights
     kp_mod = renderer.make_kp_detector(cfg, train=True, bn_axis_name=axis_name)
     gen_mod = renderer.make_generator(cfg, train=True, bn_axis_name=axis_name)
@@ -179,8 +196,27 @@ class RendererStage:
       kp_tr, s_kp = kp_apply(equivariance.transform_frame(tps, driving), s_kp)
       losses.update(equivariance.equivariance_losses(
           tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian))
+    if marks is not None:
+      losses.update(self._landmark_losses(marks, kp_src, kp_drv, gen_out, pred, driving))
     new_stats = {"kp_detector": s_kp, "generator": upd["batch_stats"]}
     return sum(losses.values()), (losses, new_stats, pred, kp_drv["value"])
+
+  def _landmark_losses(self, marks, kp_src, kp_drv, gen_out, pred, driving) -> dict:
+    """The landmark terms [ours] of losses/landmark_anchors.py whose weight is not 0."""
+    t, w, size = self.cfg.train, self.cfg.train.loss_weights, driving.shape[1]
+    out = {}
+    if w.get("keypoint_anchor", 0.0):
+      idx = tuple(t.anchor_landmarks)
+      out["keypoint_anchor"] = w.keypoint_anchor * (
+          landmark_anchors.keypoint_anchor_loss(kp_src["value"], marks["source"], idx, size)
+          + landmark_anchors.keypoint_anchor_loss(kp_drv["value"], marks["driving"], idx, size))
+    if w.get("flow_anchor", 0.0):
+      out["flow_anchor"] = w.flow_anchor * landmark_anchors.flow_anchor_loss(
+          gen_out["deformation"], marks["driving"], marks["source"], size)
+    if w.get("mouth", 0.0):
+      out["mouth"] = w.mouth * landmark_anchors.mouth_loss(pred, driving, marks["driving"],
+                                                           t.mouth_margin)
+    return out
 
   def _generator_gan_losses(self, state, pred, driving, kp_value) -> dict:
     """Generator GAN + feature matching with the discriminator in eval mode (frozen spectral-norm

@@ -1,0 +1,40 @@
+r"""The whole pipeline at 128 px with a wider renderer and 10x the main job's renderer steps: for a
+user with hours of CPU or one GPU.
+
+  python train.py --workdir runs/quality --config configs/quality.py
+  python eval.py --workdir runs/quality
+  python eval.py --workdir runs/quality --mode reconstruction
+
+What changes against configs/default.py, and why:
+  - synth_talk at 128 px: the mouth spans ~16 px instead of ~8, so an open mouth is several
+    pixels of dark interior and teeth instead of one or two.
+  - kp_detector.scale_factor 0.5 and dense_motion scale_factor 0.5: the keypoint heatmaps and the
+    flow at 64 x 64 (the default's 16 x 16 cannot place 10 keypoints to a pixel).
+  - widths x2 (kp detector, generator, dense motion) and 8,000 renderer steps with a 10x lr decay
+    at 6,000: the default's 800 steps stop while the renderer is still improving.
+  - the landmark terms stay on (configs/default.py); stage B is unchanged except its frame size.
+
+Not run on this project's 2-core CPU machines (the renderer alone would take ~1-2 days there):
+BENCHMARKS.md "Renderer: motion that reaches the pixels" gives the expected direction, not a
+measured result of this config. On one modern GPU the renderer stage should take about an hour.
+"""
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.data.builder_config = "128px"
+  c.batch_size = 16
+  r = c.renderer
+  r.steps = 8000
+  r.save_every = 1000
+  r.grid_every = 500
+  r.kp_detector.update(block_expansion=16, max_features=128, num_blocks=4, scale_factor=0.5)
+  r.generator.update(block_expansion=16, max_features=128, num_bottleneck_blocks=3)
+  r.generator.dense_motion_params = dict(block_expansion=16, max_features=128, num_blocks=4,
+                                         scale_factor=0.5)
+  r.train.lr_milestones = (6000,)
+  r.train.scales = (1.0, 0.5, 0.25, 0.125)
+  # Stage B sees 128-px frames only through the renderer; its own sizes stay as in default.
+  c.motion.image_size = 128
+  return c

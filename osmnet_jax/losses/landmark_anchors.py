@@ -1,0 +1,83 @@
+"""Renderer losses that tie FOMM's unsupervised motion to the dataset's 68 landmarks [ours].
+
+FOMM learns its keypoints without labels. Trained briefly and small, its keypoints settle on
+whatever lowers the reconstruction loss fastest and the dense flow barely moves the head: the
+rendered head turns at a fraction of the asked rotation and open mouths come out closed
+(BENCHMARKS.md "Renderer: motion that reaches the pixels"). Every dataset here carries 68
+landmarks per frame, so three optional terms use them (all off in the FOMM configs):
+
+  keypoint_anchor  L1 between keypoint k and landmark ``anchor_landmarks[k]`` (source and
+                   driving): keypoints that move with the eyes, nose, jaw and lips.
+  flow_anchor      L1 between the dense flow sampled at the driving frame's landmarks and the
+                   source frame's landmarks: the flow itself must carry each landmark back to
+                   where it is in the source (a sparse, direct flow target).
+  mouth            L1 of the prediction on the driving frame's mouth box: the mouth is ~2 % of
+                   a frame, so the full-frame losses hardly see an open mouth rendered closed.
+
+Coordinates: landmarks are pixels (x, y) with pixel j at j; keypoints and flows are FOMM's
+normalised (x, y) with pixel j at 2 j / (S - 1) - 1 (``nn.keypoints.make_coordinate_grid``).
+"""
+
+import jax
+import jax.numpy as jnp
+
+OUTER_LIPS = slice(48, 60)  # iBUG-68 outer lip contour
+
+
+def to_unit(landmarks: jax.Array, size: int) -> jax.Array:
+  """Pixel landmarks [..., 2] of an S x S frame -> FOMM's normalised coordinates."""
+  return landmarks.astype(jnp.float32) * (2.0 / (size - 1)) - 1.0
+
+
+def keypoint_anchor_loss(kp_value: jax.Array, landmarks: jax.Array, indices: tuple[int, ...],
+                         size: int) -> jax.Array:
+  """kp_value [B, K, 2] (normalised), landmarks [B, 68, 2] (pixels) -> mean L1 of the first
+  len(indices) keypoints to landmarks[indices]."""
+  idx = jnp.asarray(indices)
+  target = to_unit(landmarks[:, idx], size)
+  return jnp.abs(kp_value[:, :len(indices)].astype(jnp.float32) - target).mean()
+
+
+def sample_flow(deformation: jax.Array, points: jax.Array) -> jax.Array:
+  """Bilinear lookup of a flow [B, h, w, 2] (its value at grid node (i, j) belongs to the
+  normalised point (2 j / (w - 1) - 1, 2 i / (h - 1) - 1)) at points [B, N, 2] -> [B, N, 2].
+  Points outside the grid take the border value."""
+  _, h, w, _ = deformation.shape
+  x = jnp.clip((points[..., 0] + 1.0) * 0.5 * (w - 1), 0.0, w - 1.0)  # [B, N]
+  y = jnp.clip((points[..., 1] + 1.0) * 0.5 * (h - 1), 0.0, h - 1.0)
+  x0 = jnp.clip(jnp.floor(x), 0, w - 2).astype(jnp.int32)
+  y0 = jnp.clip(jnp.floor(y), 0, h - 2).astype(jnp.int32)
+  fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+  gather = jax.vmap(lambda d, yy, xx: d[yy, xx])  # per sample: [h, w, 2], [N], [N] -> [N, 2]
+  top = gather(deformation, y0, x0) * (1 - fx) + gather(deformation, y0, x0 + 1) * fx
+  bottom = gather(deformation, y0 + 1, x0) * (1 - fx) + gather(deformation, y0 + 1, x0 + 1) * fx
+  return top * (1 - fy) + bottom * fy
+
+
+def flow_anchor_loss(deformation: jax.Array, driving_landmarks: jax.Array,
+                     source_landmarks: jax.Array, size: int) -> jax.Array:
+  """deformation [B, h, w, 2]: for each driving-frame point, where to read the source. Mean L1
+  between the flow at the driving landmarks and the source landmarks ([B, 68, 2] pixels)."""
+  at = sample_flow(deformation.astype(jnp.float32), to_unit(driving_landmarks, size))
+  return jnp.abs(at - to_unit(source_landmarks, size)).mean()
+
+
+def mouth_mask(landmarks: jax.Array, size: int, margin: float) -> jax.Array:
+  """[B, 68, 2] pixel landmarks -> float32 [B, S, S, 1]: 1 inside the outer-lip box grown by
+  ``margin`` times its larger side, else 0."""
+  lips = landmarks[:, OUTER_LIPS].astype(jnp.float32)  # [B, 12, 2]
+  lo, hi = lips.min(1), lips.max(1)  # [B, 2]
+  pad = margin * (hi - lo).max(-1, keepdims=True)
+  lo, hi = lo - pad, hi + pad
+  pix = jnp.arange(size, dtype=jnp.float32)
+  in_x = (pix[None, :] >= lo[:, 0:1]) & (pix[None, :] <= hi[:, 0:1])  # [B, S]
+  in_y = (pix[None, :] >= lo[:, 1:2]) & (pix[None, :] <= hi[:, 1:2])
+  return (in_y[:, :, None] & in_x[:, None, :]).astype(jnp.float32)[..., None]
+
+
+def mouth_loss(prediction: jax.Array, driving: jax.Array, driving_landmarks: jax.Array,
+               margin: float) -> jax.Array:
+  """Mean absolute error of prediction vs driving [B, S, S, C] over the driving mouth box."""
+  mask = mouth_mask(driving_landmarks, driving.shape[1], margin)
+  err = jnp.abs(prediction.astype(jnp.float32) - driving.astype(jnp.float32)) * mask
+  return err.sum() / jnp.maximum(mask.sum() * driving.shape[-1], 1.0)

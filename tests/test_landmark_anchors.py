@@ -1,0 +1,157 @@
+"""The renderer's landmark terms [ours] (losses/landmark_anchors.py) and their use in the step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from data.synth_talk import face_render
+from osmnet_jax import renderer
+from osmnet_jax.losses import landmark_anchors as la
+from osmnet_jax.nn.keypoints import make_coordinate_grid
+
+SIZE = 32
+
+
+def _rot(deg: float) -> np.ndarray:
+  a = np.deg2rad(deg)
+  return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+
+
+def test_sample_flow_is_exact_on_an_affine_flow():
+  # A bilinear lookup of an affine flow is exact anywhere inside the grid.
+  h = w = 16
+  a = np.array([[0.9, -0.2], [0.3, 1.1]], np.float32)
+  grid = np.asarray(make_coordinate_grid(h, w))
+  flow = grid @ a.T + np.array([0.05, -0.1], np.float32)  # [h, w, 2]
+  pts = np.random.default_rng(0).uniform(-0.95, 0.95, (2, 50, 2)).astype(np.float32)
+  got = la.sample_flow(jnp.asarray(np.stack([flow, flow])), jnp.asarray(pts))
+  np.testing.assert_allclose(np.asarray(got), pts @ a.T + np.array([0.05, -0.1]), atol=1e-5)
+
+
+def test_flow_anchor_loss_is_zero_for_the_true_rotation_only():
+  # Driving = source rotated by 10 degrees about the centre; the flow that reads the source
+  # at R^-1 p for each driving point p carries every landmark home (loss ~ 0), identity does not.
+  rng = np.random.default_rng(1)
+  src = rng.uniform(6, 26, (1, 68, 2)).astype(np.float32)
+  c = (SIZE - 1) / 2
+  r = _rot(10.0)
+  drv = ((src - c) @ r.T + c).astype(np.float32)
+  grid = np.asarray(make_coordinate_grid(16, 16))
+  true_flow = (grid @ np.linalg.inv(r).T)[None].astype(np.float32)  # normalised, centred
+  ident = grid[None]
+  assert float(la.flow_anchor_loss(jnp.asarray(true_flow), drv, src, SIZE)) < 1e-4
+  err = float(la.flow_anchor_loss(jnp.asarray(ident), drv, src, SIZE))
+  # ~ mean |(R - I) p| over the landmarks, in normalised units: clearly not 0.
+  assert err > 0.03
+
+
+def test_keypoint_anchor_loss_uses_the_listed_landmarks():
+  lm = np.random.default_rng(2).uniform(0, SIZE - 1, (2, 68, 2)).astype(np.float32)
+  idx = (36, 45, 30)
+  kp = la.to_unit(jnp.asarray(lm[:, idx]), SIZE)
+  kp = jnp.concatenate([kp, jnp.zeros((2, 7, 2))], 1)  # K = 10; keypoints 3.. are free
+  assert float(la.keypoint_anchor_loss(kp, lm, idx, SIZE)) < 1e-6
+  moved = kp.at[:, 1, 0].add(0.2)  # one anchored keypoint off by 0.2 in x
+  np.testing.assert_allclose(float(la.keypoint_anchor_loss(moved, lm, idx, SIZE)),
+                             0.2 / (3 * 2), rtol=1e-5)
+
+
+def test_mouth_loss_sees_only_the_mouth_box():
+  ident = face_render.Identity.sample(np.random.default_rng(3))
+  pose = np.array([[0, 0, 0, 0, 0.05, 0.65]], np.float32)
+  frames, lm = face_render.render_frames(ident, pose, np.array([0.8]), np.array([0.2]),
+                                         np.zeros(1), SIZE)
+  drv = jnp.asarray(frames / 255.0, jnp.float32)
+  mask = np.asarray(la.mouth_mask(jnp.asarray(lm), SIZE, 0.35))[0, ..., 0]
+  x0, y0 = lm[0, 48:60].min(0)
+  x1, y1 = lm[0, 48:60].max(0)
+  assert mask[int(np.ceil(y0)):int(y1) + 1, int(np.ceil(x0)):int(x1) + 1].all()  # lips inside
+  assert 0.01 < mask.mean() < 0.2  # a box around the mouth, not the frame
+  assert float(la.mouth_loss(drv, drv, lm, 0.35)) == 0.0
+  outside = drv.at[:, :4].set(0.0)  # top rows: forehead / background
+  assert float(la.mouth_loss(outside, drv, lm, 0.35)) == 0.0
+  dark_mouth = jnp.where(jnp.asarray(mask)[None, ..., None] > 0, 0.0, drv)
+  np.testing.assert_allclose(float(la.mouth_loss(dark_mouth, drv, lm, 0.35)),
+                             float(drv[0][mask > 0].mean()), rtol=1e-5)
+
+
+def _posed_frames(rng, rolls_deg):
+  """synth_talk faces (random identities) at the given rolls -> frames [N,S,S,3], lm [N,68,2]."""
+  frames, marks = [], []
+  for roll in rolls_deg:
+    ident = face_render.Identity.sample(rng)
+    pose = np.array([[0, 0, np.deg2rad(roll), 0, 0.05, 0.65]], np.float32)
+    f, lm = face_render.render_frames(ident, pose, rng.uniform(0, 1, 1), rng.uniform(0, 1, 1),
+                                      np.zeros(1), SIZE)
+    frames.append(f[0])
+    marks.append(lm[0])
+  return np.stack(frames), np.stack(marks)
+
+
+def test_anchored_keypoints_follow_a_known_rotation():
+  """The mechanism: a keypoint detector trained with keypoint_anchor alone (FOMM's detector,
+  tiny, 32 px) puts its keypoints where a rotated face's landmarks went. The keypoints of an
+  unseen face rotated by +-15 degrees rotate by that angle (2-D Procrustes), to within the
+  detector's localisation error (~0.3 px at a 7 px radius is ~3 degrees)."""
+  cfg = renderer.tiny_config()
+  cfg.kp_detector.num_blocks = 2
+  cfg.kp_detector.scale_factor = 0.5  # a 16 x 16 heatmap: 8 x 8 cannot place 10 points to 1 px
+  det = renderer.make_kp_detector(cfg, train=True)
+  rng = np.random.default_rng(4)
+  idx = (36, 45, 30, 8, 3, 13, 48, 54, 62, 66)
+  variables = det.init(jax.random.PRNGKey(0), jnp.zeros((1, SIZE, SIZE, 3)))
+  params, stats = variables["params"], variables["batch_stats"]
+  tx = optax.adam(1e-2)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(params, stats, opt, x, lm):
+    def loss_fn(p):
+      out, upd = det.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"])
+      return la.keypoint_anchor_loss(out["value"], lm, idx, SIZE), upd["batch_stats"]
+    (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    upd, opt = tx.update(g, opt, params)
+    return optax.apply_updates(params, upd), stats, opt, loss
+
+  for _ in range(250):
+    x, lm = _posed_frames(rng, rng.uniform(-20, 20, 16))
+    params, stats, opt, loss = step(params, stats, opt, jnp.asarray(x / 255.0, jnp.float32),
+                                    jnp.asarray(lm))
+  assert float(loss) < 0.04, float(loss)  # mean error < 0.7 px at 32 px
+
+  test = renderer.make_kp_detector(cfg, train=False)
+  for roll in (15.0, -15.0):
+    seed = int(rng.integers(1 << 30))
+    (x0, _), (x1, _) = (_posed_frames(np.random.default_rng(seed), [r]) for r in (0.0, roll))
+    kp = [np.asarray(test.apply({"params": params, "batch_stats": stats},
+                                jnp.asarray(x / 255.0, jnp.float32))["value"][0]) for x in (x0, x1)]
+    a, b = (k - k.mean(0) for k in kp)
+    # Image y points down, so a counter-clockwise roll is a clockwise angle in (x, y) pixels.
+    angle = np.rad2deg(np.arctan2((a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum(), (a * b).sum()))
+    assert angle == pytest.approx(-roll, abs=5.0), (roll, angle)
+
+
+def test_train_step_adds_the_landmark_terms_and_needs_landmarks():
+  from osmnet_jax.stages import renderer_step as rs
+
+  cfg = renderer.tiny_config()
+  cfg.kp_detector.num_blocks = 2
+  cfg.generator.num_bottleneck_blocks = 1
+  cfg.train.loss_weights.perceptual = ()  # no VGG: this test is about the landmark terms
+  cfg.train.loss_weights.update(keypoint_anchor=10.0, flow_anchor=10.0, mouth=10.0)
+  stage = rs.RendererStage(cfg)
+  state = stage.init_state(jax.random.PRNGKey(0), SIZE)
+  x, lm = _posed_frames(np.random.default_rng(5), [0.0, 10.0, -10.0, 5.0])
+  batch = {"source": x, "driving": x[::-1], "source_landmarks": lm,
+           "driving_landmarks": lm[::-1]}
+  new, metrics = jax.jit(stage.train_step)(state, batch, jax.random.PRNGKey(1))
+  assert {"keypoint_anchor", "flow_anchor", "mouth"} <= set(metrics)
+  assert all(np.isfinite(float(v)) and float(v) > 0 for v in metrics.values())
+  assert int(new.step) == 1
+  with pytest.raises(ValueError, match="driving_landmarks"):
+    stage.train_step(state, {k: batch[k] for k in ("source", "driving", "source_landmarks")},
+                     jax.random.PRNGKey(1))
+  # FOMM's configs leave the terms off: the step neither needs landmarks nor reports them.
+  assert not any(renderer.vox256_config().train.loss_weights[k] for k in rs.LANDMARK_TERMS)
