@@ -5,7 +5,9 @@ r"""Train osmnet_jax: mesh -> data -> stages (each: model, optimizer, step, chec
 
 Writes into W: config.json, pose_stats.json (the train poses' mean/std, for generation), tb/
 (TensorBoard events), data_check.json and, per trained stage,
-checkpoints/<stage>/ (orbax; a rerun resumes from them). Stages run in ``config.stages`` order.
+checkpoints/<stage>/ (orbax; a rerun resumes from them). Stages run in ``config.stages`` order;
+the optional "joint" stage (not in the default list) runs with --config.stages="('joint',)" on a
+workdir whose expression stage is trained.
 Multi-host: set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID (or the flags
 below); every process runs this same command.
 
@@ -113,8 +115,16 @@ def run_expression(cfg, builder, mesh, workdir, writer) -> dict:
   return expression_stage.run_expression(cfg, builder, mesh, workdir, writer)
 
 
+def run_joint(cfg, builder, mesh, workdir, writer) -> dict:
+  """Optional stage "joint": the expression stage's models fine-tuned with the pixel loss
+  through the frozen renderer (osmnet_jax/stages/joint.py)."""
+  from osmnet_jax.stages import joint
+
+  return joint.run_joint(cfg, builder, mesh, workdir, writer)
+
+
 STAGES = {"data": run_data_check, "renderer": run_renderer, "motion": run_motion,
-          "expression": run_expression}
+          "expression": run_expression, "joint": run_joint}
 
 
 class _Exit(Exception):

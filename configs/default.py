@@ -175,6 +175,7 @@ def get_config() -> ml_collections.ConfigDict:
   e.w_kp_value = 1.0
   e.w_kp_jacobian = 0.5
   e.w_rec = 0.0                       # rendered-frame L1; > 0 renders B*T frames per step
+  e.w_rec_mouth = 0.0                 # rendered-frame L1 inside the true mouth box
   e.render_frames_per_call = 0        # 0: all B*T frames in one generator call; n: chunks of n
   # Renderer: "auto" = the renderer stage's checkpoint in the workdir if present, else a
   # randomly initialised renderer of config.renderer; "init" = always initialise.
@@ -182,4 +183,17 @@ def get_config() -> ml_collections.ConfigDict:
   e.eval_split = "test"               # held-out evaluation: eval_passes passes of windows
   e.eval_passes = 4
   e.eval_batch = 16
+
+  # --- Optional stage "joint" (not in the default stages): the expression models fine-tuned with
+  # the pixel loss through the frozen renderer (stages/joint.py); these fields replace
+  # cfg.expression's for that stage. Results with and without: BENCHMARKS.md "Joint stage".
+  c.joint = j = ml_collections.ConfigDict()
+  j.num_steps = 300
+  j.lr = 3e-4
+  j.warmup_steps = 20
+  j.save_every = 100
+  j.batch_size = 8
+  j.w_rec = 1.0
+  j.w_rec_mouth = 10.0
+  j.render_frames_per_call = 0
   return c

@@ -224,11 +224,19 @@ class Expression:
   checkpoint_dir: str
 
 
-def load_expression(workdir: str) -> Expression:
-  """The expression stage's latest checkpoint in W/checkpoints/expression."""
+def load_expression(workdir: str, stage: str | None = None) -> Expression:
+  """The latest checkpoint of W/checkpoints/<stage>: ``"joint"`` (the expression models
+  fine-tuned through the renderer, stages/joint.py) or ``"expression"``; None takes joint when
+  that stage has a checkpoint, else expression."""
   from osmnet_jax.inference import keypoints
 
-  ckdir = checkpoint_dir(workdir, "expression")
+  if stage is None:
+    joint = checkpoint_dir(workdir, "joint")
+    done = os.path.isdir(joint) and any(d.isdigit() for d in os.listdir(joint))
+    stage = "joint" if done else "expression"
+  if stage not in ("joint", "expression"):
+    raise WorkdirError(f"load_expression: stage={stage!r}; use 'joint' or 'expression'")
+  ckdir = checkpoint_dir(workdir, stage)
   path = os.path.join(ckdir, EXPRESSION_CONFIG)
   saved = _read_json(path, f"no expression checkpoint in {ckdir}: the expression stage has not "
                            f"been trained in this workdir; {train_hint(workdir)}")

@@ -201,7 +201,8 @@ def load_cached(workdir: str) -> Generator:
     return os.stat(p).st_mtime_ns if os.path.exists(p) else None
 
   key = (workdir, mtime(workdir_lib.CONFIG), mtime(workdir_lib.POSE_STATS),
-         mtime("checkpoints", "expression"), mtime("checkpoints", "motion"))
+         mtime("checkpoints", "expression"), mtime("checkpoints", "joint"),
+         mtime("checkpoints", "motion"))
   if key not in _LOADED:
     _LOADED.clear()  # one workdir's models at a time: they can be large
     _LOADED[key] = Generator.load(workdir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-STAGES = ("data", "renderer", "motion", "expression")
+STAGES = ("data", "renderer", "motion", "expression", "joint")
 DATASETS = ("synth_talk", "talking_videos")
 PARALLEL = ("jit", "pmap")
 
@@ -85,6 +85,16 @@ def check(cfg) -> None:
     _one_of(errors, cfg, "expression.renderer_source", ("auto", "init"))
     _int_at_least(errors, cfg, "expression.eval_passes", 1)
     _int_at_least(errors, cfg, "expression.eval_batch", 1)
+  if "joint" in stages:
+    for f in ("num_steps", "batch_size"):
+      _int_at_least(errors, cfg, f"joint.{f}", 1)
+    for f in ("save_every", "warmup_steps", "render_frames_per_call"):
+      _int_at_least(errors, cfg, f"joint.{f}", 0)
+    _positive_float(errors, cfg, "joint.lr")
+    for f in ("w_rec", "w_rec_mouth"):
+      v = cfg.joint[f]
+      if not isinstance(v, (int, float)) or v < 0:
+        errors.append(f"config.joint.{f}={v!r}: must be a number >= 0")
   if errors:
     raise ConfigError("\n".join(errors))
 
@@ -104,7 +114,8 @@ def check_devices(cfg, mesh) -> None:
   """Every global batch of the stages that run must split evenly over the mesh's devices."""
   n = mesh.size
   fields = [("batch_size", ("data", "renderer"))]
-  fields += [("motion.batch_size", ("motion",)), ("expression.batch_size", ("expression",))]
+  fields += [("motion.batch_size", ("motion",)), ("expression.batch_size", ("expression",)),
+             ("joint.batch_size", ("joint",))]
   errors = []
   for path, used_by in fields:
     v = _get(cfg, path)

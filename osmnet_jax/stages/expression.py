@@ -19,6 +19,7 @@ target [ours], all in the config):
     + w_rec         * |G(source, kp_src, kp_pred) - frames|_1   (render_clip; 0 by default: the
                                                         renderer forward+backward on B*T frames
                                                         dominates the CPU step time)
+    + w_rec_mouth   * the same inside each true frame's mouth box (stages/joint.py uses both)
 The renderer (KPDetector, generator) runs in inference mode and gets no gradient: its variables
 ride in the state as ``renderer`` (stop_gradient, no optimizer), so the expression checkpoint is
 self-contained for generation. No batch statistics in the trained models (LayerNorm only): jit
@@ -42,6 +43,7 @@ from osmnet_jax import renderer
 from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.face import geometry as fg
 from osmnet_jax.inference import render as render_lib
+from osmnet_jax.losses import landmark_anchors
 from osmnet_jax.models import expression as expression_lib
 from osmnet_jax.models import keypoint_predictor as kp_lib
 from osmnet_jax.runtime.init_jit import init_jit
@@ -140,12 +142,19 @@ class ExpressionStage:
     kp_j = jnp.mean(jnp.abs(out["kp"]["jacobian"] - kp_true["jacobian"]))
     loss = c.w_landmark * lm_loss + c.w_kp_value * kp_v + c.w_kp_jacobian * kp_j
     metrics = {"landmark_loss": lm_loss, "kp_value_l1": kp_v, "kp_jacobian_l1": kp_j}
-    if c.w_rec:
+    w_mouth = c.get("w_rec_mouth", 0.0)
+    if c.w_rec or w_mouth:
       pred = render_lib.render_clip(renderer_vars, self.rcfg, out["source"], out["kp_src"],
                                     out["kp"], c.render_frames_per_call or None)
       rec = jnp.mean(jnp.abs(pred - frames))
       loss = loss + c.w_rec * rec
       metrics["rec_l1"] = rec
+      if w_mouth:  # the mouth box of each true frame: [B*T] frames
+        flat = lambda x: x.reshape((-1,) + x.shape[2:])
+        mouth = landmark_anchors.mouth_loss(flat(pred), flat(frames), flat(batch["landmarks"]),
+                                            self.rcfg.train.get("mouth_margin", 0.35))
+        loss = loss + w_mouth * mouth
+        metrics["rec_mouth_l1"] = mouth
     metrics["loss"] = loss
     metrics["landmark_l1"] = jnp.mean(jnp.abs(out["landmarks"] - lm_true))  # unweighted
     return loss, metrics
