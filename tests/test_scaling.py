@@ -166,3 +166,45 @@ def test_two_run_sweep_killed_resumed_and_analysed(tmp_path):
   assert set(fitted["frontier"]) >= {"a", "b", "c"} and "n_opt_exponent" in fitted
   for name in ("frontier.png", "summary.md"):
     assert (w / name).stat().st_size > 0
+
+
+def test_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+  """A worker that fails (here: its base config is missing) writes a failed result.json with
+  the error; one that dies without a result (exit 137) gets one from the launcher; the other
+  runs still start, each on its own device group."""
+  from osmnet_jax.scaling import launch
+
+  bad = sweep.Run(name="bad", stage="motion", base="configs/no_such_config.py", steps=2)
+  dirs = []
+  for name in ("bad", "killed", "fine"):
+    d = tmp_path / name
+    d.mkdir()
+    p = {"run": {**bad.to_dict(), "name": name}, "name": name, "stage": "motion", "steps": 2,
+         "params": 1, "flops_per_step": 1.0, "flops_analytic_per_step": 1.0,
+         "flops_budget": None}
+    (d / "plan.json").write_text(json.dumps(p))
+    dirs.append(str(d))
+  assert launch.run_worker(dirs[0], {}) == 1
+  res = json.loads((tmp_path / "bad" / "result.json").read_text())
+  assert res["status"] == "failed" and "no_such_config.py" in res["error"]
+
+  seen = []
+
+  def fake_worker(d, env):
+    seen.append((os.path.basename(d), env))
+    if d.endswith("killed"):
+      (tmp_path / "killed" / "worker.log").write_text("Killed\n")
+      launch._record_crash(d, 137)  # noqa: SLF001
+      return 137
+    return 0
+
+  monkeypatch.setattr(launch, "run_worker", fake_worker)
+  launch.run_local(dirs[1:], parallel=2, devices_per_run=2, device_env="CUDA_VISIBLE_DEVICES",
+                   num_devices=4)
+  killed = json.loads((tmp_path / "killed" / "result.json").read_text())
+  assert killed["status"] == "failed" and "status 137" in killed["error"]
+  assert sorted(n for n, _ in seen) == ["fine", "killed"]
+  groups = {e["CUDA_VISIBLE_DEVICES"] for _, e in seen}
+  assert groups <= {"0,1", "2,3"}
+  with pytest.raises(ValueError, match="needs 6 devices"):
+    launch.run_local(dirs[1:], parallel=3, devices_per_run=2, num_devices=4)

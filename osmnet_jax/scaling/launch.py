@@ -123,7 +123,8 @@ def run_slurm(run_dirs: list[str], folder: str, cluster: str = "slurm", wait: bo
     import submitit
   except ImportError as e:
     raise ImportError("--launcher slurm needs submitit: pip install -e '.[scaling]'") from e
-  executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else cluster)
+  # cluster named explicitly: AutoExecutor(cluster=None) would fall back to local without SLURM.
+  executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
   executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
   jobs = [(d, executor.submit(_job, d)) for d in run_dirs]
   for d, job in jobs:

@@ -27,7 +27,7 @@ def collect(workdir: str) -> list[dict]:
       plan = plan_lib.read_json(os.path.join(d, plan_lib.PLAN))
       if plan is None:
         continue
-      res = {**plan, **plan["run"], "status": plan["status"]}
+      res = {**plan["run"], **plan, "status": plan["status"]}
     rows.append(res)
   return rows
 
