@@ -29,6 +29,9 @@ from osmnet_jax.scaling import sweep
 ANALYTIC_RANGE = (0.6, 1.02)
 
 
+CHEAP_CPU_CODEGEN = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
 class FlopsMismatch(ValueError):
   pass
 
@@ -105,8 +108,12 @@ def step_cost(stage: str, cfg, check: bool = True) -> dict:
   """The stage's train step under ``cfg``: XLA FLOPs, analytic FLOPs, their ratio, params."""
   from osmnet_jax.aot import compile as aot_compile
 
-  prog = aot_compile.build(stage, cfg, jax.devices()[:1], sweep.batch_size(cfg, stage))
-  compiled = prog.fn.lower(*prog.args).compile()
+  device = jax.devices()[0]
+  prog = aot_compile.build(stage, cfg, [device], sweep.batch_size(cfg, stage))
+  # Cheap XLA:CPU codegen: the cost analysis reads the optimised HLO, which these backend
+  # options leave as it is (same FLOPs); they only skip slow LLVM work.
+  opts = CHEAP_CPU_CODEGEN if device.platform == "cpu" else None
+  compiled = prog.fn.lower(*prog.args).compile(compiler_options=opts)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla = float(cost["flops"])

@@ -14,31 +14,15 @@ with its exit status and the tail of its log here; the sweep goes on.
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import os
 import queue
-import signal
 import subprocess
 import sys
-import warnings
 
 from osmnet_jax.scaling import plan as plan_lib
 from osmnet_jax.scaling import sweep, worker
 
 LOG = "worker.log"
-
-
-try:  # loaded here, not in the forked child (dlopen there could deadlock on a held lock)
-  _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux: no parent-death signal
-  _PRCTL = None
-
-
-def _die_with_parent() -> None:
-  """Child side, between fork and exec: SIGKILL when the launcher dies, so a killed sweep
-  leaves no orphan worker to race the resumed one."""
-  if _PRCTL is not None:
-    _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def run_worker(run_dir: str, env: dict | None = None) -> int:
@@ -48,13 +32,12 @@ def run_worker(run_dir: str, env: dict | None = None) -> int:
   full_env["PYTHONPATH"] = os.pathsep.join(
       [root] + [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p])
   with open(os.path.join(run_dir, LOG), "a") as log:
-    with warnings.catch_warnings():
-      # Python warns about fork() in a multi-threaded process (JAX's threads); the child only
-      # calls prctl before exec.
-      warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-      proc = subprocess.run([sys.executable, "-m", "osmnet_jax.scaling.worker", run_dir],
-                            cwd=root, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=_die_with_parent, check=False)
+    # The worker dies with this process (worker.die_with_parent): a killed sweep leaves no
+    # orphan to race the resumed one.
+    full_env[worker.PARENT_ENV] = str(os.getpid())
+    proc = subprocess.run([sys.executable, "-m", "osmnet_jax.scaling.worker", run_dir],
+                          cwd=root, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                          check=False)
   _record_crash(run_dir, proc.returncode)
   return proc.returncode
 

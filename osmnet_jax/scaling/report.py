@@ -186,7 +186,8 @@ def _summary(workdir: str, rows: list[dict], out: dict) -> None:
             "|---|---|---|---|---|---|---|---|"]
   for r in rows:
     fa = r.get("flops_actual") or r.get("flops_planned")
-    lines.append(f"| {r['name']} | {r['params']} | {r.get('flops_budget') or 0:.3g} | "
+    budget = "-" if r.get("flops_budget") is None else format(r["flops_budget"], ".3g")
+    lines.append(f"| {r['name']} | {r['params']} | {budget} | "
                  f"{fa or 0:.3g} | {r['steps']} | "
                  f"{'' if r.get('heldout_loss') is None else format(r['heldout_loss'], '.4g')} | "
                  f"{'' if r.get('wall_s') is None else format(r['wall_s'], '.0f')} | "

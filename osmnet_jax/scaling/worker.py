@@ -10,13 +10,30 @@ failed (result.json says why), 75 another worker holds the run.
 """
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
+import signal
 import sys
 import time
 import traceback
 
 BUSY = 75
+PARENT_ENV = "OSMNET_SCALING_PARENT"  # the launcher's pid
+
+
+def die_with_parent() -> None:
+  """Linux: SIGKILL this worker when the launcher named in $OSMNET_SCALING_PARENT dies (set
+  here, after exec: a pre-exec hook in a forked multi-threaded launcher could deadlock)."""
+  parent = os.environ.get(PARENT_ENV)
+  if not parent:
+    return
+  try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    return  # not Linux
+  if os.getppid() != int(parent):  # the launcher died before the signal was armed
+    sys.exit(1)
 
 
 def _import_train():
@@ -88,6 +105,7 @@ def main(argv=None) -> int:
   if len(argv) != 1:
     print(__doc__, file=sys.stderr)
     return 2
+  die_with_parent()
   run_dir = os.path.abspath(argv[0])
   result_path = os.path.join(run_dir, plan_lib.RESULT)
   lock = open(os.path.join(run_dir, ".lock"), "w")  # noqa: SIM115  held until exit
