@@ -114,18 +114,23 @@ def _plots(workdir: str, ok: list[dict], out: dict) -> None:
   fig, axes = plt.subplots(1, max(1, len(out["stages"])), figsize=(6 * len(out["stages"]), 4.5),
                            squeeze=False)
   for ax, (stage, fr) in zip(axes[0], out["stages"].items()):
-    by_n = collections.defaultdict(list)
+    by_n = collections.defaultdict(lambda: collections.defaultdict(list))
     for p in _points(ok, stage, fr["data_size"]):
-      by_n[p["params"]].append((p["flops"], p["loss"]))
-    for n, pts in sorted(by_n.items()):
-      pts = np.array(sorted(pts))
-      ax.plot(pts[:, 0], pts[:, 1], "o-", ms=4, alpha=0.8, label=f"{n / 1e3:.0f}k params")
+      by_n[p["params"]][p["budget"]].append((p["flops"], p["loss"]))
+    for n, cells in sorted(by_n.items()):
+      # One point per budget (seed mean); the seeds themselves as small dots.
+      mean = np.array(sorted(tuple(np.mean(v, axis=0)) for v in cells.values()))
+      line, = ax.plot(mean[:, 0], mean[:, 1], "o-", ms=4, alpha=0.8,
+                      label=f"{n / 1e3:.0f}k params")
+      seeds = np.array([x for v in cells.values() if len(v) > 1 for x in v]).reshape(-1, 2)
+      ax.plot(seeds[:, 0], seeds[:, 1], ".", ms=3, color=line.get_color())
     if fr.get("frontier"):
       f = fr["frontier"]
       cs = np.geomspace(min(p[0] for p in fr["envelope"]), max(p[0] for p in fr["envelope"]), 50)
       ax.plot(cs, f["a"] * cs ** -f["b"] + f["c"], "k--",
               label=f"frontier {f['a']:.3g} C^-{f['b']:.3f} + {f['c']:.3g}")
-    ax.set(xscale="log", xlabel="training FLOPs (XLA cost analysis)", ylabel="held-out loss",
+    ax.set(xscale="log", xlabel="training FLOPs (XLA cost analysis)",
+           ylabel="held-out loss (osmnet_jax/scaling/heldout.py)",
            title=f"{stage}: held-out loss vs compute")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
