@@ -19,9 +19,15 @@ def is_url(path: str) -> bool:
   return "://" in path
 
 
-def _gfile():
+def _gfile(path: str):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+  if path.startswith("s3://"):
+    try:
+      import tensorflow_io  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError as e:
+      raise ImportError(f"{path}: TensorFlow reads s3:// through tensorflow-io; pip install "
+                        "tensorflow-io (or use gs:// or a local path)") from e
   return tf.io.gfile
 
 
@@ -31,23 +37,23 @@ def join(*parts: str) -> str:
 
 
 def exists(path: str) -> bool:
-  return _gfile().exists(path) if is_url(path) else os.path.exists(path)
+  return _gfile(path).exists(path) if is_url(path) else os.path.exists(path)
 
 
 def isdir(path: str) -> bool:
-  return _gfile().isdir(path) if is_url(path) else os.path.isdir(path)
+  return _gfile(path).isdir(path) if is_url(path) else os.path.isdir(path)
 
 
 def makedirs(path: str) -> None:
   if is_url(path):
-    _gfile().makedirs(path)
+    _gfile(path).makedirs(path)
   else:
     os.makedirs(path, exist_ok=True)
 
 
 def remove(path: str) -> None:
   if is_url(path):
-    _gfile().remove(path)
+    _gfile(path).remove(path)
   else:
     os.remove(path)
 
@@ -55,26 +61,25 @@ def remove(path: str) -> None:
 def rmtree(path: str) -> None:
   """Removes a folder and everything in it; nothing if it does not exist."""
   if is_url(path):
-    if _gfile().exists(path):
-      _gfile().rmtree(path)
+    if _gfile(path).exists(path):
+      _gfile(path).rmtree(path)
   else:
     shutil.rmtree(path, ignore_errors=True)
 
 
 def glob(pattern: str) -> list[str]:
-  return sorted(_gfile().glob(pattern) if is_url(pattern) else glob_lib.glob(pattern))
+  return sorted(_gfile(pattern).glob(pattern) if is_url(pattern) else glob_lib.glob(pattern))
 
 
 def walk(root: str, onerror=None):
   """os.walk (top-down, so callers may prune ``dirnames``)."""
   if not is_url(root):
     return os.walk(root, onerror=onerror)
-  return ((d, list(sub), files) for d, sub, files in _gfile().walk(root, topdown=True,
-                                                                   onerror=onerror))
+  return _gfile(root).walk(root, topdown=True, onerror=onerror)
 
 
 def open(path: str, mode: str = "r"):  # pylint: disable=redefined-builtin
-  return _gfile().GFile(path, mode) if is_url(path) else builtins.open(path, mode)
+  return _gfile(path).GFile(path, mode) if is_url(path) else builtins.open(path, mode)
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -82,7 +87,7 @@ def write_atomic(path: str, data: bytes) -> None:
   beside the target and renamed over it; an object store (gs://, s3://) publishes an object
   only when its upload completes."""
   if is_url(path):
-    with _gfile().GFile(path, "wb") as f:
+    with _gfile(path).GFile(path, "wb") as f:
       f.write(data)
     return
   tmp = f"{os.path.dirname(path)}/.tmp-{os.getpid()}-{os.path.basename(path)}"
@@ -110,10 +115,11 @@ def local_copy(path: str, sidecars: tuple[str, ...] = ()):
     return
   with tempfile.TemporaryDirectory(prefix="prepare-") as tmp:
     local = os.path.join(tmp, os.path.basename(path))
-    _gfile().copy(path, local)
+    gfile = _gfile(path)
+    gfile.copy(path, local)
     stem = os.path.splitext(path)[0]
     for suffix in sidecars:
-      if _gfile().exists(stem + suffix):
-        _gfile().copy(stem + suffix, os.path.splitext(local)[0] + suffix)
+      if gfile.exists(stem + suffix):
+        gfile.copy(stem + suffix, os.path.splitext(local)[0] + suffix)
     yield local
 
