@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 import test_prepare_videos as tv
 from data import prepare
@@ -75,9 +76,19 @@ def _dataset(out):
     return shards, json.load(f)
 
 
-def test_beam_gives_the_pools_clips_examples_and_report(videos, pool_out, tmp_path):
+def test_beam_gives_the_pools_clips_examples_and_report(videos, pool_out, tmp_path,
+                                                       monkeypatch):
+  beam_splits = []  # the splits TFDS's Beam writer wrote (pipeline construction is here)
+  write = tfds.core.writer.BeamWriter.write_from_pcollection
+
+  def spy(self, examples):
+    beam_splits.append(self._filename_template.split)
+    return write(self, examples)
+
+  monkeypatch.setattr(tfds.core.writer.BeamWriter, "write_from_pcollection", spy)
   out = str(tmp_path / "out")
   assert prepare.main(["--videos", videos, "--out", out, "--workers", "2"] + ARGS) == 0
+  assert sorted(beam_splits) == ["test", "train"]
   report = _report(out)
   assert report == _report(pool_out)
   assert {s["video"][len(videos) + 1:]: s["reason"] for s in report["skipped"]} == BAD

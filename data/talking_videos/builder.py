@@ -3,7 +3,8 @@
 The expensive per-video work (decode, face tracking, landmarks, pose, mel) is done beforehand by
 ``python -m data.prepare`` into ``WORK = DATA_DIR/work`` (one ``.npz`` + ``.json`` record per
 video, see process.py); this builder only reads those, assigns splits and writes examples in the
-schema.py format. Read it back with::
+schema.py format, in this process or, given Beam options (``build(beam_options=...)``), as a
+Beam PTransform of one element per video (the same examples). Read it back with::
 
   builder = TalkingVideos(config=TalkingVideosConfig(size=256, work_dir=DATA_DIR + "/work"),
                           data_dir=DATA_DIR)          # or tfds.builder_from_directory(...)
@@ -135,12 +136,12 @@ def build(data_dir: str, size: int, work_dir: str | None = None, test_fraction: 
           video_ids=None, beam_runner=None, beam_options=None) -> TalkingVideos:
   """Build into DATA_DIR/talking_videos/<size>px/1.0.0 (an existing build is reused).
 
-  With ``beam_runner`` (a runner or its name) the examples are written by a Beam pipeline
-  (``beam_options``: its PipelineOptions); the dataset is the same.
+  Given ``beam_runner`` (a runner) or ``beam_options`` (PipelineOptions, which may name the
+  runner), TFDS writes the examples with a Beam pipeline; the dataset is the same.
   """
   cfg = TalkingVideosConfig(size=size, work_dir=work_dir or storage.join(data_dir, "work"),
                             test_fraction=test_fraction, video_ids=video_ids,
-                            beam=beam_runner is not None)
+                            beam=beam_runner is not None or beam_options is not None)
   builder = TalkingVideos(config=cfg, data_dir=data_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       try_download_gcs=False, beam_runner=beam_runner, beam_options=beam_options))
