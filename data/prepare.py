@@ -322,16 +322,20 @@ def _process_beam(args, rel: list[str], ids: dict[str, str], opts: process.Optio
     records[rec["video_id"]] = rec
 
 
-def _beam_options(args, processes: bool = True):
-  """PipelineOptions: --runner, the DirectRunner's workers (processes, or threads), then the
-  user's Beam options."""
+def _beam_options(args, write: bool = False):
+  """PipelineOptions: --runner, the DirectRunner's workers, then the user's Beam options.
+
+  On the DirectRunner the per-video work runs in ``--workers`` processes (0: in this one) and
+  TFDS's write in this process: with worker threads it contends for the GIL, with worker
+  processes every example crosses a process boundary; both were slower (BENCHMARKS.md).
+  """
   from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
 
   flags = [f"--runner={args.runner}"]
-  if args.runner == "DirectRunner":  # workers=0: in this process, no process start-up
-    mode = "multi_processing" if processes else "multi_threading"
-    flags += [f"--direct_num_workers={max(args.workers, 1)}", "--direct_running_mode=" +
-              (mode if args.workers > 0 else "in_memory"),
+  if args.runner == "DirectRunner":
+    parallel = args.workers > 0 and not write
+    flags += [f"--direct_num_workers={args.workers if parallel else 1}",
+              "--direct_running_mode=" + ("multi_processing" if parallel else "in_memory"),
               "--default_sdk_harness_log_level=ERROR"]  # the workers' start-up chatter
   return pipeline_options.PipelineOptions(flags + args.beam_args)
 
@@ -345,9 +349,7 @@ def _build(args, work_dir: str, video_ids: list[str]) -> dict[str, int]:
   # The build is a pure function of the work records: rebuild from scratch each time.
   storage.rmtree(storage.join(args.out, "talking_videos", f"{args.size}px"))
   print(f"packing clips into TFRecord shards under {args.out}/talking_videos ...")
-  # On the DirectRunner, TFDS's write runs in threads: it is zlib and file writes (which release
-  # the GIL), and each worker process would import TensorFlow first.
-  options = None if args.runner == "pool" else _beam_options(args, processes=False)
+  options = None if args.runner == "pool" else _beam_options(args, write=True)
   with _quiet_native_stderr():  # TFDS's bars and TF's native start-up lines
     b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction, video_ids=video_ids,
                           beam_options=options)
