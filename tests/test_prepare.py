@@ -21,8 +21,9 @@ from osmnet_jax.face import crop as face_crop
 from osmnet_jax.face import landmarks as lb
 
 SIZE = 128
-ARGS = ["--workers", "0", "--size", str(SIZE), "--min-seconds", "1", "--max-seconds", "1.2",
-        "--test-fraction", "0.25"]
+# The process pool (--runner pool); the Beam runner is checked against it in test_prepare_beam.
+ARGS = ["--workers", "0", "--runner", "pool", "--size", str(SIZE), "--min-seconds", "1",
+        "--max-seconds", "1.2", "--test-fraction", "0.25"]
 T = 40  # frames of most test videos
 ROLL, SCALE, SHIFT = 20.0, (1.0, 1.3), (24.0, 0.0)
 EXPECTED_SKIPS = {

