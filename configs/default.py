@@ -4,8 +4,9 @@ r"""Embedded default: synth_talk at 64 px, a small renderer, every implemented s
   python train.py --workdir runs/demo --config configs/default.py --config.batch_size=16
 
 Stages: "data" (input-pipeline check), "renderer" (stage A), "motion" (motion space and the pose
-baselines), "expression" (expression encoder + keypoint predictor over the frozen renderer).
-Writes W/config.json, W/pose_stats.json, W/tb/, W/checkpoints/{renderer,motion,expression}/ and
+baselines), "expression" (expression encoder + keypoint predictor over the frozen renderer),
+"joint" (those two fine-tuned with the pixel loss through the frozen renderer).
+Writes W/config.json, W/pose_stats.json, W/tb/, W/checkpoints/{renderer,motion,expression,joint}/,
 W/samples/renderer_reconstruction_0.mp4. Runtime and results: BENCHMARKS.md "The main job".
 
 Every hyper-parameter of a run is a field below; override any of them with --config.x=value.
@@ -18,7 +19,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.stages = ("data", "renderer", "motion", "expression")  # run in this order
+  c.stages = ("data", "renderer", "motion", "expression", "joint")  # run in this order
   c.batch_size = 8                    # global batch of the data check and renderer stage
   c.parallel = "jit"                  # jit (Mesh + NamedSharding) | pmap
   # data: -1 = every device; fsdp > 1 splits the renderer's params and Adam moments over that
@@ -184,14 +185,14 @@ def get_config() -> ml_collections.ConfigDict:
   e.eval_passes = 4
   e.eval_batch = 16
 
-  # --- Optional stage "joint" (not in the default stages): the expression models fine-tuned with
-  # the pixel loss through the frozen renderer (stages/joint.py); these fields replace
-  # cfg.expression's for that stage. Results with and without: BENCHMARKS.md "Joint stage".
+  # --- Stage "joint" [ours]: the expression models fine-tuned with the pixel loss (whole frame
+  # and mouth box) through the frozen renderer (stages/joint.py); these fields replace
+  # cfg.expression's for that stage. With and without: BENCHMARKS.md "Joint stage".
   c.joint = j = ml_collections.ConfigDict()
-  j.num_steps = 300
+  j.num_steps = 150
   j.lr = 3e-4
   j.warmup_steps = 20
-  j.save_every = 100
+  j.save_every = 50
   j.batch_size = 8
   j.w_rec = 1.0
   j.w_rec_mouth = 10.0

@@ -32,4 +32,7 @@ def get_config():
   c.expression.eval_batch = 2
   c.expression.save_every = 2
   c.expression.log_every = 1
+  c.joint.num_steps = 2
+  c.joint.save_every = 2
+  c.joint.batch_size = 4
   return c

@@ -47,9 +47,9 @@ def run_script(args, tfds_dir, timeout=900) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory):
   """(workdir, tfds dir) of ONE ``train.py --config configs/tiny_test.py`` run: every stage
-  (data, renderer, motion, expression) for a few steps on a tiny synth_talk at 32 px; the motion
-  stage trains osmnet and the noise_sampler baseline (eval.py renders both). Shared by the CLI,
-  generation and evaluation tests (one train run per session: it is the slowest fixture)."""
+  (data, renderer, motion, expression, joint) for a few steps on a tiny synth_talk at 32 px; the
+  motion stage trains osmnet and the noise_sampler baseline (eval.py renders both). Shared by
+  the CLI, generation and evaluation tests (one train run per session: the slowest fixture)."""
   root = tmp_path_factory.mktemp("trained")
   wd, tfds_dir = root / "w", root / "tfds"
   proc = run_script(["train.py", "--workdir", str(wd), "--config", "configs/tiny_test.py",

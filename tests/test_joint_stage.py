@@ -1,24 +1,14 @@
-"""Optional stage "joint" (stages/joint.py): the expression models fine-tuned through the frozen
-renderer, on a copy of the session's tiny trained workdir."""
+"""Stage "joint" (stages/joint.py): the expression models fine-tuned through the frozen renderer;
+the session's tiny workdir ran it (configs/tiny_test.py: 2 steps after the expression stage)."""
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from conftest import run_script
-
 
 @pytest.fixture(scope="module")
-def joint_workdir(tiny_trained, tmp_path_factory):
-  wd, tfds_dir = tiny_trained
-  copy = tmp_path_factory.mktemp("joint") / "w"
-  shutil.copytree(wd, copy)
-  proc = run_script(["train.py", "--workdir", str(copy), "--config", "configs/tiny_test.py",
-                     "--config.stages=('joint',)", "--config.joint.num_steps=2",
-                     "--config.joint.save_every=2", "--config.joint.batch_size=4"], tfds_dir)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return copy
+def joint_workdir(tiny_trained):
+  return tiny_trained[0]
 
 
 def test_joint_stage_trains_from_the_expression_checkpoint(joint_workdir):
