@@ -12,12 +12,16 @@ Reads W/config.json (written by train.py) to find the dataset. Methods, on the s
                  LSE-C/D) groups: osmnet_jax/evaluation/generated.py. Head motion (diversity of
                  --num_samples sampled pose sequences per test audio vs the true motion
                  distribution, dynamics, pose Fréchet distance, out-of-range fraction):
-                 osmnet_jax/evaluation/motion.py.
+                 osmnet_jax/evaluation/motion.py. motion_in_pixels: the roll / shifts and the
+                 mouth opening seen on each rendered video against its sampled pose and the
+                 clip's audio and landmarks (osmnet_jax/metrics/pixel_motion.py).
   copy_source  — every frame predicted by the source frame (the floor any method must beat),
                  scored like the generated videos.
+  real         — motion_in_pixels of the test videos themselves (the ceiling of that group).
   python eval.py --workdir W --mode reconstruction [--max_clips N]  -> W/eval/reconstruction.json:
                  the renderer animates each test clip from its first frame with the clip's own
-                 keypoints (FOMM protocol); L1/PSNR/SSIM/LPIPS/CPBD beside copy_source.
+                 keypoints (FOMM protocol); L1/PSNR/SSIM/LPIPS/CPBD and motion_in_pixels beside
+                 copy_source and real.
 FID and LSE-C/D need weights that cannot ship (--fid_weights, --syncnet_weights). Every metric
 that cannot be computed is written as null with the reason in "meta"."skipped" — never as a
 number.
