@@ -6,17 +6,18 @@ user with hours of CPU or one GPU.
   python eval.py --workdir runs/quality --mode reconstruction
 
 What changes against configs/default.py, and why:
-  - synth_talk at 128 px: the mouth spans ~16 px instead of ~8, so an open mouth is several
-    pixels of dark interior and teeth instead of one or two.
+  - synth_talk at 128 px: twice the pixels across the mouth, so an open mouth is a visible
+    region of dark interior and teeth rather than a line or two.
   - kp_detector.scale_factor 0.5 and dense_motion scale_factor 0.5: the keypoint heatmaps and the
     flow at 64 x 64 (the default's 16 x 16 cannot place 10 keypoints to a pixel).
   - widths x2 (kp detector, generator, dense motion) and 8,000 renderer steps with a 10x lr decay
     at 6,000: the default's 800 steps stop while the renderer is still improving.
   - the landmark terms stay on (configs/default.py); stage B is unchanged except its frame size.
 
-Not run on this project's 2-core CPU machines (the renderer alone would take ~1-2 days there):
-BENCHMARKS.md "Renderer: motion that reaches the pixels" gives the expected direction, not a
-measured result of this config. On one modern GPU the renderer stage should take about an hour.
+Not run on this project's 2-core CPU machines and no GPU has been lent, so there is no measured
+result of this config. Expected, from the 64-px measurements in BENCHMARKS.md ("Renderer: motion
+that reaches the pixels", "Joint stage"): a sharper face whose head turns closer to the asked
+amplitude (finer keypoint heatmaps and flow), and a mouth that opens rather than darkens.
 """
 from configs import default
 
