@@ -33,6 +33,7 @@ COLUMNS = (
     ("roll r (pixels) ↑", "motion_in_pixels", "roll_r", 2),
     ("roll amplitude (pixels) →1", "motion_in_pixels", "roll_amplitude", 2),
     ("mouth (pixels) vs asked r ↑", "motion_in_pixels", "mouth_landmark_r", 2),
+    ("mouth (pixels) vs audio r ↑", "motion_in_pixels", "mouth_audio_r", 2),
 )
 
 
