@@ -1,9 +1,12 @@
 """Shared fixtures: a tiny synth_talk built once per test session."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -19,6 +22,49 @@ TESTS = os.path.join(REPO, "tests")
 CHEAP_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if os.environ.get("OSMNET_TEST_FULL_XLA", "0") != "1" and "XLA_FLAGS" not in os.environ:
   os.environ["XLA_FLAGS"] = CHEAP_XLA_FLAGS
+
+
+def session_processes(sid: int) -> list[int]:
+  """Pids of the live processes in session ``sid`` (zombies count as gone)."""
+  out = []
+  for d in os.listdir("/proc"):
+    if d.isdigit():
+      try:
+        with open(f"/proc/{d}/stat") as f:
+          fields = f.read().rsplit(")", 1)[1].split()
+      except OSError:
+        continue
+      if int(fields[3]) == sid and fields[0] != "Z":
+        out.append(int(d))
+  return out
+
+
+@contextlib.contextmanager
+def own_session(cmd: list[str]):
+  """``cmd`` started in a new session (its pid is the session id) with the repo on PYTHONPATH;
+  on exit the whole session is killed, whatever the test did."""
+  env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True, env=env)
+  try:
+    yield proc
+  finally:
+    try:
+      os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    proc.wait()
+
+
+def kill_leader_and_wait(proc, seconds: float = 10.0) -> list[int]:
+  """SIGKILL ``proc`` alone (no cleanup code of its runs), then wait up to ``seconds`` for the
+  rest of its session to exit -> the pids still alive."""
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  deadline = time.time() + seconds
+  while time.time() < deadline and session_processes(proc.pid):
+    time.sleep(0.1)
+  return session_processes(proc.pid)
 
 
 def run_worker(test_file: str, timeout: int = 600) -> dict:

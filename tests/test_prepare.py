@@ -3,7 +3,6 @@ import glob
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -14,6 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import test_prepare_videos as tv
+from conftest import kill_leader_and_wait, own_session
 from data import prepare, schema
 from data.talking_videos import process
 from osmnet_jax import audio as audio_lib
@@ -238,10 +238,7 @@ def test_killed_worker_and_interrupted_run_end_identical(prepared, tmp_path):
   work = os.path.join(out, "work")
   cmd = [sys.executable, "-m", "data.prepare", "--videos", prepared["videos"], "--out", out] + \
       ARGS[2:] + ["--workers", "1"]
-  env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True, env=env)
-  try:
+  with own_session(cmd) as proc:
     # 1. Kill the worker process in the middle of a good video: the run must go on, retry that
     #    video alone, and finish it.
     def running_good():
@@ -253,10 +250,7 @@ def test_killed_worker_and_interrupted_run_end_identical(prepared, tmp_path):
     os.kill(pids[0], signal.SIGKILL)
     assert _wait(lambda: process.read_record(work, victim) is not None, 120, proc), victim
     assert process.read_record(work, victim)["status"] == "ok"
-    # 2. Then kill the whole run (parent and workers) part-way.
-  finally:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # 2. Then kill the whole run (parent and workers) part-way: leaving own_session does.
   finished = [p for p in glob.glob(os.path.join(work, "*.json")) if not p.endswith("options.json")]
   assert 2 <= len(finished) < 12, len(finished)
   assert not os.path.exists(os.path.join(out, "report.json"))
@@ -278,46 +272,17 @@ def test_killed_worker_and_interrupted_run_end_identical(prepared, tmp_path):
   assert _tfrecords(out) == _tfrecords(prepared["out"])
 
 
-def _session_processes(sid):
-  """Pids of the live processes in session ``sid`` (zombies count as gone)."""
-  out = []
-  for d in os.listdir("/proc"):
-    if d.isdigit():
-      try:
-        with open(f"/proc/{d}/stat") as f:
-          fields = f.read().rsplit(")", 1)[1].split()
-      except OSError:
-        continue
-      if int(fields[3]) == sid and fields[0] != "Z":
-        out.append(int(d))
-  return out
-
-
 def test_workers_die_with_a_killed_parent(prepared, tmp_path):
   work = str(tmp_path / "out" / "work")
   cmd = [sys.executable, "-m", "data.prepare", "--videos", prepared["videos"], "--out",
          str(tmp_path / "out")] + ARGS[2:] + ["--workers", "2"]
-  env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True, env=env)
-  try:
+  with own_session(cmd) as proc:
     # Both workers started and busy with a video.
     assert _wait(lambda: len(glob.glob(os.path.join(work, ".running-*"))) >= 2, 180, proc)
     workers = _worker_pids(proc.pid)
     assert len(workers) == 2
-    os.kill(proc.pid, signal.SIGKILL)  # the parent only: no cleanup code runs
-    proc.wait()
-    deadline = time.time() + 10
-    while time.time() < deadline and _session_processes(proc.pid):
-      time.sleep(0.1)
-    left = _session_processes(proc.pid)
+    left = kill_leader_and_wait(proc)  # the parent only: no cleanup code runs
     assert not left, [open(f"/proc/{p}/cmdline", "rb").read() for p in left]
-  finally:
-    try:
-      os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-      pass
-    proc.wait()
 
 
 def test_colliding_names_stay_distinct_clips(tmp_path, monkeypatch):

@@ -3,8 +3,6 @@ same clips, examples and report on good and bad videos; kill -9 and resume; buck
 import glob
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 
@@ -14,6 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import test_prepare_videos as tv
+from conftest import kill_leader_and_wait, own_session, session_processes
 from data import prepare
 from data.talking_videos import process
 
@@ -108,21 +107,6 @@ def test_beam_gives_the_pools_clips_examples_and_report(videos, pool_out, tmp_pa
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"{path}: {k}")
 
 
-def _session(sid):
-  """Live processes of session ``sid``."""
-  out = []
-  for d in os.listdir("/proc"):
-    if d.isdigit():
-      try:
-        with open(f"/proc/{d}/stat") as f:
-          fields = f.read().rsplit(")", 1)[1].split()
-      except OSError:
-        continue
-      if int(fields[3]) == sid and fields[0] != "Z":
-        out.append(int(d))
-  return out
-
-
 def test_killed_beam_run_resumes_to_the_same_dataset(videos, pool_out, tmp_path):
   out = str(tmp_path / "out")
   work = os.path.join(out, "work")
@@ -130,27 +114,13 @@ def test_killed_beam_run_resumes_to_the_same_dataset(videos, pool_out, tmp_path)
                      if not p.endswith("options.json")]
   cmd = [sys.executable, "-m", "data.prepare", "--videos", videos, "--out", out,
          "--workers", "2"] + ARGS
-  env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True, env=env)
-  try:
+  with own_session(cmd) as proc:
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and len(records()) < 2:
       time.sleep(0.05)
     assert proc.poll() is None and len(records()) >= 2
-    assert len(_session(proc.pid)) > 1  # the driver and its Beam workers
-    os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers must follow
-    proc.wait()
-    deadline = time.time() + 10
-    while time.time() < deadline and _session(proc.pid):
-      time.sleep(0.1)
-    assert not _session(proc.pid)
-  finally:
-    try:
-      os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-      pass
-    proc.wait()
+    assert len(session_processes(proc.pid)) > 1  # the driver and its Beam workers
+    assert not kill_leader_and_wait(proc)  # the driver only: its workers must follow
   finished = records()
   assert 2 <= len(finished) < 7 and not os.path.exists(os.path.join(out, "report.json"))
   mtimes = {p: os.path.getmtime(p) for p in finished}
