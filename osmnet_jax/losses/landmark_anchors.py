@@ -21,7 +21,8 @@ normalised (x, y) with pixel j at 2 j / (S - 1) - 1 (``nn.keypoints.make_coordin
 import jax
 import jax.numpy as jnp
 
-OUTER_LIPS = slice(48, 60)  # iBUG-68 outer lip contour
+from osmnet_jax.face.geometry import OUTER_LIPS  # iBUG-68 outer lip contour, 48-59
+from osmnet_jax.nn.grid_sample import grid_sample
 
 
 def to_unit(landmarks: jax.Array, size: int) -> jax.Array:
@@ -43,15 +44,12 @@ def sample_flow(deformation: jax.Array, points: jax.Array) -> jax.Array:
   normalised point (2 j / (w - 1) - 1, 2 i / (h - 1) - 1)) at points [B, N, 2] -> [B, N, 2].
   Points outside the grid take the border value."""
   _, h, w, _ = deformation.shape
-  x = jnp.clip((points[..., 0] + 1.0) * 0.5 * (w - 1), 0.0, w - 1.0)  # [B, N]
-  y = jnp.clip((points[..., 1] + 1.0) * 0.5 * (h - 1), 0.0, h - 1.0)
-  x0 = jnp.clip(jnp.floor(x), 0, w - 2).astype(jnp.int32)
-  y0 = jnp.clip(jnp.floor(y), 0, h - 2).astype(jnp.int32)
-  fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-  gather = jax.vmap(lambda d, yy, xx: d[yy, xx])  # per sample: [h, w, 2], [N], [N] -> [N, 2]
-  top = gather(deformation, y0, x0) * (1 - fx) + gather(deformation, y0, x0 + 1) * fx
-  bottom = gather(deformation, y0 + 1, x0) * (1 - fx) + gather(deformation, y0 + 1, x0 + 1) * fx
-  return top * (1 - fy) + bottom * fy
+  # Node convention (align_corners=True) -> grid_sample's pixel-edge one (align_corners=False):
+  # node j sits at (2 j + 1) / w - 1 there. Clipping to the outer nodes first keeps border
+  # padding exactly at the border nodes.
+  scale = jnp.array([(w - 1) / w, (h - 1) / h], points.dtype)
+  grid = jnp.clip(points, -1.0, 1.0) * scale
+  return grid_sample(deformation, grid[:, :, None, :], padding_mode="border")[:, :, 0]
 
 
 def flow_anchor_loss(deformation: jax.Array, driving_landmarks: jax.Array,
