@@ -60,7 +60,7 @@ def measure(out: dict, landmarks0: np.ndarray) -> dict:
   rows = []
   for frames, poses in zip(out["frames"], out["poses"]):
     head = pm.head_motion_in_pixels(frames, poses, landmarks0)
-    mouth = pm.mouth_in_pixels(frames, landmarks0, audio=out["audio"])
+    mouth = pm.mouth_in_pixels(frames, landmarks0, audio=out["audio"], warps=head["warps"])
     rows.append({"roll_r": head["roll"]["r"], "roll_amplitude": head["roll"]["amplitude_ratio"],
                  "asked_roll_std_deg": float(np.rad2deg(poses[:, 2].std())),
                  "mouth_audio_r": mouth["audio_r"]})

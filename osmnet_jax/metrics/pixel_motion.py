@@ -162,7 +162,8 @@ def agreement(measured: np.ndarray, asked: np.ndarray) -> dict:
 def head_motion_in_pixels(frames: np.ndarray, asked_pose: np.ndarray,
                           landmarks0: np.ndarray | None = None) -> dict:
   """Frames uint8 [T, S, S, 3] rendered for ``asked_pose`` [T, 6] (face.geometry convention)
-  -> ``{"roll": {r, amplitude_ratio}, "tx": {...}, "ty": {...}, "ecc_ok_frac"}``.
+  -> ``{"roll": {r, amplitude_ratio}, "tx": {...}, "ty": {...}, "ecc_ok_frac", "warps"}``
+  (``warps``: the registration, which ``mouth_in_pixels`` can reuse).
 
   The asked pose is taken relative to its first frame (registration measures motion relative
   to frame 0). Translation is measured at the head origin of frame 0 (where the asked pose puts
@@ -176,18 +177,21 @@ def head_motion_in_pixels(frames: np.ndarray, asked_pose: np.ndarray,
   return {"roll": agreement(reg["roll"], asked[:, 2]),
           "tx": agreement(reg["tx"], asked[:, 3]),
           "ty": agreement(reg["ty"], asked[:, 4]),
-          "ecc_ok_frac": float(reg["ok"].mean())}
+          "ecc_ok_frac": float(reg["ok"].mean()), "warps": reg["warps"]}
 
 
 def mouth_in_pixels(frames: np.ndarray, landmarks0: np.ndarray, audio: np.ndarray | None = None,
-                    mouth_landmarks: np.ndarray | None = None) -> dict:
+                    mouth_landmarks: np.ndarray | None = None,
+                    warps: np.ndarray | None = None) -> dict:
   """The mouth opening seen on the frames (``mouth_opening``) against the audio energy under each
   frame (``audio`` int16 or float [>= 640 T]) and against the mouth opening of landmarks the
   model predicted (``mouth_landmarks`` [T, 68, 2]) -> ``{"audio_r", "landmark_r"}`` (None
-  where not given)."""
+  where not given). ``warps``: ``head_motion_in_pixels``'s registration of the same frames
+  (the same face region), or None to register here."""
   size = frames.shape[1]
-  reg = register_to_first(frames, face_mask(size, landmarks0))
-  act = mouth_opening(frames, mouth_box(landmarks0, size), reg["warps"])
+  if warps is None:
+    warps = register_to_first(frames, face_mask(size, landmarks0))["warps"]
+  act = mouth_opening(frames, mouth_box(landmarks0, size), warps)
   out = {"audio_r": None, "landmark_r": None}
   if audio is not None:
     out["audio_r"] = pearson(act, audio_lib.frame_energy(audio, len(frames)))
@@ -203,7 +207,8 @@ def clip_scores(frames: np.ndarray, asked_pose: np.ndarray, landmarks: np.ndarra
   (mouth_in_pixels with ``landmarks`` [T, 68, 2] as the asked mouth; frame 0's give the regions).
   """
   head = head_motion_in_pixels(frames, asked_pose, landmarks[0])
-  mouth = mouth_in_pixels(frames, landmarks[0], audio=audio, mouth_landmarks=landmarks)
+  mouth = mouth_in_pixels(frames, landmarks[0], audio=audio, mouth_landmarks=landmarks,
+                          warps=head["warps"])
   out = {f"{k}_{m}": head[k][n] for k in ("roll", "tx", "ty")
          for m, n in (("r", "r"), ("amplitude", "amplitude_ratio"))}
   out.update(mouth_audio_r=mouth["audio_r"], mouth_landmark_r=mouth["landmark_r"])
