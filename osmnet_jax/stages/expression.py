@@ -238,7 +238,6 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
 
   The renderer (variables and model config) comes from ``resolve_renderer``; the result says
   which source it used (``renderer_source``: argument | checkpoint | init)."""
-  from osmnet_jax.stages import expression_eval
   from osmnet_jax.stages import renderer as renderer_train
 
   ecfg = cfg.expression
@@ -255,15 +254,33 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
       "expression": ecfg.to_dict(), "renderer": rcfg.to_dict(), "image_size": size,
       "renderer_source": source, "parallel": cfg.parallel})
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
+  state = stage.init_state(init_rng, renderer_variables, size)
+  result = fit_and_evaluate("expression", stage, state, cfg, builder, mesh, ckdir, writer,
+                            step_rng, {"renderer_source": source})
+  ev = result["eval"]
+  logging.info("expression: step %d in %.1f s; held-out mouth-opening corr %.3f, landmark L1 "
+               "%.3f px (copy-source %.3f px)", result["step"], result["train_seconds"],
+               ev["mouth_open_corr"], ev["landmark_l1_px"], ev["copy_source_landmark_l1_px"])
+  return result
+
+
+def fit_and_evaluate(name: str, stage: ExpressionStage, state: ExpressionState, cfg, builder,
+                     mesh, ckdir: str, writer, rng: jax.Array, meta: dict) -> dict:
+  """The shared tail of the "expression" and "joint" stages: ``state`` trained by
+  ``stage.cfg`` on the train split (resuming from ``ckdir``), evaluated on held-out clips
+  (stages/expression_eval.py) -> the result, also written once to ckdir/eval.json and, as
+  ``<name>_eval/*`` scalars, to TensorBoard. ``meta`` goes into the checkpoints and the result.
+  """
+  from osmnet_jax.stages import expression_eval
+
+  ecfg = stage.cfg
   make_iterator = common.make_iterator_factory(cfg, builder, mesh, "train", ecfg.batch_size,
                                                ecfg.num_frames, keys=BATCH_KEYS)
   t0 = time.perf_counter()
   state, last = common.fit(
-      name="expression", train_step=stage.train_step,
-      state=stage.init_state(init_rng, renderer_variables, size), mesh=mesh,
-      parallel=cfg.parallel, make_iterator=make_iterator, ckdir=ckdir,
-      num_steps=ecfg.num_steps, save_every=ecfg.save_every, rng=step_rng,
-      log_every=ecfg.log_every, writer=writer, meta={"renderer_source": source})
+      name=name, train_step=stage.train_step, state=state, mesh=mesh, parallel=cfg.parallel,
+      make_iterator=make_iterator, ckdir=ckdir, num_steps=ecfg.num_steps,
+      save_every=ecfg.save_every, rng=rng, log_every=ecfg.log_every, writer=writer, meta=meta)
   train_s = time.perf_counter() - t0
   state = jax.device_get(state)
   t1 = time.perf_counter()
@@ -271,14 +288,11 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
                                 split=ecfg.eval_split, seed=cfg.seed, passes=ecfg.eval_passes,
                                 batch=ecfg.eval_batch)
   ev["eval_seconds"] = time.perf_counter() - t1
-  result = {"step": int(state.step), "train_seconds": train_s, "renderer_source": source,
-            "last_metrics": last, "checkpoint_dir": ckdir, "eval": ev}
+  result = {"step": int(state.step), "train_seconds": train_s, **meta, "last_metrics": last,
+            "checkpoint_dir": ckdir, "eval": ev}
   common.write_json_once(os.path.join(ckdir, "eval.json"), result)
   if writer is not None:
     for k, v in ev.items():
       if isinstance(v, float):
-        writer.add_scalar(f"expression_eval/{k}", v, int(state.step))
-  logging.info("expression: step %d in %.1f s; held-out mouth-opening corr %.3f, landmark L1 "
-               "%.3f px (copy-source %.3f px)", int(state.step), train_s, ev["mouth_open_corr"],
-               ev["landmark_l1_px"], ev["copy_source_landmark_l1_px"])
+        writer.add_scalar(f"{name}_eval/{k}", v, int(state.step))
   return result

@@ -18,7 +18,6 @@ BENCHMARKS.md "Joint stage".
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +45,6 @@ def joint_expression_config(cfg):
 
 def run_joint(cfg, builder, mesh, workdir: str, writer) -> dict:
   """Fine-tune W/checkpoints/expression with the pixel terms -> W/checkpoints/joint."""
-  from osmnet_jax.stages import expression_eval
-
   base = workdir_lib.load_expression(workdir, stage="expression")
   size = int(builder.info.features["frames"].shape[1])
   if size != base.image_size:
@@ -64,22 +61,6 @@ def run_joint(cfg, builder, mesh, workdir: str, writer) -> dict:
   state = expression_stage.ExpressionState(
       step=jnp.zeros((), jnp.int32), params=params, opt_state=stage.tx.init(params),
       renderer=base.renderer_variables)
-  make_iterator = common.make_iterator_factory(cfg, builder, mesh, "train", ecfg.batch_size,
-                                               ecfg.num_frames,
-                                               keys=expression_stage.BATCH_KEYS)
-  t0 = time.perf_counter()
-  state, last = common.fit(
-      name="joint", train_step=stage.train_step, state=state, mesh=mesh,
-      parallel=cfg.parallel, make_iterator=make_iterator, ckdir=ckdir,
-      num_steps=ecfg.num_steps, save_every=ecfg.save_every,
-      rng=jax.random.PRNGKey(cfg.seed + 1), log_every=ecfg.log_every, writer=writer,
-      meta={"base_checkpoint": base.checkpoint_dir})
-  train_s = time.perf_counter() - t0
-  state = jax.device_get(state)
-  ev = expression_eval.evaluate(stage, state.params, state.renderer, builder,
-                                split=ecfg.eval_split, seed=cfg.seed, passes=ecfg.eval_passes,
-                                batch=ecfg.eval_batch)
-  result = {"step": int(state.step), "train_seconds": train_s, "last_metrics": last,
-            "checkpoint_dir": ckdir, "base_checkpoint": base.checkpoint_dir, "eval": ev}
-  common.write_json_once(os.path.join(ckdir, "eval.json"), result)
-  return result
+  return expression_stage.fit_and_evaluate(
+      "joint", stage, state, cfg, builder, mesh, ckdir, writer, jax.random.PRNGKey(cfg.seed + 1),
+      {"base_checkpoint": base.checkpoint_dir})
