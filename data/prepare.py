@@ -30,7 +30,6 @@ import argparse
 import collections
 import concurrent.futures as cf
 import contextlib
-import ctypes
 import dataclasses
 import importlib.util
 import json
@@ -44,6 +43,7 @@ import time
 
 from data.talking_videos import process, storage
 from osmnet_jax.face import landmarks as landmark_backends
+from osmnet_jax.runtime import parent_death
 
 
 @contextlib.contextmanager
@@ -67,9 +67,6 @@ _BACKEND = None  # one landmark backend per worker process (models load once)
 _BACKEND_ERROR = None  # why it could not be made (re-raised by every job: fail fast, clearly)
 
 
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
 def _die_with_parent(parent) -> None:
   """End this worker when data.prepare dies, even by kill -9 (which runs no cleanup): a worker
   left behind would finish the queued videos and then sit idle holding its models' memory.
@@ -78,11 +75,7 @@ def _die_with_parent(parent) -> None:
   workers from the main thread, whose exit is the process's). Everywhere, and for a parent that
   died before prctl ran: a thread waits on the parent's sentinel (closed when it dies).
   """
-  if sys.platform.startswith("linux"):
-    try:
-      ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-      pass
+  parent_death.arm_parent_death_signal()
 
   def watch():
     parent.join()  # returns once the parent process is gone

@@ -10,13 +10,13 @@ failed (result.json says why), 75 another worker holds the run.
 """
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
-import signal
 import sys
 import time
 import traceback
+
+from osmnet_jax.runtime import parent_death
 
 BUSY = 75
 PARENT_ENV = "OSMNET_SCALING_PARENT"  # the launcher's pid
@@ -28,9 +28,7 @@ def die_with_parent() -> None:
   parent = os.environ.get(PARENT_ENV)
   if not parent:
     return
-  try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-  except (OSError, AttributeError):
+  if not parent_death.arm_parent_death_signal():
     return  # not Linux
   if os.getppid() != int(parent):  # the launcher died before the signal was armed
     sys.exit(1)
