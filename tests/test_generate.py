@@ -120,8 +120,13 @@ def test_library_call_shapes_and_seed(gen, face):
   a = gen.generate(face, audio, num_samples=2, seed=5, progress=False)
   assert a["frames"].dtype == np.uint8 and a["frames"].shape == (2, 25, 32, 32, 3)
   assert a["poses"].dtype == np.float32 and a["poses"].shape == (2, 25, 6) and a["fps"] == 25
+  again = gen.generate(face, audio, num_samples=2, seed=5, progress=False)
+  np.testing.assert_array_equal(a["frames"], again["frames"])  # same seed: identical output
+  np.testing.assert_array_equal(a["poses"], again["poses"])
+  # Another render chunk size is another XLA program: its floats may differ in the last bits,
+  # which can flip a pixel sitting on a uint8 rounding boundary by one level, never more.
   b = gen.generate(face, audio, num_samples=2, seed=5, batch_size=7, progress=False)
-  np.testing.assert_array_equal(a["frames"], b["frames"])  # same seed: identical output
+  assert np.abs(a["frames"].astype(int) - b["frames"].astype(int)).max() <= 1
   np.testing.assert_array_equal(a["poses"], b["poses"])
   c = gen.generate(face, audio, num_samples=2, seed=6, progress=False)
   assert np.abs(c["poses"] - a["poses"]).max() > 1e-4  # another seed, another motion
