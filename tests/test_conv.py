@@ -89,3 +89,20 @@ def test_max_pool2x_matches_reduce_window(h, w):
   cot = jnp.asarray(np.random.RandomState(4).randn(*ref(x).shape).astype(np.float32))
   np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(vgg.max_pool2x(x) * cot))(x),
                              jax.grad(lambda x: jnp.sum(ref(x) * cot))(x), atol=1e-6)
+
+
+def test_target_backend_decides_the_path_when_tracing_for_another_platform():
+  """osmnet_jax.aot traces on a CPU host for TPU/GPU targets: inside target_backend the small
+  map's conv must be the target's convolution, and the host rule comes back after the block."""
+  mod = conv_lib.Conv(16, (3, 3), padding=((1, 1), (1, 1)))
+  x = jnp.zeros((2, 2, 2, 16))
+  p = mod.init(jax.random.PRNGKey(0), x)
+  with conv_lib.target_backend("tpu"):
+    assert not conv_lib.use_im2col("auto", 2, 2)
+    hlo = jax.jit(lambda p, x: mod.apply(p, x)).lower(p, x).as_text()  # fresh trace
+  assert "convolution" in hlo
+  with conv_lib.target_backend("cpu"):
+    assert conv_lib.use_im2col("auto", 2, 2)
+    hlo = jax.jit(lambda p, x: mod.apply(p, x)).lower(p, x).as_text()  # fresh trace
+  assert "convolution" not in hlo
+  assert conv_lib.use_im2col("auto", 2, 2) == (jax.default_backend() == "cpu")

@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from osmnet_jax import renderer
 from osmnet_jax.face import geometry as fg
 from osmnet_jax.losses import vgg as vgg_lib
+from osmnet_jax.nn import conv as conv_lib
 from osmnet_jax.runtime import sharding
 from osmnet_jax.stages import expression as expression_stage
 from osmnet_jax.stages import motion as motion_stage
@@ -203,8 +204,15 @@ def build(stage: str, cfg, devices: list, batch_per_chip: int, mode: str = "dp")
 GPU_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
 
 
+def lower(prog: Program, platform: str):
+  """Trace and lower `prog` as the `platform` target runs it (this host is a CPU: without
+  `target_backend` the convs would take their CPU-only im2col path, nn/conv.py)."""
+  with conv_lib.target_backend(platform):
+    return prog.fn.lower(*prog.args)
+
+
 def lower_and_compile(prog: Program, platform: str = "tpu") -> tuple[Any, Any]:
   """-> (lowered, compiled). Raises what XLA raises (e.g. RESOURCE_EXHAUSTED on TPU)."""
-  lowered = prog.fn.lower(*prog.args)
+  lowered = lower(prog, platform)
   opts = GPU_COMPILER_OPTIONS if platform == "cuda" else None
   return lowered, lowered.compile(compiler_options=opts)

@@ -101,7 +101,7 @@ def _with_cpu_flops(target, probe: Prober, b: int, rec: dict) -> dict:
     return rec
   cpu_dev = jax.devices("cpu")[:1]
   cprog = aot_compile.build(probe.stage, probe.cfg, cpu_dev, b, "dp")
-  cpu = report.cpu_cost(cprog.fn.lower(*cprog.args))
+  cpu = report.cpu_cost(aot_compile.lower(cprog, target.platform))
   prog, compiled = probe.compiled[b]
   return report.analyse(target, prog, compiled, cpu)
 

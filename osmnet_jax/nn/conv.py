@@ -20,7 +20,9 @@ parameter trees, checkpoints and converters are unchanged; both paths compute th
 (summation order differs: float32 round-off, checked in tests/test_conv.py).
 """
 
-from typing import Any, Callable, Sequence
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -28,6 +30,22 @@ import jax.numpy as jnp
 
 # Largest H*W for which the im2col path is taken ("auto" mode, CPU backend).
 IM2COL_MAX_PIXELS = 64
+
+# The backend "auto" decides for. Normally the default backend; the AOT path (osmnet_jax.aot)
+# traces on a CPU host for a TPU/GPU target and sets the target here, so the compiled program
+# is the one that target would run.
+_TARGET_BACKEND: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "conv_target_backend", default=None)
+
+
+@contextlib.contextmanager
+def target_backend(platform: str) -> Iterator[None]:
+  """Trace convs as for `platform` ('cpu', 'tpu', 'cuda', 'gpu') inside the block."""
+  token = _TARGET_BACKEND.set(platform)
+  try:
+    yield
+  finally:
+    _TARGET_BACKEND.reset(token)
 
 
 def im2col_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]) -> jax.Array:
@@ -60,7 +78,8 @@ def use_im2col(impl: str, height: int, width: int) -> bool:
     return True
   if impl != "auto":
     raise ValueError(f"conv impl must be 'auto', 'xla' or 'im2col', got {impl!r}")
-  return height * width <= IM2COL_MAX_PIXELS and jax.default_backend() == "cpu"
+  backend = _TARGET_BACKEND.get() or jax.default_backend()
+  return height * width <= IM2COL_MAX_PIXELS and backend == "cpu"
 
 
 class Conv(nn.Module):
