@@ -67,7 +67,10 @@ with jax.default_device(devs[0]):
 compiled = prog.fn.lower(*prog.args).compile()
 rng = np.random.default_rng(0)
 img = lambda: rng.integers(0, 256, (b * len(devs), size, size, 3), dtype=np.uint8)
-batch = {"source": img(), "driving": img()}
+# 68 landmarks per frame (pixels): the program takes them; only the landmark terms read them.
+marks = lambda: rng.uniform(0.3 * size, 0.7 * size, (b * len(devs), 68, 2)).astype(np.float32)
+batch = {"source": img(), "driving": img(), "source_landmarks": marks(),
+         "driving_landmarks": marks()}
 mesh = aot_compile.make_mesh(devs, "dp")
 state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 key = jax.random.PRNGKey(1)
@@ -131,7 +134,7 @@ pb = 2
 with jax.default_matmul_precision("highest"):
   with jax.default_device(cpu0):
     pstate = pstage.init_state(jax.random.PRNGKey(0), size)
-  pbatch = {"source": img()[:pb], "driving": img()[:pb]}
+  pbatch = {k_: v[:pb] for k_, v in batch.items()}
   outs = {}
   for dev in (devs[0], cpu0):
     st = jax.device_put(pstate, dev)
