@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from data.synth_talk import face_render
+from osmnet_jax.face import geometry as fg
 from osmnet_jax.metrics import mesh_rotation
 from osmnet_jax.metrics import pixel_motion as pm
 
@@ -55,6 +56,17 @@ def _out_of_plane(ident, axis, amp):
   pose = np.tile(np.r_[0.0, 0.0, 0.0, ident.framing], (T, 1))
   pose[:, axis] = amp * np.sin(2 * np.pi * np.arange(T) / 20)
   return pose
+
+
+def test_rotations_to_first_inverts_geometry_rotation():
+  """Point sets posed by face.geometry.rotation, in image axes (y down, z away, as the mesh
+  network gives them) -> the same (yaw, pitch, roll) relative to frame 0, to solver precision."""
+  rng = np.random.default_rng(0)
+  pts = rng.normal(size=(50, 3))  # head frame: x right, y up, z towards the camera
+  angles = np.array([[0.0, 0.0, 0.0], [0.3, -0.1, 0.05], [-0.2, 0.25, -0.1]])
+  posed = np.einsum("tij,nj->tni", fg.rotation(*angles.T), pts) * [1.0, -1.0, -1.0]
+  got = mesh_rotation.rotations_to_first(posed * 7.0 + [30.0, 20.0, 5.0])
+  np.testing.assert_allclose(got, angles, atol=1e-9)
 
 
 def test_recovers_yaw_and_pitch(ident):
