@@ -183,7 +183,7 @@ class FdliteBackend:
         prev = None
         continue
       out[t], ok[t] = mesh, True
-      prev = mesh[MESH_TO_IBUG68, :2]
+      prev = mesh[MESH_TO_IBUG68, :2].astype(np.float32)  # the points landmarks() returns
     return out, ok
 
   def landmarks(self, frames: np.ndarray, boxes: np.ndarray, given=None):
