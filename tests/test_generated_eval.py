@@ -91,8 +91,8 @@ def test_markdown_table_rows_columns_and_nulls():
   assert len(t) == 4 and t[0].startswith("| method | PSNR")
   assert t[2].startswith("| osmnet | 20.12 |")  # osmnet first, whatever the JSON order
   cells = [c.strip() for c in t[3].split("|")[1:-1]]
-  # fid, lmd, lse x2, 3 head motion, 4 motion in pixels (not in this copy_source entry)
-  assert cells[0] == "copy_source" and cells.count("-") == 11
+  # fid, lmd, lse x2, 3 head motion, 8 motion in pixels (not in this copy_source entry)
+  assert cells[0] == "copy_source" and cells.count("-") == 15
   head = [c.strip() for c in t[0].split("|")[1:-1]]
   assert cells[head.index("CSIM ↑")] == "0.900"
 
