@@ -12,9 +12,10 @@ Reads W/config.json (written by train.py) to find the dataset. Methods, on the s
                  LSE-C/D) groups: osmnet_jax/evaluation/generated.py. Head motion (diversity of
                  --num_samples sampled pose sequences per test audio vs the true motion
                  distribution, dynamics, pose Fréchet distance, out-of-range fraction):
-                 osmnet_jax/evaluation/motion.py. motion_in_pixels: the roll / shifts and the
-                 mouth opening seen on each rendered video against its sampled pose and the
-                 clip's audio and landmarks (osmnet_jax/metrics/pixel_motion.py).
+                 osmnet_jax/evaluation/motion.py. motion_in_pixels: the roll / shifts (image
+                 registration), yaw / pitch (an independent face mesh) and the mouth opening
+                 seen on each rendered video against its sampled pose and the clip's audio and
+                 landmarks (osmnet_jax/metrics/pixel_motion.py).
   copy_source  — every frame predicted by the source frame (the floor any method must beat),
                  scored like the generated videos.
   real         — motion_in_pixels of the test videos themselves (the ceiling of that group).

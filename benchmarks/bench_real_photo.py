@@ -6,8 +6,8 @@ r"""Does the motion that `generate` writes reach the frames of a real photo? Mea
 The photo is scikit-image's astronaut (a real photograph shipped with the package). The speech
 is --audio, or synthesised speech (data/synth_talk/speech.py) when none is given: nothing is
 downloaded. Three runs of the workdir's `generate` pipeline (osmnet_jax/generate/pipeline.py):
-  sampled     3 sampled head motions: roll registered on the frames vs the roll in the poses
-              the pipeline returns (what poses.json holds);
+  sampled     3 sampled head motions: roll registered on the frames and yaw / pitch of a face
+              mesh on the frames vs the poses the pipeline returns (what poses.json holds);
   pose_from   --pose-from a reference video whose head rolls +-12 degrees (a synth_talk face at
               256 px, written to mp4 and read back through the landmark pipeline);
   static      --static-head: mouth opening on the frames vs the audio energy.
@@ -56,14 +56,18 @@ def rolling_reference(path: str, num_frames: int, degrees: float = 12.0) -> str:
 
 
 def measure(out: dict, landmarks0: np.ndarray) -> dict:
-  """Per video: roll r / amplitude vs the returned poses; mouth vs audio -> medians."""
+  """Per video: yaw / pitch / roll r and amplitude vs the returned poses; mouth vs audio ->
+  medians."""
   rows = []
   for frames, poses in zip(out["frames"], out["poses"]):
     head = pm.head_motion_in_pixels(frames, poses, landmarks0)
     mouth = pm.mouth_in_pixels(frames, landmarks0, audio=out["audio"], warps=head["warps"])
-    rows.append({"roll_r": head["roll"]["r"], "roll_amplitude": head["roll"]["amplitude_ratio"],
-                 "asked_roll_std_deg": float(np.rad2deg(poses[:, 2].std())),
-                 "mouth_audio_r": mouth["audio_r"]})
+    row = {f"{k}_{m}": head[k][n] for k in ("yaw", "pitch", "roll")
+           for m, n in (("r", "r"), ("amplitude", "amplitude_ratio"))}
+    row.update({f"asked_{k}_std_deg": float(np.rad2deg(poses[:, i].std()))
+                for i, k in enumerate(("yaw", "pitch", "roll"))})
+    row.update(yaw_pitch_skipped=head["yaw_pitch_skipped"], mouth_audio_r=mouth["audio_r"])
+    rows.append(row)
   return pm.median_scores(rows)
 
 

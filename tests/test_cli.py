@@ -57,8 +57,8 @@ def test_eval_reconstruction_mode(trained_workdir):
     assert set(im) == {"l1", "psnr", "ssim", "lpips", "cpbd"}
     assert all(np.isfinite(v) for v in im.values())
     assert r[method]["meta"]["num_frames"] == 24  # frames 1..24 of one 25-frame clip
-  keys = {f"{k}_{m}" for k in ("roll", "tx", "ty") for m in ("r", "amplitude")}
-  keys |= {"mouth_audio_r", "mouth_landmark_r"}
+  keys = {f"{k}_{m}" for k in ("yaw", "pitch", "roll", "tx", "ty") for m in ("r", "amplitude")}
+  keys |= {"yaw_pitch_skipped", "mouth_audio_r", "mouth_landmark_r"}
   for method in ("renderer", "copy_source", "real"):
     assert set(r[method]["motion_in_pixels"]) == keys
   # A repeated source frame shows no motion at all; the real clip moves.

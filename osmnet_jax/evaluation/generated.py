@@ -30,12 +30,14 @@ Groups:
             on the real frames and the dataset's own landmarks: below 0.5 the detector does not
             follow the mouth at this resolution and the landmark metrics are null with the reason.
   motion_in_pixels  metrics/pixel_motion.py on each generated video: the roll and shift
-            registered on its frames against the sampled pose it was asked for (r, amplitude
-            ratio), the mouth opening seen on its frames against the clip's audio energy and
-            the clip's true landmarks (medians over videos); ``real`` holds the same measure
-            of the real frames against their own pose (the ceiling).
+            registered on its frames and the yaw and pitch of a face mesh tracked on them
+            (metrics/mesh_rotation.py; ``yaw_pitch_skipped`` says why where they are null)
+            against the sampled pose it was asked for (r, amplitude ratio), the mouth opening
+            seen on its frames against the clip's audio energy and the clip's true landmarks
+            (medians over videos); ``real`` holds the same measure of the real frames against
+            their own pose (the ceiling).
 Nothing is ever a made-up number: a metric that cannot be computed is null with the reason in
-meta.skipped.
+meta.skipped (in motion_in_pixels: in its ``yaw_pitch_skipped`` entry).
 """
 from __future__ import annotations
 

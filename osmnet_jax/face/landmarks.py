@@ -164,12 +164,14 @@ class FdliteBackend:
       return None
     return np.array([[p.x * w, p.y * h, p.z * w] for p in pts], np.float64)
 
-  def landmarks(self, frames: np.ndarray, boxes: np.ndarray, given=None):
-    """Per frame: mesh in the ROI of the previous frame's landmarks (MediaPipe's tracking), the
-    given box when there is none yet or the mesh lost the face."""
-    out = np.zeros((len(frames), fg.NUM_LANDMARKS, 2), np.float32)
+  def meshes(self, frames: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 [T, H, W, 3], face boxes [T, 4] -> (float64 [T, 468, 3] mesh points as in
+    ``mesh``, zeros where none; ok bool [T]). Per frame: the mesh in the ROI of the previous
+    frame's points (MediaPipe's tracking), the given box when there is none yet or the mesh
+    lost the face."""
+    out = np.zeros((len(frames), 468, 3))
     ok = np.zeros(len(frames), bool)
-    prev = None
+    prev = None  # [68, 2] the previous frame's iBUG points
     for t, frame in enumerate(frames):
       mesh = None
       if prev is not None:
@@ -180,10 +182,15 @@ class FdliteBackend:
       if mesh is None:
         prev = None
         continue
-      out[t] = mesh[MESH_TO_IBUG68, :2]
-      ok[t] = True
-      prev = out[t].astype(np.float64)
+      out[t], ok[t] = mesh, True
+      prev = mesh[MESH_TO_IBUG68, :2].astype(np.float32)  # the points landmarks() returns
     return out, ok
+
+  def landmarks(self, frames: np.ndarray, boxes: np.ndarray, given=None):
+    """``meshes`` mapped to iBUG-68: float32 [T, 68, 2] (zeros where none), ok [T]."""
+    del given
+    mesh, ok = self.meshes(frames, boxes)
+    return mesh[:, MESH_TO_IBUG68, :2].astype(np.float32), ok
 
 
 def _torch_checkpoints_dir() -> str:

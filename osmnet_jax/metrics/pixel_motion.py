@@ -13,11 +13,10 @@ these measurements look only at the frames:
   both about their means) between a measured and a requested track. A renderer that shows the
   asked roll at a third of its size has r ~ 1 and amplitude ratio ~ 0.33.
 
-Yaw and pitch are not in-plane motions; they are re-estimated from detector landmarks
-(``osmnet_jax.face.pose.estimate`` on an independent landmark detector's points), see
-``osmnet_jax/evaluation``. Conventions: angles in radians with the sign of
-``osmnet_jax.face.geometry`` (roll), translations in crop units (pixels * 2 / size, the pose
-convention of ``face.geometry.project``).
+Yaw and pitch are not in-plane motions: ``head_motion_in_pixels`` takes them from an independent
+face mesh registered rigidly to frame 0 (``metrics/mesh_rotation.py``). Conventions: angles in
+radians with the signs of ``osmnet_jax.face.geometry``, translations in crop units
+(pixels * 2 / size, the pose convention of ``face.geometry.project``).
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from osmnet_jax import audio as audio_lib
 from osmnet_jax.face import geometry as fg
+from osmnet_jax.metrics import mesh_rotation
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
@@ -162,22 +162,36 @@ def agreement(measured: np.ndarray, asked: np.ndarray) -> dict:
 def head_motion_in_pixels(frames: np.ndarray, asked_pose: np.ndarray,
                           landmarks0: np.ndarray | None = None) -> dict:
   """Frames uint8 [T, S, S, 3] rendered for ``asked_pose`` [T, 6] (face.geometry convention)
-  -> ``{"roll": {r, amplitude_ratio}, "tx": {...}, "ty": {...}, "ecc_ok_frac", "warps"}``
-  (``warps``: the registration, which ``mouth_in_pixels`` can reuse).
+  -> ``{"roll"|"tx"|"ty"|"yaw"|"pitch": {r, amplitude_ratio}, "yaw_pitch_skipped",
+  "ecc_ok_frac", "warps"}`` (``warps``: the registration, which ``mouth_in_pixels`` can reuse).
 
-  The asked pose is taken relative to its first frame (registration measures motion relative
-  to frame 0). Translation is measured at the head origin of frame 0 (where the asked pose puts
-  it: ``face.geometry.project`` of the origin); both y axes point down.
+  The asked pose is taken relative to its first frame (both measures are relative to frame 0).
+  Translation is measured at the head origin of frame 0 (where the asked pose puts it:
+  ``face.geometry.project`` of the origin); both y axes point down. Yaw and pitch need frame 0's
+  [68, 2] ``landmarks0`` to find the face; where they cannot be measured their r and ratio are
+  None and ``yaw_pitch_skipped`` says why (else it is None).
   """
   size = frames.shape[1]
   asked = np.asarray(asked_pose, np.float64)
   origin = (asked[0, 3:5] + 1.0) * size / 2.0 - 0.5
   reg = register_to_first(frames, face_mask(size, landmarks0), center=tuple(origin))
   asked = asked - asked[:1]
-  return {"roll": agreement(reg["roll"], asked[:, 2]),
-          "tx": agreement(reg["tx"], asked[:, 3]),
-          "ty": agreement(reg["ty"], asked[:, 4]),
-          "ecc_ok_frac": float(reg["ok"].mean()), "warps": reg["warps"]}
+  out = {"roll": agreement(reg["roll"], asked[:, 2]),
+         "tx": agreement(reg["tx"], asked[:, 3]),
+         "ty": agreement(reg["ty"], asked[:, 4]),
+         "ecc_ok_frac": float(reg["ok"].mean()), "warps": reg["warps"]}
+  none = {"r": None, "amplitude_ratio": None}
+  out.update(yaw=none, pitch=none, yaw_pitch_skipped=None)
+  if landmarks0 is None:
+    out["yaw_pitch_skipped"] = "no frame-0 landmarks to find the face"
+    return out
+  try:
+    seen = mesh_rotation.yaw_pitch(frames, landmarks0)
+  except mesh_rotation.Unavailable as e:
+    out["yaw_pitch_skipped"] = str(e)
+    return out
+  out.update(yaw=agreement(seen["yaw"], asked[:, 0]), pitch=agreement(seen["pitch"], asked[:, 1]))
+  return out
 
 
 def mouth_in_pixels(frames: np.ndarray, landmarks0: np.ndarray, audio: np.ndarray | None = None,
@@ -203,22 +217,28 @@ def mouth_in_pixels(frames: np.ndarray, landmarks0: np.ndarray, audio: np.ndarra
 def clip_scores(frames: np.ndarray, asked_pose: np.ndarray, landmarks: np.ndarray,
                 audio: np.ndarray | None = None) -> dict:
   """One rendered clip against what it was asked to show -> a flat dict of the group's metrics:
-  ``{roll,tx,ty}_{r,amplitude}`` (head_motion_in_pixels) and ``mouth_{audio,landmark}_r``
-  (mouth_in_pixels with ``landmarks`` [T, 68, 2] as the asked mouth; frame 0's give the regions).
+  ``{yaw,pitch,roll,tx,ty}_{r,amplitude}`` and ``yaw_pitch_skipped`` (head_motion_in_pixels) and
+  ``mouth_{audio,landmark}_r`` (mouth_in_pixels with ``landmarks`` [T, 68, 2] as the asked mouth;
+  frame 0's give the regions and find the face).
   """
   head = head_motion_in_pixels(frames, asked_pose, landmarks[0])
   mouth = mouth_in_pixels(frames, landmarks[0], audio=audio, mouth_landmarks=landmarks,
                           warps=head["warps"])
-  out = {f"{k}_{m}": head[k][n] for k in ("roll", "tx", "ty")
+  out = {f"{k}_{m}": head[k][n] for k in ("yaw", "pitch", "roll", "tx", "ty")
          for m, n in (("r", "r"), ("amplitude", "amplitude_ratio"))}
-  out.update(mouth_audio_r=mouth["audio_r"], mouth_landmark_r=mouth["landmark_r"])
+  out.update(yaw_pitch_skipped=head["yaw_pitch_skipped"], mouth_audio_r=mouth["audio_r"],
+             mouth_landmark_r=mouth["landmark_r"])
   return out
 
 
 def median_scores(rows: list[dict]) -> dict:
-  """Per-key median over clips, ignoring None (undefined r); None where no clip has a value."""
+  """Per-key median over clips, ignoring None (undefined r); None where no clip has a value.
+  Text values (the reason a measure was skipped) become "<clips>/<all> clips: <reasons>"."""
   out = {}
   for k in rows[0] if rows else ():
     vals = [r[k] for r in rows if r.get(k) is not None]
-    out[k] = float(np.median(vals)) if vals else None
+    if vals and all(isinstance(v, str) for v in vals):
+      out[k] = f"{len(vals)}/{len(rows)} clips: " + "; ".join(sorted(set(vals)))
+    else:
+      out[k] = float(np.median(vals)) if vals else None
   return out
