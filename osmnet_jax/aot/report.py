@@ -10,17 +10,24 @@ Where the numbers come from:
               AOT path returns no cost analysis): XLA's HLO cost analysis of the same program
               lowered for one CPU device at the per-chip batch (`cpu_cost`), i.e. the same math
               without the collectives. `flops_source` in the result names which.
-  HBM bytes   the same cost analysis' "bytes accessed": fusion-aware on TPU; on the GPU path
-              the unfused CPU-lowered program's, an upper bound (so the GPU memory time is
-              pessimistic and its MFU a lower estimate when memory-bound).
+  HBM bytes   operands + results of every instruction of the compiled target program (its
+              fusions, convolutions and copies; aot/breakdown.py): on TPU in the tiled layouts
+              the compiler chose, tensors it placed in VMEM excluded. The TPU cost analysis'
+              "bytes accessed" (kept as cost_analysis_bytes) counts on-chip re-reads as well
+              and is many times larger; the CPU-lowered program's bytes (GPU) are unfused.
   collectives parsed from compiled.as_text(): each all-reduce / all-gather / reduce-scatter /
               all-to-all / collective-permute with its result bytes, replica-group size and the
               bytes one device sends (ring algorithms: all-reduce 2(n-1)/n S, all-gather and
               reduce-scatter (n-1)/n S_full, permute S). Collectives inside loops count once.
   roofline    compute = FLOPs / peak, memory = bytes / HBM bandwidth, network = sent bytes /
-              link bandwidth (targets.Target.link_bytes_per_s); step = max(compute, memory) +
-              network (communication assumed not overlapped: conservative) and
-              MFU = compute / step (an upper bound: peaks are spec-sheet peaks).
+              link bandwidth (targets.Target.link_bytes_per_s); roofline step =
+              max(compute, memory) + network (communication assumed not overlapped).
+  compiler    TPU only: the TPU compiler's own cycle estimate of every instruction it
+              scheduled, summed over the chip's clock (aot/breakdown.py), + network. Unlike
+              the roofline it knows how well each convolution fills the MXU and what each
+              small op costs, so for TPU it is the predicted step.
+  predicted   compiler estimate where there is one, else the roofline (`step_source` says
+              which); MFU = compute time / predicted step (spec-sheet peaks).
 """
 from __future__ import annotations
 
@@ -149,6 +156,8 @@ def cpu_cost(cpu_lowered) -> dict:
 
 def analyse(target, prog, compiled, cpu: dict | None) -> dict:
   """One compiled program -> the per-stage json record (see module docstring)."""
+  from osmnet_jax.aot import breakdown
+
   mem = memory(compiled)
   hbm = int(target.chip.hbm_bytes)
   cost = _cost(compiled.cost_analysis())
@@ -161,20 +170,34 @@ def analyse(target, prog, compiled, cpu: dict | None) -> dict:
               "per-chip batch (the CUDA AOT path has none)")
   else:
     flops, hbm_bytes, source = None, None, "none"
-  colls = collectives(compiled.as_text(), target.num_devices)
+  text = compiled.as_text()
+  colls = collectives(text, target.num_devices)
   comm_s = sum(c["sent_bytes"] / target.link_bytes_per_s(c["group"]) for c in colls)
   peak = target.chip.peak_flops(prog.compute_dtype)
   compute_s = flops / peak if flops else 0.0
+  rows = breakdown.instructions(text)
+  where = breakdown.summary(rows, target.chip.clock_hz)
+  cost_bytes = hbm_bytes
+  if rows:  # HBM traffic of the compiled target program (see the module docstring)
+    hbm_bytes = float(sum(r["tiled_bytes"] for r in rows))
   memory_s = hbm_bytes / target.chip.hbm_bytes_per_s if hbm_bytes else 0.0
-  step_s = max(compute_s, memory_s) + comm_s
+  roofline_s = max(compute_s, memory_s) + comm_s
+  if where["step_s"]:
+    step_s, step_source = where["step_s"] + comm_s, "tpu compiler cycle estimates + network"
+  else:
+    step_s, step_source = roofline_s, "roofline max(compute, memory) + network"
   return {
       "stage": prog.stage, "mode": prog.mode, "batch_per_chip": prog.examples_per_chip,
       "fits": mem["bytes_per_device"] <= hbm, "bytes_per_device": mem["bytes_per_device"],
       "hbm_bytes": hbm, "memory": mem,
       "flops_per_step": flops, "flops_source": source, "hbm_bytes_accessed": hbm_bytes,
+      "cost_analysis_bytes": cost_bytes,
       "compute_dtype": prog.compute_dtype, "peak_flops": peak,
       "compute_s": compute_s, "memory_s": memory_s, "comm_s": comm_s,
-      "predicted_step_s": step_s,
+      "roofline_step_s": roofline_s, "compiler_step_s": where["step_s"],
+      "compiler_cycles": where["cycles"], "conv_share": where["conv_share"],
+      "top_scopes": where["top_scopes"],
+      "predicted_step_s": step_s, "step_source": step_source,
       "predicted_mfu": (compute_s / step_s) if flops and step_s else None,
       "comm_share": comm_s / step_s if step_s else 0.0,
       "collectives": collective_summary(colls),
@@ -200,27 +223,40 @@ def markdown(summary: dict) -> str:
               f"best: **{st.get('mode', '-')}**, fits: {st['fits']}, max batch/chip: "
               f"{st['max_batch_per_chip']}", "",
               "| mode | batch/chip | fits | memory/device (args+out-alias+temp) "
-              "| GFLOP/step/chip | compute | HBM | network | step | MFU | comm share "
-              "| collectives (count, MiB sent) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| GFLOP/step/chip | compute | HBM | network | roofline step | compiler est. "
+              "| predicted step | MFU | comm share | collectives (count, MiB sent) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode, r in st["modes"].items():
       if "error" in r:
         lines.append(f"| {mode} | {r.get('batch_per_chip', '-')} | False | {r['error'][:120]} "
-                     "| | | | | | | | |")
+                     "| | | | | | | | | | |")
         continue
       colls = ", ".join(f"{k} {v['count']}x {v['sent_bytes'] / 2**20:.1f}"
                         for k, v in r["collectives"].items()) or "none"
       fl = f"{r['flops_per_step'] / 1e9:.1f}" if r["flops_per_step"] else "n/a"
       mfu = f"{100 * r['predicted_mfu']:.0f} %" if r["predicted_mfu"] is not None else "n/a"
+      est = _ms(r["compiler_step_s"]) if r.get("compiler_step_s") else "n/a"
       lines.append(
           f"| {mode} | {r['batch_per_chip']} | {r['fits']} | {_gb(r['bytes_per_device'])} "
           f"| {fl} | {_ms(r['compute_s'])} | {_ms(r['memory_s'])} | {_ms(r['comm_s'])} "
-          f"| {_ms(r['predicted_step_s'])} | {mfu} | {100 * r['comm_share']:.0f} % | {colls} |")
-    src = next((r["flops_source"] for r in st["modes"].values() if "flops_source" in r), "")
-    lines += ["", f"FLOPs: {src}.", ""]
+          f"| {_ms(r['roofline_step_s'])} | {est} | {_ms(r['predicted_step_s'])} | {mfu} "
+          f"| {100 * r['comm_share']:.0f} % | {colls} |")
+    ok = [r for r in st["modes"].values() if "flops_source" in r]
+    lines += ["", f"FLOPs: {ok[0]['flops_source'] if ok else ''}.",
+              f"Predicted step: {ok[0]['step_source'] if ok else ''}.", ""]
+    if ok and ok[0].get("top_scopes"):
+      r = ok[0]
+      lines += [f"Where the {r['mode']} step's time goes (compiler estimates; convolution "
+                f"fusions {100 * r['conv_share']:.0f} % of it):", ""]
+      lines += [f"- {100 * t['share']:.1f} % {t['scope']} ({t['count']} instructions)"
+                for t in r["top_scopes"]]
+      lines.append("")
   lines += ["Roofline: step = max(FLOPs/peak, bytes/HBM bandwidth) + bytes sent/link bandwidth "
-            "(no compute/communication overlap assumed); MFU = compute time / step time with "
-            "spec-sheet peaks (osmnet_jax/aot/report.py, targets.py).", ""]
+            "(no compute/communication overlap assumed). Compiler estimate (TPU): the sum of "
+            "the TPU compiler's per-instruction cycle estimates over the clock. Predicted step "
+            "= compiler estimate + network where there is one, else the roofline; MFU = compute "
+            "time / predicted step with spec-sheet peaks (osmnet_jax/aot/report.py, "
+            "breakdown.py, targets.py).", ""]
   return "\n".join(lines)
 
 

@@ -35,6 +35,10 @@ class Chip:
   hbm_bytes_per_s: float
   fast_link_bytes_per_s: float   # per chip: TPU ICI (all links) / GPU NVLink
   slow_link_bytes_per_s: float   # per chip: TPU DCN between slices / GPU InfiniBand between hosts
+  # TensorCore clock: converts the TPU compiler's per-instruction cycle estimates into seconds
+  # (aot/breakdown.py). Derived, not published: peak bf16 FLOP/s / (TensorCores x 4 MXUs x
+  # 128 x 128 x 2); None where the MXU count is not public (v6e) or the chip is a GPU.
+  clock_hz: float | None = None
 
   def peak_flops(self, compute_dtype: str) -> float:
     return self.bf16_flops if compute_dtype == "bfloat16" else self.f32_flops
@@ -45,9 +49,9 @@ class Chip:
 # NVIDIA: H100 SXM / H200 SXM datasheets (NVLink 4: 900 GB/s bidirectional = 450 GB/s per
 # direction; one 400 Gb/s InfiniBand NDR port per GPU = 50 GB/s).
 CHIPS = {
-    "v4": Chip("TPU v4", 275e12, 275e12, 32 * 2**30, 1228e9, 300e9, 6.25e9),
-    "v5e": Chip("TPU v5e", 197e12, 197e12, 16 * 2**30, 819e9, 200e9, 6.25e9),
-    "v5": Chip("TPU v5p", 459e12, 459e12, 95 * 2**30, 2765e9, 600e9, 6.25e9),
+    "v4": Chip("TPU v4", 275e12, 275e12, 32 * 2**30, 1228e9, 300e9, 6.25e9, 275e12 / 2**18),
+    "v5e": Chip("TPU v5e", 197e12, 197e12, 16 * 2**30, 819e9, 200e9, 6.25e9, 197e12 / 2**17),
+    "v5": Chip("TPU v5p", 459e12, 459e12, 95 * 2**30, 2765e9, 600e9, 6.25e9, 459e12 / 2**18),
     "v6e": Chip("TPU v6e", 918e12, 918e12, 32 * 2**30, 1640e9, 448e9, 12.5e9),
     "h100": Chip("NVIDIA H100 SXM 80GB", 989e12, 494e12, 80 * 2**30, 3.35e12, 450e9, 50e9),
     "h200": Chip("NVIDIA H200 SXM 141GB", 989e12, 494e12, 141 * 10**9, 4.8e12, 450e9, 50e9),
