@@ -9,6 +9,11 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite's tolerances are XLA:CPU's, and with the `aot` extra installed (libtpu, the CUDA
+# plugin) jax would otherwise probe for a TPU / GPU before falling back to the CPU. The aot
+# tests compile for TPU / GPU targets through compile-only topologies, which need no backend.
+# JAX_PLATFORMS=cuda (or tpu) runs the suite on an accelerator instead.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest
 
