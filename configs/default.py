@@ -122,6 +122,11 @@ def get_config() -> ml_collections.ConfigDict:
   m.depth = 2
   m.num_bases = 16                    # M (a 32-frame synth_talk pose clip has ~16 dof)
   m.motion_dim = 64                   # D
+  # Clip encoder [ours]: linear (one dense layer over the flattened pose clip, PCA-like) | conv.
+  # The conv encoder memorises the few training clips, so unseen motions decode with part of
+  # their spread missing; the linear one generalises (BENCHMARKS.md, one-to-many diversity).
+  m.encoder = "linear"
+  m.decoder_skip = True               # + a linear code -> pose-clip path in the decoder [ours]
   m.rhythm_dim = 16
   m.w_rec = 1.0                       # loss weights: stages/motion.py docstring
   m.w_map = 1.0

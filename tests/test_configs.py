@@ -40,13 +40,14 @@ def test_check_lists_every_bad_field():
   c.renderer.steps = -5
   c.motion.sigma_holdout_pct = 100
   c.expression.identity = "face"
+  c.motion.encoder = "mlp"
   c.renderer.train.anchor_landmarks = (36, 45, 99)
   c.renderer.train.loss_weights.mouth = -1.0
   with pytest.raises(config_check.ConfigError) as e:
     config_check.check(c)
   msg = str(e.value)
   assert "config.renderer.steps=-5" in msg and "config.motion.sigma_holdout_pct=100" in msg
-  assert "config.expression.identity='face'" in msg
+  assert "config.expression.identity='face'" in msg and "config.motion.encoder='mlp'" in msg
   assert "config.renderer.train.anchor_landmarks=(36, 45, 99)" in msg
   assert "config.renderer.train.loss_weights.mouth=-1.0" in msg
 

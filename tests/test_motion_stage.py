@@ -91,7 +91,10 @@ _EQUIVALENCE = textwrap.dedent("""
 
     out = {{}}
     for model in ("osmnet", "noise_sampler"):
-      stage = motion_stage.MotionStage(tiny_cfg(model, lr=1e-3))
+      # decoder_skip off: with it, one output bias's L1 gradient cancels exactly on this tiny
+      # batch and Adam scales the layouts' different rounding residues there up to a sizeable
+      # fraction of a step; the layouts' equivalence does not depend on the decoder branch.
+      stage = motion_stage.MotionStage(tiny_cfg(model, lr=1e-3, decoder_skip=False))
       init = jax.device_get(stage.init_state(jax.random.PRNGKey(0)))
       batches = [_batch(8, seed=s) for s in range(3)]
       rngs = [jax.random.PRNGKey(10 + s) for s in range(3)]

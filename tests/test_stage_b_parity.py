@@ -245,8 +245,8 @@ def test_converter_rejects_missing_and_extra_keys():
   params = random_params(lambda: stage.init_params(jax.random.PRNGKey(0)), 0)
   model = to.OSMNetMotion.from_config(c)
   to.load_flax_params(model, params)  # the full tree loads
-  missing = {**params, "space": {k: v for k, v in params["space"].items() if k != "enc_mid"}}
-  with pytest.raises(ValueError, match=r"missing: \['space.enc_mid.bias', 'space.enc_mid.weight'\]"):  # noqa: E501
+  missing = {**params, "space": {k: v for k, v in params["space"].items() if k != "enc_linear"}}
+  with pytest.raises(ValueError, match=r"missing: \['space.enc_linear.bias', 'space.enc_linear.weight'\]"):  # noqa: E501
     to.load_flax_params(model, missing)
   extra = {**params, "rhythm2": params["rhythm"]}
   with pytest.raises(ValueError, match=r"extra: \['rhythm2.bias', 'rhythm2.weight'\]"):
@@ -276,7 +276,8 @@ def test_mirror_constants_and_schedule():
 @pytest.mark.parametrize("identity", ["image", "landmarks"])
 def test_converter_covers_the_other_identity_modes(identity):
   """Key/shape structure only (eval_shape, no compile): the parity tests run 'image+landmarks'
-  (expression) and 'image' (motion); these are the remaining configurable branches."""
+  (expression) and 'image' (motion, the default linear encoder + decoder skip); these are the
+  remaining configurable branches (and the conv motion encoder)."""
   c = tiny_expression_cfg()
   c.update(identity=identity, landmark_use_pose=False, kp_jacobian=False)
   rcfg = renderer.tiny_config()
@@ -284,5 +285,6 @@ def test_converter_covers_the_other_identity_modes(identity):
   to.load_flax_params(to.ExpressionModels(c, rcfg.num_kp),
                       random_params(lambda: stage.init_params(jax.random.PRNGKey(0), S), 0))
   m = tiny_motion_cfg("none")
+  m.update(encoder="conv", decoder_skip=False)  # the other motion-space branch
   to.load_flax_params(to.OSMNetMotion.from_config(m), random_params(
       lambda: ms.MotionStage(m).init_params(jax.random.PRNGKey(0)), 0))

@@ -128,17 +128,22 @@ class MotionSpace(nn.Module):
   """``forward`` is the DECODER (so torch.func.functional_call can run it with frozen params,
   as the stage's rec_mapped term needs); ``encode`` is the clip encoder."""
 
-  def __init__(self, num_frames, num_bases, motion_dim, hidden, depth, rhythm_dim):
+  def __init__(self, num_frames, num_bases, motion_dim, hidden, depth, rhythm_dim,
+               encoder="conv", decoder_skip=False):
     super().__init__()
     self.num_frames, self.depth = num_frames, depth
+    self.encoder, self.decoder_skip = encoder, decoder_skip
     self.w = nn.Parameter(torch.zeros(motion_dim, num_bases))
-    self.enc_in = nn.Linear(POSE_DIM, hidden)
-    self.enc_pos = nn.Parameter(torch.zeros(num_frames, hidden))
-    for i in range(depth):
-      setattr(self, f"enc_blocks_{i}", TemporalBlock(hidden))
-    self.enc_norm = layer_norm(hidden)
-    self.enc_mid = nn.Linear(num_frames * hidden, hidden)
-    self.enc_out = nn.Linear(hidden, num_bases)
+    if encoder == "linear":
+      self.enc_linear = nn.Linear(num_frames * POSE_DIM, num_bases)
+    else:
+      self.enc_in = nn.Linear(POSE_DIM, hidden)
+      self.enc_pos = nn.Parameter(torch.zeros(num_frames, hidden))
+      for i in range(depth):
+        setattr(self, f"enc_blocks_{i}", TemporalBlock(hidden))
+      self.enc_norm = layer_norm(hidden)
+      self.enc_mid = nn.Linear(num_frames * hidden, hidden)
+      self.enc_out = nn.Linear(hidden, num_bases)
     self.dec_code = nn.Linear(motion_dim, hidden)
     self.dec_rhythm = nn.Linear(rhythm_dim, hidden)
     self.dec_pos = nn.Parameter(torch.zeros(num_frames, hidden))
@@ -146,12 +151,16 @@ class MotionSpace(nn.Module):
       setattr(self, f"dec_blocks_{i}", TemporalBlock(hidden))
     self.dec_norm = layer_norm(hidden)
     self.dec_out = nn.Linear(hidden, POSE_DIM)
+    if decoder_skip:
+      self.dec_linear = nn.Linear(motion_dim, num_frames * POSE_DIM)
 
   def bases(self):
     return orthonormal_bases(self.w)  # [D,M]
 
   def encode(self, pose):
     """pose [B,T,6] -> alpha [B,M]."""
+    if self.encoder == "linear":
+      return self.enc_linear(pose.reshape(pose.shape[0], -1))
     x = self.enc_in(pose) + self.enc_pos
     for i in range(self.depth):
       x = getattr(self, f"enc_blocks_{i}")(x)
@@ -160,11 +169,15 @@ class MotionSpace(nn.Module):
 
   def forward(self, alpha, rhythm):
     """decode: (alpha [B,M], rhythm [B,T,R]) -> pose [B,T,6]."""
-    z = self.dec_code(alpha @ self.bases().T)[:, None, :]  # [B,1,H]
+    code = alpha @ self.bases().T  # [B,D]
+    z = self.dec_code(code)[:, None, :]  # [B,1,H]
     x = z + self.dec_rhythm(rhythm) + self.dec_pos  # [B,T,H]
     for i in range(self.depth):
       x = getattr(self, f"dec_blocks_{i}")(x)
-    return self.dec_out(gelu(self.dec_norm(x)))
+    pose = self.dec_out(gelu(self.dec_norm(x)))
+    if self.decoder_skip:
+      pose = pose + self.dec_linear(code).reshape(pose.shape)
+    return pose
 
 
 class ImageIdentityEncoder(nn.Module):
@@ -212,12 +225,14 @@ class AudioToMotion(nn.Module):
 
 class OSMNetMotion(nn.Module):
   def __init__(self, num_frames=32, num_bases=8, motion_dim=64, hidden=64, depth=2, audio_dim=64,
-               audio_channels=(16, 32, 64), rhythm_dim=16, identity="none"):
+               audio_channels=(16, 32, 64), rhythm_dim=16, identity="none", encoder="conv",
+               decoder_skip=False):
     super().__init__()
     self.identity = identity
     self.audio_encoder = AudioEncoder(audio_dim, audio_channels)
     self.rhythm = nn.Linear(audio_dim, rhythm_dim)
-    self.space = MotionSpace(num_frames, num_bases, motion_dim, hidden, depth, rhythm_dim)
+    self.space = MotionSpace(num_frames, num_bases, motion_dim, hidden, depth, rhythm_dim,
+                             encoder, decoder_skip)
     ident_dim = 32 if identity == "image" else 0  # motion_space.ImageIdentityEncoder() defaults
     self.mapper = AudioToMotion(audio_dim, num_frames, num_bases, hidden, depth, ident_dim)
     if identity == "image":
@@ -227,7 +242,8 @@ class OSMNetMotion(nn.Module):
   def from_config(cls, mcfg):
     """cfg.motion (model='osmnet') -> module, like motion_stage.build_model."""
     return cls(mcfg.num_frames, mcfg.num_bases, mcfg.motion_dim, mcfg.hidden, mcfg.depth,
-               mcfg.audio_dim, tuple(mcfg.audio_channels), mcfg.rhythm_dim, mcfg.identity)
+               mcfg.audio_dim, tuple(mcfg.audio_channels), mcfg.rhythm_dim, mcfg.identity,
+               mcfg.encoder, mcfg.decoder_skip)
 
   def forward(self, mel, pose, source=None):
     feats = self.audio_encoder(mel)  # [B,T,A]

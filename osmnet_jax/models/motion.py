@@ -13,7 +13,9 @@ def from_config(mcfg):
         num_frames=mcfg.num_frames, num_bases=mcfg.num_bases, motion_dim=mcfg.motion_dim,
         hidden=mcfg.hidden, depth=mcfg.depth, audio_dim=mcfg.audio_dim,
         audio_channels=tuple(mcfg.audio_channels), rhythm_dim=mcfg.rhythm_dim,
-        identity=mcfg.identity)
+        identity=mcfg.identity,
+        # Absent from the motion_config.json of checkpoints written before these fields.
+        encoder=mcfg.get("encoder", "conv"), decoder_skip=mcfg.get("decoder_skip", False))
   if mcfg.model in pose_baselines.MODELS:
     return pose_baselines.PoseRegressor(
         audio_dim=mcfg.audio_dim, audio_channels=tuple(mcfg.audio_channels),

@@ -64,6 +64,13 @@ class MotionSpace(nn.Module):
     motion_dim: D, the size of the motion code Q alpha (D >= M).
     hidden: width of the temporal conv stacks.
     depth: temporal blocks in the encoder and in the decoder.
+    encoder: "conv" (temporal convs, then a dense layer over the flattened [T*H] features) or
+      "linear" (one dense layer over the flattened [T*6] pose clip) [ours]. The conv encoder
+      fits a small training set's clips far better than unseen ones, which shrinks the spread
+      of decoded unseen motions; the linear one generalises like PCA (BENCHMARKS.md).
+    decoder_skip: add a linear map of the motion code to the pose clip, Dense(Q alpha) ->
+      [T, 6], to the conv decoder's output [ours], so the clip-level motion does not have to
+      pass through the per-frame conv stack.
   """
 
   num_frames: int = 32
@@ -71,19 +78,26 @@ class MotionSpace(nn.Module):
   motion_dim: int = 64
   hidden: int = 64
   depth: int = 2
+  encoder: str = "conv"
+  decoder_skip: bool = False
 
   def setup(self):
     if self.motion_dim < self.num_bases:
       raise ValueError(f"motion_dim={self.motion_dim} must be >= num_bases={self.num_bases}")
+    if self.encoder not in ("conv", "linear"):
+      raise ValueError(f"encoder={self.encoder!r}: use 'conv' or 'linear'")
     self.w = self.param("w", nn.initializers.normal(1.0), (self.motion_dim, self.num_bases))
     # Clip encoder: pose [B,T,6] -> alpha [B,M].
-    self.enc_in = nn.Dense(self.hidden)
-    self.enc_pos = self.param("enc_pos", nn.initializers.normal(0.02),
-                              (self.num_frames, self.hidden))
-    self.enc_blocks = [TemporalBlock() for _ in range(self.depth)]
-    self.enc_norm = nn.LayerNorm()
-    self.enc_mid = nn.Dense(self.hidden)
-    self.enc_out = nn.Dense(self.num_bases)
+    if self.encoder == "linear":
+      self.enc_linear = nn.Dense(self.num_bases)
+    else:
+      self.enc_in = nn.Dense(self.hidden)
+      self.enc_pos = self.param("enc_pos", nn.initializers.normal(0.02),
+                                (self.num_frames, self.hidden))
+      self.enc_blocks = [TemporalBlock() for _ in range(self.depth)]
+      self.enc_norm = nn.LayerNorm()
+      self.enc_mid = nn.Dense(self.hidden)
+      self.enc_out = nn.Dense(self.num_bases)
     # Decoder: (Q alpha [B,D], rhythm [B,T,R]) -> pose [B,T,6].
     self.dec_code = nn.Dense(self.hidden)
     self.dec_rhythm = nn.Dense(self.hidden)
@@ -92,6 +106,8 @@ class MotionSpace(nn.Module):
     self.dec_blocks = [TemporalBlock() for _ in range(self.depth)]
     self.dec_norm = nn.LayerNorm()
     self.dec_out = nn.Dense(POSE_DIM)
+    if self.decoder_skip:
+      self.dec_linear = nn.Dense(self.num_frames * POSE_DIM)
 
   def bases(self) -> jnp.ndarray:
     """Q [D, M], orthonormal columns."""
@@ -100,6 +116,8 @@ class MotionSpace(nn.Module):
   def encode(self, pose: jnp.ndarray) -> jnp.ndarray:
     """pose [B, T, 6] -> alpha [B, M]."""
     self._check_t(pose)
+    if self.encoder == "linear":
+      return self.enc_linear(pose.reshape(pose.shape[0], -1))  # [B, T*6] -> [B, M]
     x = self.enc_in(pose) + self.enc_pos  # [B,T,H]
     for blk in self.enc_blocks:
       x = blk(x)
@@ -113,11 +131,15 @@ class MotionSpace(nn.Module):
   def decode(self, alpha: jnp.ndarray, rhythm: jnp.ndarray) -> jnp.ndarray:
     """(alpha [B, M], rhythm [B, T, R]) -> pose [B, T, 6]."""
     self._check_t(rhythm)
-    z = self.dec_code(self.code(alpha))[:, None, :]  # [B,1,H], broadcast over time
+    code = self.code(alpha)  # [B,D]
+    z = self.dec_code(code)[:, None, :]  # [B,1,H], broadcast over time
     x = z + self.dec_rhythm(rhythm) + self.dec_pos  # [B,T,H]
     for blk in self.dec_blocks:
       x = blk(x)
-    return self.dec_out(nn.gelu(self.dec_norm(x)))
+    pose = self.dec_out(nn.gelu(self.dec_norm(x)))  # [B,T,6]
+    if self.decoder_skip:
+      pose = pose + self.dec_linear(code).reshape(pose.shape)
+    return pose
 
   def __call__(self, pose, rhythm):
     alpha = self.encode(pose)
@@ -175,6 +197,7 @@ class OSMNetMotion(nn.Module):
     rhythm_dim: per-frame audio rhythm feature fed to the decoder (a projection of the content
       feature, [ours]).
     identity: "none" or "image" (a conv encoder of the source image feeds the mapper) [ours].
+    encoder, decoder_skip: see ``MotionSpace``.
   """
 
   num_frames: int = 32
@@ -186,6 +209,8 @@ class OSMNetMotion(nn.Module):
   audio_channels: Sequence[int] = (16, 32, 64)
   rhythm_dim: int = 16
   identity: str = "none"
+  encoder: str = "conv"
+  decoder_skip: bool = False
 
   def setup(self):
     if self.identity not in ("none", "image"):
@@ -193,7 +218,7 @@ class OSMNetMotion(nn.Module):
     self.audio_encoder = AudioEncoder(features=self.audio_dim, channels=self.audio_channels)
     self.rhythm = nn.Dense(self.rhythm_dim)
     self.space = MotionSpace(self.num_frames, self.num_bases, self.motion_dim, self.hidden,
-                             self.depth)
+                             self.depth, self.encoder, self.decoder_skip)
     self.mapper = AudioToMotion(self.num_bases, self.hidden, self.depth)
     if self.identity == "image":
       self.identity_encoder = ImageIdentityEncoder()

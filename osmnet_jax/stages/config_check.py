@@ -79,6 +79,7 @@ def check(cfg) -> None:
       errors.append(f"config.motion.sigma_holdout_pct={v!r}: must be an integer in [0, 99]")
     _int_at_least(errors, cfg, "motion.sigma_passes", 1)
     _one_of(errors, cfg, "motion.identity", ("none", "image"))
+    _one_of(errors, cfg, "motion.encoder", ("linear", "conv"))
   if "expression" in stages:
     _stage_b(errors, cfg, "expression", min_frames=1)
     _one_of(errors, cfg, "expression.identity", expression_lib.IDENTITY_MODES)
