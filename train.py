@@ -6,8 +6,9 @@ r"""Train osmnet_jax: mesh -> data -> stages (each: model, optimizer, step, chec
 Writes into W: config.json, pose_stats.json (the train poses' mean/std, for generation), tb/
 (TensorBoard events), data_check.json and, per trained stage,
 checkpoints/<stage>/ (orbax; a rerun resumes from them). Stages run in ``config.stages`` order;
-the optional "joint" stage (not in the default list) runs with --config.stages="('joint',)" on a
-workdir whose expression stage is trained.
+the last default stage, "joint", fine-tunes the trained expression stage through the frozen
+renderer; alone it runs with --config.stages="('joint',)" on a workdir whose expression stage is
+trained.
 Multi-host: set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID (or the flags
 below); every process runs this same command.
 
