@@ -2,6 +2,19 @@ r"""Scaling model of the renderer train step: compiled cost + parsed collectives
 
   python benchmarks/scaling_model.py                               # tiny@64 + vox256@256, 1-8 dev
   python benchmarks/scaling_model.py --models tiny64 --devices 1,2,4 --measure-devices 1,2,4
+  python benchmarks/scaling_model.py --target cuda:h100 --target-devices 8,16,64 --models vox256
+
+Two sources of programs, and the report says which table comes from which:
+
+* ``--target cuda:h100 | cuda:h200 | tpu:v5e | ...`` (the accelerator predictions): for every N in
+  --target-devices the step is compiled for a real N-chip topology of that target without the
+  hardware (osmnet_jax.aot: one host of up to 8 GPUs, then hosts of 8; TPU grids of 4 and more
+  chips) and priced by osmnet_jax.aot.report: the TPU compiler's own cycle estimates on TPU,
+  the roofline with the compiled program's HBM bytes on GPU, collectives from the compiled
+  HLO. Needs the `aot` extra. Weak-scaling efficiency = step(smallest N) / step(N).
+* simulated CPU devices (below; always run): kept for what only the CPU can do, the measured
+  multi-device check, and for a quick look without the `aot` extra. Its accelerator columns are
+  XLA:CPU programs priced with spec-sheet numbers.
 
 For every model (``tiny64``: renderer.tiny_config at 64 px; ``vox256`` / ``vox128``: FOMM's
 vox-256 config at 256 / 128 px), every N in --devices simulated CPU devices and FSDP off
@@ -75,6 +88,10 @@ def parse_args(argv=None):
   p.add_argument("--gpus-per-node", type=int, default=8)
   p.add_argument("--fast-compile", type=int, default=1,
                  help="1: cheap XLA:CPU codegen (HLO, costs and collectives are unchanged)")
+  p.add_argument("--target", default="", help="compile for this accelerator, e.g. cuda:h100 or "
+                 "tpu:v5e (needs the aot extra; '' = simulated CPU devices only)")
+  p.add_argument("--target-devices", default="8,16,64", help="chip counts for --target")
+  p.add_argument("--target-batch", type=int, default=8, help="examples per chip for --target")
   p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "scaling.md"))
   return p.parse_args(argv)
 
@@ -319,7 +336,79 @@ def _ms(x: float) -> str:
   return f"{x:.3g}"
 
 
-def report(args, results, extra, meas, consts, compile_info, wall_s) -> str:
+_TPU_GRIDS = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
+_CONFIG_FILES = {"tiny64": "default.py", "vox256": "vox256.py", "vox128": "vox256.py"}
+
+
+def topology(target: str, n: int) -> str:
+  """'cuda:h100', 8 -> 'cuda:h100:1x1x8' (hosts of 8 GPUs); 'tpu:v5e', 16 -> 'tpu:v5e:4x4'."""
+  if target.startswith("cuda:"):
+    if n > 8 and n % 8:
+      raise ValueError(f"--target-devices {n}: more than one host needs a multiple of 8 GPUs")
+    return f"{target}:1x1x{n}" if n <= 8 else f"{target}:1x{n // 8}x8"
+  if n not in _TPU_GRIDS:
+    raise ValueError(f"--target-devices {n}: TPU topologies here are {sorted(_TPU_GRIDS)}")
+  return f"{target}:{_TPU_GRIDS[n]}"
+
+
+def target_results(args, models: list[str]) -> dict:
+  """{model: [{'n', 'mode', **report.analyse record}]} compiled for the target's topologies."""
+  import jax
+
+  from osmnet_jax.aot import __main__ as aot_main
+  from osmnet_jax.aot import compile as aot_compile
+  from osmnet_jax.aot import report as aot_report
+  from osmnet_jax.aot import targets
+
+  out = {}
+  for model in models:
+    cfg = aot_main.load_config(os.path.join(ROOT, "configs", _CONFIG_FILES[model]))
+    cfg.data.builder_config = f"{model_config(model)[1]}px"
+    rows = out[model] = []
+    for n in sorted({int(x) for x in args.target_devices.split(",") if x}):
+      t = targets.parse(topology(args.target, n))
+      for mode in ("dp", "fsdp"):
+        t0 = time.perf_counter()
+        prog = aot_compile.build("renderer", cfg, t.devices, args.target_batch, mode)
+        _, compiled = aot_compile.lower_and_compile(prog, t.platform)
+        cpu = None
+        if t.platform == "cuda":  # the CUDA AOT path has no cost analysis: FLOPs from the CPU
+          cprog = aot_compile.build("renderer", cfg, jax.devices("cpu")[:1], args.target_batch)
+          cpu = aot_report.cpu_cost(aot_compile.lower(cprog, t.platform))
+        rec = aot_report.analyse(t, prog, compiled, cpu)
+        rows.append({"n": n, "topology": t.name, "compile_s": time.perf_counter() - t0, **rec})
+        print(f"{model} {t.name} {mode}: step {rec['predicted_step_s'] * 1e3:.1f} ms "
+              f"({rec['step_source']}), MFU {rec['predicted_mfu'] or 0:.0%}", flush=True)
+  return out
+
+
+def target_report(args, res: dict) -> list[str]:
+  lines = [f"## Compiled for {args.target} (`--target`): the accelerator prediction", "",
+           f"Each row is the renderer train step compiled for that topology of {args.target} "
+           f"without the hardware, {args.target_batch} examples per chip, priced by "
+           "osmnet_jax.aot.report (column 'predicted from'). Efficiency = predicted step at the "
+           "smallest N / step at N, per layout (weak scaling).", ""]
+  for model, rows in res.items():
+    lines += [f"### {model} (configs/{_CONFIG_FILES[model]} at {model_config(model)[1]} px)", "",
+              _row(["N", "topology", "layout", "fits (memory/chip)", "compute ms", "HBM ms",
+                    "network ms", "predicted step ms", "predicted from", "MFU", "efficiency",
+                    "compile s"]),
+              _row(["---"] * 12)]
+    base = {}
+    for r in rows:
+      base.setdefault(r["mode"], r["predicted_step_s"])
+      lines.append(_row([
+          r["n"], r["topology"], r["mode"],
+          f"{'yes' if r['fits'] else 'NO'} ({r['bytes_per_device'] / 2 ** 30:.2f} GiB)",
+          _ms(1e3 * r["compute_s"]), _ms(1e3 * r["memory_s"]), _ms(1e3 * r["comm_s"]),
+          _ms(1e3 * r["predicted_step_s"]), r["step_source"],
+          f"{100 * (r['predicted_mfu'] or 0):.0f} %",
+          f"{base[r['mode']] / r['predicted_step_s']:.2f}", f"{r['compile_s']:.0f}"]))
+    lines.append("")
+  return lines
+
+
+def report(args, results, extra, meas, consts, compile_info, wall_s, tres=None) -> str:
   import jax
 
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -357,6 +446,9 @@ def report(args, results, extra, meas, consts, compile_info, wall_s) -> str:
       "- collectives come from the compiled HLO of XLA:CPU; the GPU compiler may combine or "
       "schedule them differently (counts then differ, bytes should not)", "",
   ]
+  if tres:
+    lines += target_report(args, tres)
+    lines += ["## Simulated CPU devices (XLA:CPU programs priced with spec-sheet numbers)", ""]
   for model, by in results.items():
     size = by["size"]
     lines += [f"## {model} ({size} px), per-device batch {args.per_device_batch}", "",
@@ -426,6 +518,7 @@ def main(argv=None):
                                " --xla_backend_optimization_level=0"
                                " --xla_llvm_disable_expensive_passes=true")
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")  # --target cuda: no driver here
   import jax
   import numpy as np
 
@@ -480,7 +573,8 @@ def main(argv=None):
       meas[(fsdp_on, n)] = (t, indep, shared)
       print(f"measured tiny64 N={n} fsdp={'on' if fsdp_on else 'off'}: {t:.3f} s/step "
             f"(independent {indep:.3f}, shared {shared:.3f})", flush=True)
-  text = report(args, results, extra, meas, consts, compile_info, time.time() - t_start)
+  tres = target_results(args, models) if args.target else None
+  text = report(args, results, extra, meas, consts, compile_info, time.time() - t_start, tres)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     f.write(text)

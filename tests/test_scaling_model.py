@@ -86,3 +86,15 @@ def test_compiled_all_gather_of_a_sharded_weight():
   assert all(c["n"] == 4 for c in colls), colls
   assert sum(c["wire"] for c in gathers) == pytest.approx(3 / 4 * 256 * 128 * 4)
   assert any(c["op"] == "all-reduce" for c in colls), colls  # the batch-sharded sum
+
+
+def test_target_topologies_for_chip_counts():
+  """--target: N chips -> a topology name osmnet_jax.aot compiles (hosts of 8 GPUs; TPU grids)."""
+  assert sm.topology("cuda:h100", 1) == "cuda:h100:1x1x1"
+  assert sm.topology("cuda:h100", 8) == "cuda:h100:1x1x8"
+  assert sm.topology("cuda:h200", 64) == "cuda:h200:1x8x8"
+  assert sm.topology("tpu:v5e", 256) == "tpu:v5e:16x16"
+  with pytest.raises(ValueError, match="TPU topologies"):
+    sm.topology("tpu:v5e", 2)
+  with pytest.raises(ValueError, match="multiple of 8"):
+    sm.topology("cuda:h100", 12)
