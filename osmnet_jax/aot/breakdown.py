@@ -22,10 +22,12 @@ import collections
 import math
 import re
 
-from osmnet_jax.aot import report
-
+# Bytes per element of the HLO element types (sub-byte types rounded up to a byte).
+DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+               "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
+               "f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1}
 _HEAD = re.compile(r"^\s*(?:ROOT\s+)?%(?P<name>[\w.\-]+)\s*=\s*")
-_TENSOR = re.compile(r"\b(?P<dtype>[a-z]+\d*(?:e\d+m\d+(?:fn)?)?)\[(?P<dims>[\d,]*)\]"
+TENSOR = re.compile(r"\b(?P<dtype>[a-z]+\d*(?:e\d+m\d+(?:fn)?)?)\[(?P<dims>[\d,]*)\]"
                      r"(?:\{(?P<layout>[^}]*)\})?")
 _TILE = re.compile(r"T\(([\d,]+)\)")
 _CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
@@ -43,7 +45,7 @@ _NO_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast",
 
 def tensor_bytes(dtype: str, dims: str, layout: str | None) -> tuple[int, int]:
   """(logical, tiled) bytes of one HLO tensor `dtype[dims]{minor_to_major:T(tile)...}`."""
-  size = report._DTYPE_BYTES.get(dtype)
+  size = DTYPE_BYTES.get(dtype)
   if size is None:
     return 0, 0
   shape = [int(d) for d in dims.split(",") if d]
@@ -64,7 +66,7 @@ def _bytes(text: str) -> tuple[int, int]:
   """HBM bytes of the tensors in `text`; a layout's S(n), n > 0, places the tensor in on-chip
   memory (VMEM), which is not HBM traffic."""
   lo = tiled = 0
-  for t in _TENSOR.finditer(text):
+  for t in TENSOR.finditer(text):
     if re.search(r"S\([1-9]\d*\)", t.group("layout") or ""):
       continue
     a, b = tensor_bytes(t.group("dtype"), t.group("dims"), t.group("layout"))
@@ -139,7 +141,7 @@ def instructions(hlo_text: str) -> list[dict]:
       # Asynchronous HBM <-> VMEM move: the result tuple holds the source, the destination and
       # a sync scalar; the bytes moved are the destination's, the smaller tensor (a slice).
       moved = [tensor_bytes(t.group("dtype"), t.group("dims"), t.group("layout"))
-               for t in _TENSOR.finditer(out_type) if t.group("dims")]
+               for t in TENSOR.finditer(out_type) if t.group("dims")]
       lo, tiled = min(moved) if moved else (0, 0)
     else:
       lo, tiled = out

@@ -38,26 +38,20 @@ import re
 
 import numpy as np
 
+from osmnet_jax.aot import breakdown
+
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
-                "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
-                "f8e4m3fn": 1, "f8e5m2": 1, "s4": 1, "u4": 1}
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<type>.*?)\s*(?P<op>"
                     + "|".join(COLLECTIVES) + r")(?P<start>-start)?\(")
-_SHAPE = re.compile(r"\b([a-z]+\d*(?:e\d+m\d+(?:fn)?)?)\[([\d,]*)\]")
 _GROUPS_LIST = re.compile(r"replica_groups=\{(\{[\d,]*\}(?:,\{[\d,]*\})*)\}")
 _GROUPS_IOTA = re.compile(r"replica_groups=\[(\d+),(\d+)\]<=\[([\d,]+)\](T\(([\d,]+)\))?")
 _PAIRS = re.compile(r"source_target_pairs=\{([\d,{}]*)\}")
 
 
 def _shape_bytes(type_text: str) -> list[int]:
-  out = []
-  for dtype, dims in _SHAPE.findall(type_text):
-    if dtype not in _DTYPE_BYTES:
-      continue
-    n = math.prod(int(d) for d in dims.split(",") if d) if dims else 1
-    out.append(n * _DTYPE_BYTES[dtype])
-  return out
+  """Logical bytes of each tensor of a known element type in an HLO type text."""
+  return [breakdown.tensor_bytes(t["dtype"], t["dims"], None)[0]
+          for t in breakdown.TENSOR.finditer(type_text) if t["dtype"] in breakdown.DTYPE_BYTES]
 
 
 def _groups(line: str, num_devices: int) -> list[list[int]]:
@@ -156,8 +150,6 @@ def cpu_cost(cpu_lowered) -> dict:
 
 def analyse(target, prog, compiled, cpu: dict | None) -> dict:
   """One compiled program -> the per-stage json record (see module docstring)."""
-  from osmnet_jax.aot import breakdown
-
   mem = memory(compiled)
   hbm = int(target.chip.hbm_bytes)
   cost = _cost(compiled.cost_analysis())
