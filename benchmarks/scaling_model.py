@@ -365,16 +365,18 @@ def target_results(args, models: list[str]) -> dict:
     cfg = aot_main.load_config(os.path.join(ROOT, "configs", _CONFIG_FILES[model]))
     cfg.data.builder_config = f"{model_config(model)[1]}px"
     rows = out[model] = []
+    cpu = None
+    if args.target.startswith("cuda:"):
+      # The CUDA AOT path has no cost analysis: FLOPs of the same per-chip program lowered for
+      # one CPU device, the same for every N and layout (weak scaling).
+      cprog = aot_compile.build("renderer", cfg, jax.devices("cpu")[:1], args.target_batch)
+      cpu = aot_report.cpu_cost(aot_compile.lower(cprog, "cuda"))
     for n in sorted({int(x) for x in args.target_devices.split(",") if x}):
       t = targets.parse(topology(args.target, n))
       for mode in ("dp", "fsdp"):
         t0 = time.perf_counter()
         prog = aot_compile.build("renderer", cfg, t.devices, args.target_batch, mode)
         _, compiled = aot_compile.lower_and_compile(prog, t.platform)
-        cpu = None
-        if t.platform == "cuda":  # the CUDA AOT path has no cost analysis: FLOPs from the CPU
-          cprog = aot_compile.build("renderer", cfg, jax.devices("cpu")[:1], args.target_batch)
-          cpu = aot_report.cpu_cost(aot_compile.lower(cprog, t.platform))
         rec = aot_report.analyse(t, prog, compiled, cpu)
         rows.append({"n": n, "topology": t.name, "compile_s": time.perf_counter() - t0, **rec})
         print(f"{model} {t.name} {mode}: step {rec['predicted_step_s'] * 1e3:.1f} ms "
