@@ -50,22 +50,16 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import statistics
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from osmnet_jax.aot import report as aot_report  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
 from osmnet_jax.runtime.sharding import FSDP_MIN_SIZE  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
 
-COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
-DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
-               "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
-# '%x = f32[3,3,32,32]{3,2,1,0} all-gather(f32[3,3,32,8]{3,2,1,0} %p), ..., replica_groups=...'
-_OP_RE = re.compile(r"=\s*(?P<out>.*?)\s(?P<op>" + "|".join(COLLECTIVES) +
-                    r")(?P<start>-start)?\((?P<args>[^)]*)\)(?P<attrs>.*)$")
-_SHAPE_RE = re.compile(r"\b(" + "|".join(DTYPE_BYTES) + r")\[([0-9,]*)\]")
+COLLECTIVES = aot_report.COLLECTIVES
 
 
 def parse_args(argv=None):
@@ -97,36 +91,6 @@ def parse_args(argv=None):
 
 
 # ------------------------------------------------------------------------------------------------
-def shape_bytes(text: str) -> int:
-  """Total bytes of every array shape in ``text`` ('f32[3,3]{1,0}', tuples of them)."""
-  total = 0
-  for dt, dims in _SHAPE_RE.findall(text):
-    n = 1
-    for d in filter(None, dims.split(",")):
-      n *= int(d)
-    total += n * DTYPE_BYTES[dt]
-  return total
-
-
-def group_size(attrs: str, n_devices: int) -> int:
-  """Participants per group from replica_groups: "{{0,1},{2,3}}", iota "[2,2]<=[4]" or the
-  mesh form "mesh['axis_0'=2,'axis_1'=2] {'axis_1'}" (product of the listed axes)."""
-  m = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", attrs)
-  if m:
-    sizes = {k: int(v) for k, v in re.findall(r"'([^']+)'=(\d+)", m.group(1))}
-    n = 1
-    for axis in re.findall(r"'([^']+)'", m.group(2)):
-      n *= sizes[axis]
-    return n
-  m = re.search(r"replica_groups=\[([0-9,]+)\]<=", attrs)
-  if m:
-    return int(m.group(1).split(",")[-1])
-  m = re.search(r"replica_groups=\{\{([0-9,]*)\}", attrs)
-  if m and m.group(1):
-    return len(m.group(1).split(","))
-  return n_devices  # replica_groups={} : all devices
-
-
 def ring_factor(op: str, n: int) -> float:
   """Bytes one device sends per byte of the full buffer S with a ring over n participants:
   all-reduce 2(n-1)/n, all-gather / reduce-scatter / all-to-all (n-1)/n, permute 1."""
@@ -135,39 +99,20 @@ def ring_factor(op: str, n: int) -> float:
   return {"all-reduce": 2.0 * (n - 1) / n, "collective-permute": 1.0}.get(op, (n - 1) / n)
 
 
-def full_bytes(op: str, result_bytes: int, n: int) -> int:
-  """The full buffer S of a collective from its result: a reduce-scatter returns 1/n of it."""
-  return result_bytes * n if op == "reduce-scatter" else result_bytes
-
-
 def parse_collectives(hlo: str, n_devices: int) -> list[dict]:
-  """Every collective of a compiled (SPMD-partitioned, per-device) HLO module. The compiled
-  text prints no operand shapes, so sizes come from the result shape (async '-start' ops
-  return (operand, result): the last shape is the result)."""
+  """Every collective of a compiled (SPMD-partitioned, per-device) HLO module, parsed by
+  `osmnet_jax.aot.report.collectives` (the one HLO collective parser), as {op, full (the full
+  buffer S: a reduce-scatter returns 1/n of it), n, wire (bytes one device sends), big}."""
   out = []
-  for line in hlo.splitlines():
-    m = _OP_RE.search(line)
-    if not m:
-      continue
-    op, res = m.group("op"), m.group("out")
-    if m.group("start"):
-      res = _SHAPE_RE.findall(res) and "%s[%s]" % _SHAPE_RE.findall(res)[-1]
-    n = group_size(m.group("attrs"), n_devices) if op != "collective-permute" else 2
-    full = full_bytes(op, shape_bytes(res), n)
+  for c in aot_report.collectives(hlo, n_devices):
+    op, n = c["op"], c["group_size"]
+    full = c["result_bytes"] * (n if op == "reduce-scatter" else 1)
     # Buffers of >= FSDP_MIN_SIZE elements in an all-reduce: gradients of weights (BatchNorm
     # sums are vectors of <= 1024 channels). Under FSDP XLA:CPU all-reduces them and then slices
     # the local shard; XLA:GPU's reduce-scatter creator turns that pattern into a reduce-scatter.
-    big = sum(shape_bytes(f"{dt}[{dims}]") for dt, dims in _SHAPE_RE.findall(res)
-              if _numel(dims) >= FSDP_MIN_SIZE) if op == "all-reduce" else 0
+    big = sum(b for b, numel in c["tensors"] if numel >= FSDP_MIN_SIZE) if op == "all-reduce" else 0
     out.append({"op": op, "full": full, "n": n, "wire": ring_factor(op, n) * full, "big": big})
   return out
-
-
-def _numel(dims: str) -> int:
-  n = 1
-  for d in filter(None, dims.split(",")):
-    n *= int(d)
-  return n
 
 
 def summarize(colls: list[dict], as_reduce_scatter: bool = False) -> dict:
@@ -357,7 +302,6 @@ def target_results(args, models: list[str]) -> dict:
 
   from osmnet_jax.aot import __main__ as aot_main
   from osmnet_jax.aot import compile as aot_compile
-  from osmnet_jax.aot import report as aot_report
   from osmnet_jax.aot import targets
 
   out = {}

@@ -85,3 +85,30 @@ def test_collective_parser():
   assert ar["result_bytes"] == 1024 * 256 * 4 and ar["sent_bytes"] == 2 * 3 / 4 * 1024 * 256 * 4
   assert ag["result_bytes"] == 32 * 128 * 2 and ag["group_size"] == 4
   assert rs["group_size"] == 2 and rs["group"] == [0, 2] and rs["sent_bytes"] == 256 * 4
+
+
+def test_async_reduce_scatter_and_mesh_replica_groups():
+  """XLA:GPU's combined async reduce-scatter is typed ((operands), (results)): only the 1/n
+  results are the per-device result; counting the operands too inflated FSDP's reduce-scatter
+  traffic by n + 1 (the 'FSDP collapses at 64 GPUs' of the first scaling_h100 table)."""
+  rs_hlo = "\n".join([
+      "  %rs = ((f32[1024]{0}, f32[2048]{0}), (f32[64]{0}, f32[128]{0})) reduce-scatter-start("
+      "%a, %b), channel_id=6, replica_groups=mesh['axis_0'=16,'axis_1'=1] {'axis_0'}, "
+      "dimensions={0}, to_apply=%add",
+      "  %rsd = (f32[64]{0}, f32[128]{0}) reduce-scatter-done(%rs)",
+  ])
+  mesh_hlo = "\n".join([
+      "  %ar = f32[8]{0} all-reduce(%c), replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_0'}, "
+      "to_apply=%add",
+      "  %ag = (f32[2]{0}, f32[8]{0}) all-gather-start(%d), "
+      "replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={0}",
+  ])
+  (rs,) = report.collectives(rs_hlo, 16)
+  ar, ag = report.collectives(mesh_hlo, 8)
+  assert rs["group_size"] == 16 and rs["result_bytes"] == (64 + 128) * 4
+  assert rs["sent_bytes"] == 15 * (64 + 128) * 4
+  assert rs["tensors"] == [(256, 64), (512, 128)]
+  # mesh (2, 4): axis_0 groups are columns, axis_1 groups are rows.
+  assert ar["group_size"] == 2 and ar["group"] == [0, 4]
+  assert ag["group_size"] == 4 and ag["group"] == [0, 1, 2, 3] and ag["result_bytes"] == 32
+  assert ag["tensors"] == [(32, 8)]

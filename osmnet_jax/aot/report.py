@@ -46,15 +46,29 @@ _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<type>.*?)\s*(?P<op>"
 _GROUPS_LIST = re.compile(r"replica_groups=\{(\{[\d,]*\}(?:,\{[\d,]*\})*)\}")
 _GROUPS_IOTA = re.compile(r"replica_groups=\[(\d+),(\d+)\]<=\[([\d,]+)\](T\(([\d,]+)\))?")
 _PAIRS = re.compile(r"source_target_pairs=\{([\d,{}]*)\}")
+# Newer XLA prints groups over the mesh: replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}
+_GROUPS_MESH = re.compile(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}")
 
 
-def _shape_bytes(type_text: str) -> list[int]:
-  """Logical bytes of each tensor of a known element type in an HLO type text."""
-  return [breakdown.tensor_bytes(t["dtype"], t["dims"], None)[0]
-          for t in breakdown.TENSOR.finditer(type_text) if t["dtype"] in breakdown.DTYPE_BYTES]
+def _tensors(type_text: str, skip_scalars: bool = False) -> list[tuple[int, int]]:
+  """(logical bytes, elements) of each tensor of a known element type in an HLO type text."""
+  out = []
+  for t in breakdown.TENSOR.finditer(type_text):
+    if t["dtype"] in breakdown.DTYPE_BYTES and not (skip_scalars and not t["dims"]):
+      size = breakdown.tensor_bytes(t["dtype"], t["dims"], None)[0]
+      out.append((size, size // breakdown.DTYPE_BYTES[t["dtype"]]))
+  return out
 
 
 def _groups(line: str, num_devices: int) -> list[list[int]]:
+  m = _GROUPS_MESH.search(line)
+  if m:  # device ids are the mesh positions in order; a group varies the listed axes
+    names = re.findall(r"'([^']+)'=", m.group(1))
+    ids = np.arange(num_devices).reshape([int(v) for v in re.findall(r"=(\d+)", m.group(1))])
+    listed = [names.index(a) for a in re.findall(r"'([^']+)'", m.group(2))]
+    rest = [i for i in range(ids.ndim) if i not in listed]
+    size = math.prod(ids.shape[i] for i in listed)
+    return ids.transpose(rest + listed).reshape(-1, size).tolist()
   m = _GROUPS_LIST.search(line)
   if m:
     return [[int(x) for x in g.split(",") if x] for g in re.findall(r"\{([\d,]*)\}", m.group(1))]
@@ -74,26 +88,40 @@ def _groups(line: str, num_devices: int) -> list[list[int]]:
 
 
 def collectives(hlo_text: str, num_devices: int) -> list[dict]:
-  """Every collective instruction of an optimized HLO module (async pairs counted once)."""
+  """Every collective instruction of an optimized HLO module (async pairs counted once).
+
+  Async '-start' ops are typed (operands, results); XLA combines several buffers into one
+  collective, so each side is a tuple. The result side is what the sizes below count: an
+  all-gather's operands are 1/n of its results, a reduce-scatter's are n times its results.
+  Record: op, result_bytes (per device), group_size, sent_bytes (ring algorithms), group (the
+  first replica group), tensors ([(bytes, elements)] of the result buffers)."""
   out = []
   for line in hlo_text.splitlines():
     m = _INSTR.match(line)
     if not m:
       continue
     op, start = m.group("op"), bool(m.group("start"))
-    sizes = [s for s in _shape_bytes(m.group("type"))]
     groups = _groups(line, num_devices)
     n = max(len(g) for g in groups) if groups else num_devices
     if op == "collective-permute":
       n = 2
-    big = [s for s in sizes if s > 8] or sizes  # -start tuples carry u32[] sync scalars
-    total = sum(big)
-    if start and op == "all-gather":      # (inputs..., outputs...): outputs are n/(n+1)
-      result = total * n / (n + 1)
-    elif start and op == "collective-permute":  # (input, output)
-      result = total / 2
-    else:
-      result = total
+    # -start tuples carry u32[] sync scalars; a collective of scalars only keeps them.
+    big = _tensors(m.group("type"), skip_scalars=True) or _tensors(m.group("type"))
+    total = sum(b for b, _ in big)
+    # Share of a '-start' tuple's bytes that is results: operands + results = (1 + 1/n) x
+    # results for an all-gather, (n + 1) x results for a reduce-scatter, 2 x for a permute.
+    share = {"all-gather": n / (n + 1), "reduce-scatter": 1 / (n + 1),
+             "collective-permute": 0.5}.get(op, 1.0) if start else 1.0
+    result = total * share
+    if start and op in ("all-gather", "reduce-scatter", "collective-permute"):
+      # Operands first, results second: keep the tensors of the result half.
+      keep, acc = [], 0.0
+      for t in reversed(big):
+        if acc >= result - 0.5:
+          break
+        keep.insert(0, t)
+        acc += t[0]
+      big = keep
     if n <= 1:
       sent = 0.0
     elif op == "all-reduce":
@@ -106,8 +134,9 @@ def collectives(hlo_text: str, num_devices: int) -> list[dict]:
       sent = (n - 1) / n * result
     else:
       sent = result
-    out.append({"op": op, "result_bytes": int(result), "group_size": int(n),
-                "sent_bytes": float(sent), "group": groups[0] if groups else []})
+    out.append({"op": op, "result_bytes": int(round(result)), "group_size": int(n),
+                "sent_bytes": float(sent), "group": groups[0] if groups else [],
+                "tensors": big})
   return out
 
 
