@@ -92,6 +92,7 @@ def vox256_config() -> ml_collections.ConfigDict:
               equivariance_jacobian=10.0,
               # [ours] Landmark terms (losses/landmark_anchors.py); 0 = off, as in FOMM.
               keypoint_anchor=0.0,
+              keypoint_motion=0.0,
               flow_anchor=0.0,
               mouth=0.0,
           ),

@@ -57,4 +57,5 @@ def test_landmark_terms_are_on_by_default_and_off_in_fomm_configs():
   assert on.keypoint_anchor > 0 and on.flow_anchor > 0 and on.mouth > 0
   for module in (renderer_vox256, vox256):
     w = module.get_config().renderer.train.loss_weights
-    assert (w.keypoint_anchor, w.flow_anchor, w.mouth) == (0.0, 0.0, 0.0), module.__name__
+    assert (w.keypoint_anchor, w.keypoint_motion, w.flow_anchor, w.mouth) == (0.0,) * 4, \
+        module.__name__

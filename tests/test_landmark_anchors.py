@@ -19,6 +19,28 @@ def _rot(deg: float) -> np.ndarray:
   return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
 
 
+def test_keypoint_motion_loss_ignores_a_per_face_offset_but_not_a_damped_motion():
+  # Landmarks rolled by 10 degrees between source and driving. Keypoints that sit 0.1 off
+  # their landmarks by the same offset in both frames move exactly like them (loss 0, where the
+  # absolute anchor is 0.1); keypoints that rotate by only 4 degrees are penalised by the
+  # missing 6 degrees of motion.
+  rng = np.random.default_rng(3)
+  src = rng.uniform(6, 26, (1, 68, 2)).astype(np.float32)
+  c = (SIZE - 1) / 2
+  drv = ((src - c) @ _rot(10.0).T + c).astype(np.float32)
+  idx = (36, 45, 30, 8)
+  off = np.float32(0.1)
+  kp_s = la.to_unit(jnp.asarray(src[:, idx]), SIZE) + off
+  kp_d = la.to_unit(jnp.asarray(drv[:, idx]), SIZE) + off
+  assert float(la.keypoint_motion_loss(kp_s, kp_d, src, drv, idx, SIZE)) < 1e-6
+  np.testing.assert_allclose(float(la.keypoint_anchor_loss(kp_d, drv, idx, SIZE)), 0.1,
+                             rtol=1e-5)
+  damped = la.to_unit(jnp.asarray(((src - c) @ _rot(4.0).T + c)[:, idx]), SIZE) + off
+  want = np.abs(np.asarray(damped - kp_d)).mean()
+  got = float(la.keypoint_motion_loss(kp_s, damped, src, drv, idx, SIZE))
+  assert got > 0.01 and np.isclose(got, want, rtol=1e-5)
+
+
 def test_sample_flow_is_exact_on_an_affine_flow():
   # A bilinear lookup of an affine flow is exact anywhere inside the grid.
   h = w = 16
@@ -140,14 +162,15 @@ def test_train_step_adds_the_landmark_terms_and_needs_landmarks():
   cfg.kp_detector.num_blocks = 2
   cfg.generator.num_bottleneck_blocks = 1
   cfg.train.loss_weights.perceptual = ()  # no VGG: this test is about the landmark terms
-  cfg.train.loss_weights.update(keypoint_anchor=10.0, flow_anchor=10.0, mouth=10.0)
+  cfg.train.loss_weights.update(keypoint_anchor=10.0, keypoint_motion=10.0, flow_anchor=10.0,
+                                mouth=10.0)
   stage = rs.RendererStage(cfg)
   state = stage.init_state(jax.random.PRNGKey(0), SIZE)
   x, lm = _posed_frames(np.random.default_rng(5), [0.0, 10.0, -10.0, 5.0])
   batch = {"source": x, "driving": x[::-1], "source_landmarks": lm,
            "driving_landmarks": lm[::-1]}
   new, metrics = jax.jit(stage.train_step)(state, batch, jax.random.PRNGKey(1))
-  assert {"keypoint_anchor", "flow_anchor", "mouth"} <= set(metrics)
+  assert {"keypoint_anchor", "keypoint_motion", "flow_anchor", "mouth"} <= set(metrics)
   assert all(np.isfinite(float(v)) and float(v) > 0 for v in metrics.values())
   assert int(new.step) == 1
   with pytest.raises(ValueError, match="driving_landmarks"):

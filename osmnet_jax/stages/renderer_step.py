@@ -35,7 +35,7 @@ from osmnet_jax.stages import common
 
 GENERATOR_GROUPS = ("kp_detector", "generator")  # trained jointly by one loss
 # Loss weights of the terms that need the batch's landmarks (losses/landmark_anchors.py).
-LANDMARK_TERMS = ("keypoint_anchor", "flow_anchor", "mouth")
+LANDMARK_TERMS = ("keypoint_anchor", "keypoint_motion", "flow_anchor", "mouth")
 
 
 @flax.struct.dataclass
@@ -210,6 +210,10 @@ class RendererStage:
       out["keypoint_anchor"] = w.keypoint_anchor * (
           landmark_anchors.keypoint_anchor_loss(kp_src["value"], marks["source"], idx, size)
           + landmark_anchors.keypoint_anchor_loss(kp_drv["value"], marks["driving"], idx, size))
+    if w.get("keypoint_motion", 0.0):
+      out["keypoint_motion"] = w.keypoint_motion * landmark_anchors.keypoint_motion_loss(
+          kp_src["value"], kp_drv["value"], marks["source"], marks["driving"],
+          tuple(t.anchor_landmarks), size)
     if w.get("flow_anchor", 0.0):
       out["flow_anchor"] = w.flow_anchor * landmark_anchors.flow_anchor_loss(
           gen_out["deformation"], marks["driving"], marks["source"], size)
