@@ -139,6 +139,7 @@ class OcclusionAwareGenerator(nn.Module):
       occ = resize_bilinear(output["occlusion_map"], pred.shape[1:3])  # [B,H,W,1]
       warped = deform_pixels(source, output["deformation"])
       output["deformed_pixels"] = warped
+      output["decoded"] = pred  # the decoder's own image, before the blend
       pred = occ * warped + (1.0 - occ) * pred
     output["prediction"] = pred
     return output

@@ -192,6 +192,12 @@ class RendererStage:
           self.vgg, state.loss_params, pred, driving, tuple(cfg.train.scales), tuple(w.perceptual))
     if self.use_gan:
       losses.update(self._generator_gan_losses(state, pred, driving, kp_drv["value"]))
+    if w.get("decoder", 0.0) and "decoded" in gen_out:
+      # [ours] L1 of the decoder's own image (output_blend="occlusion"): with the occlusion map
+      # near 1 everywhere the blend gives the decoder no gradient, so it never learns to paint
+      # what the warp cannot show (an open mouth), and a lower occlusion would only cost.
+      losses["decoder"] = w.decoder * jnp.abs(
+          gen_out["decoded"].astype(jnp.float32) - driving.astype(jnp.float32)).mean()
     if w.equivariance_value or w.equivariance_jacobian:
       kp_tr, s_kp = kp_apply(equivariance.transform_frame(tps, driving), s_kp)
       losses.update(equivariance.equivariance_losses(
