@@ -18,6 +18,9 @@ Not run on this project's 2-core CPU machines and no GPU has been lent, so there
 result of this config. Expected, from the 64-px measurements in BENCHMARKS.md ("Renderer: motion
 that reaches the pixels", "Joint stage"): a sharper face whose head turns closer to the asked
 amplitude (finer keypoint heatmaps and flow), and a mouth that opens rather than darkens.
+One caution, measured: the two 0.5 scale factors alone, at 64 px and the default's 800 steps,
+did worse than the default (visible roll 0.36x against 0.62x; the flow did not generalise to
+held-out faces: BENCHMARKS.md "Where the motion is lost"), so they need the longer schedule.
 """
 from configs import default
 

@@ -178,3 +178,39 @@ def test_train_step_adds_the_landmark_terms_and_needs_landmarks():
                      jax.random.PRNGKey(1))
   # FOMM's configs leave the terms off: the step neither needs landmarks nor reports them.
   assert not any(renderer.vox256_config().train.loss_weights[k] for k in rs.LANDMARK_TERMS)
+
+
+def test_decoder_term_reaches_the_decoder_under_a_saturated_occlusion_blend():
+  """output_blend='occlusion' with the occlusion map at ~1 (what the 64-px runs converge to):
+  the blended prediction gives the decoder's last conv no gradient; the decoder term does."""
+  from osmnet_jax.stages import renderer_step as rs
+
+  cfg = renderer.tiny_config()
+  cfg.kp_detector.num_blocks = 2
+  cfg.generator.num_bottleneck_blocks = 1
+  cfg.generator.output_blend = "occlusion"
+  cfg.train.loss_weights.perceptual = ()
+  cfg.train.loss_weights.update(equivariance_value=0.0, equivariance_jacobian=0.0)
+  x, lm = _posed_frames(np.random.default_rng(6), [0.0, 10.0])
+
+  def final_grad(decoder_weight):
+    cfg.train.loss_weights.update(mouth=1.0, decoder=decoder_weight)
+    stage = rs.RendererStage(cfg)
+    state = stage.init_state(jax.random.PRNGKey(0), SIZE)
+    # Saturate the occlusion head: its sigmoid input gets a large positive bias.
+    p = jax.tree.map(lambda a: a, state.params)
+    occ = p["generator"]["dense_motion_network"]["occlusion"]
+    occ["bias"] = occ["bias"] + 30.0
+    state = state.replace(params=p)
+    src = jnp.asarray(x, jnp.float32) / 255.0
+    drv = src[::-1]
+    loss_fn = lambda params: stage._generator_loss(  # pylint: disable=protected-access
+        state, src, drv, None, None, {"source": lm, "driving": lm[::-1]}, params)
+    grads, (losses, *_) = jax.jit(jax.grad(loss_fn, has_aux=True))(
+        {k: state.params[k] for k in rs.GENERATOR_GROUPS})
+    return float(jnp.abs(grads["generator"]["final"]["kernel"]).max()), losses
+
+  g_off, losses_off = final_grad(0.0)
+  g_on, losses_on = final_grad(1.0)
+  assert "decoder" not in losses_off and float(losses_on["decoder"]) > 0
+  assert g_off < 1e-8 < 1e-4 < g_on, (g_off, g_on)

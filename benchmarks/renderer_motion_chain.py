@@ -1,0 +1,125 @@
+r"""Where along the renderer does the head's and the mouth's motion get lost?
+
+  python benchmarks/renderer_motion_chain.py --workdirs W1,W2 [--clips 16]
+
+For each workdir's renderer, on the held-out synth_talk clips (every clip reconstructed from its
+frame 0 with the keypoints the detector finds on each frame, as `eval.py --mode reconstruction`
+does), three links of the chain, each against the clip's true landmarks:
+
+  keypoints  the detector's anchored keypoints (config.renderer.train.anchor_landmarks) vs their
+             landmarks: the in-plane rotation frame 0 -> t of the keypoint set against the
+             landmark set's (Procrustes angle; r and amplitude = std ratio), the inner-lip
+             keypoint distance against the 62-66 landmark distance (r, amplitude), and the
+             mean anchor error in pixels.
+  flow       the dense flow's error at the driving landmarks (where it reads the source, vs the
+             source landmarks) divided by the identity flow's error: 1 = the flow does not move,
+             0 = it carries every landmark home (frames 4, 8, ... of each clip).
+  occlusion  the mean occlusion map: with output_blend="occlusion", 1 = every pixel is the warped
+             source and the decoder paints nothing (so no mouth interior can appear).
+
+The pixels themselves are measured by `eval.py --mode reconstruction` (group
+motion_in_pixels); this script explains those figures. Nothing here trains. Output: one
+markdown row per workdir on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def procrustes_angle(a: np.ndarray, b: np.ndarray) -> float:
+  """Degrees of the similarity rotation that best takes point set a [N, 2] onto b [N, 2]."""
+  a = a - a.mean(0)
+  b = b - b.mean(0)
+  num = (a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum()
+  return float(np.degrees(np.arctan2(num, (a * b).sum())))
+
+
+def _r_amp(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+  """(Pearson r, std ratio) of x against the reference y."""
+  if x.std() < 1e-12 or y.std() < 1e-12:
+    return float("nan"), float("nan")
+  return float(np.corrcoef(x, y)[0, 1]), float(x.std() / y.std())
+
+
+def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+
+  from osmnet_jax import renderer
+  from osmnet_jax import workdir as workdir_lib
+  from osmnet_jax.evaluation import clips
+  from osmnet_jax.inference import render
+  from osmnet_jax.input import datasets
+  from osmnet_jax.losses import landmark_anchors as la
+  from osmnet_jax.nn.keypoints import make_coordinate_grid
+
+  variables, mcfg = workdir_lib.load_renderer(workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    cfg = ml_collections.ConfigDict(json.load(f))
+  builder = datasets.get_builder(cfg.data)
+  anchors = list(cfg.renderer.train.anchor_landmarks)
+  a = len(anchors)
+  i62, i66 = anchors.index(62), anchors.index(66)
+  rows = {k: [] for k in ("rot_r", "rot_amp", "mouth_r", "mouth_amp", "anchor_px", "flow", "occ")}
+  for ex in clips.iter_clips(builder, split, clips_n):
+    frames = ex["frames"]
+    size = frames.shape[1]
+    kp = np.asarray(render.detect_sequence(variables, mcfg, frames)["value"])  # [T, K, 2]
+    lm = ex["landmarks"].astype(np.float64) * (2.0 / (size - 1)) - 1.0          # [T, 68, 2]
+    rot_kp = np.array([procrustes_angle(kp[0, :a], kp[t, :a]) for t in range(len(kp))])
+    rot_lm = np.array([procrustes_angle(lm[0, anchors], lm[t, anchors]) for t in range(len(kp))])
+    r, amp = _r_amp(rot_kp, rot_lm)
+    rows["rot_r"].append(r)
+    rows["rot_amp"].append(amp)
+    m_kp = np.linalg.norm(kp[:, i62] - kp[:, i66], axis=-1)
+    m_lm = np.linalg.norm(lm[:, 62] - lm[:, 66], axis=-1)
+    r, amp = _r_amp(m_kp, m_lm)
+    rows["mouth_r"].append(r)
+    rows["mouth_amp"].append(amp)
+    rows["anchor_px"].append(float(np.abs(kp[:, :a] - lm[:, anchors]).mean() * (size - 1) / 2))
+
+    fr = jnp.asarray(frames[::4], jnp.float32) / 255.0
+    marks = jnp.asarray(ex["landmarks"][::4], jnp.float32)
+    kp_d = renderer.detect_keypoints(variables, mcfg, fr)
+    kp_s = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), kp_d)
+    out = renderer.render(variables, mcfg, jnp.broadcast_to(fr[:1], fr.shape), kp_s, kp_d)
+    d = out["deformation"][1:]
+    ident = jnp.broadcast_to(make_coordinate_grid(d.shape[1], d.shape[2])[None], d.shape)
+    src_marks = jnp.broadcast_to(marks[:1], marks.shape)[1:]
+    err = float(la.flow_anchor_loss(d, marks[1:], src_marks, size))
+    err0 = float(la.flow_anchor_loss(ident, marks[1:], src_marks, size))
+    rows["flow"].append(err / max(err0, 1e-12))
+    if "occlusion_map" in out:
+      rows["occ"].append(float(out["occlusion_map"].mean()))
+  return {k: float(np.nanmedian(v)) if v else float("nan") for k, v in rows.items()}
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--workdirs", required=True, help="comma-separated training workdirs")
+  p.add_argument("--clips", type=int, default=16, help="held-out clips per workdir")
+  p.add_argument("--split", default="test", help="dataset split ('train': the faces it saw)")
+  args = p.parse_args(argv)
+  print("| workdir | keypoint roll r | keypoint roll amplitude | inner-lip keypoints r | "
+        "inner-lip amplitude | anchor error px | flow error / identity's | mean occlusion |")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|")
+  for w in filter(None, args.workdirs.split(",")):
+    c = chain(w, args.clips, args.split)
+    print(f"| {w} | {c['rot_r']:.2f} | {c['rot_amp']:.2f} | {c['mouth_r']:.2f} | "
+          f"{c['mouth_amp']:.2f} | {c['anchor_px']:.2f} | {c['flow']:.2f} | {c['occ']:.3f} |",
+          flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
