@@ -73,8 +73,9 @@ def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
   for ex in clips.iter_clips(builder, split, clips_n):
     frames = ex["frames"]
     size = frames.shape[1]
-    kp = np.asarray(render.detect_sequence(variables, mcfg, frames)["value"])  # [T, K, 2]
-    lm = ex["landmarks"].astype(np.float64) * (2.0 / (size - 1)) - 1.0          # [T, 68, 2]
+    kp_all = render.detect_sequence(variables, mcfg, frames)      # every frame, once
+    kp = np.asarray(kp_all["value"])                                # [T, K, 2]
+    lm = np.asarray(la.to_unit(ex["landmarks"], size), np.float64)  # [T, 68, 2] normalised
     rot_kp = np.array([procrustes_angle(kp[0, :a], kp[t, :a]) for t in range(len(kp))])
     rot_lm = np.array([procrustes_angle(lm[0, anchors], lm[t, anchors]) for t in range(len(kp))])
     r, amp = _r_amp(rot_kp, rot_lm)
@@ -89,7 +90,7 @@ def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
 
     fr = jnp.asarray(frames[::4], jnp.float32) / 255.0
     marks = jnp.asarray(ex["landmarks"][::4], jnp.float32)
-    kp_d = renderer.detect_keypoints(variables, mcfg, fr)
+    kp_d = jax.tree.map(lambda x: jnp.asarray(x[::4]), kp_all)
     kp_s = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), kp_d)
     out = renderer.render(variables, mcfg, jnp.broadcast_to(fr[:1], fr.shape), kp_s, kp_d)
     d = out["deformation"][1:]

@@ -111,7 +111,7 @@ def parse_collectives(hlo: str, n_devices: int) -> list[dict]:
     # sums are vectors of <= 1024 channels). Under FSDP XLA:CPU all-reduces them and then slices
     # the local shard; XLA:GPU's reduce-scatter creator turns that pattern into a reduce-scatter.
     big = sum(b for b, numel in c["tensors"] if numel >= FSDP_MIN_SIZE) if op == "all-reduce" else 0
-    out.append({"op": op, "full": full, "n": n, "wire": ring_factor(op, n) * full, "big": big})
+    out.append({"op": op, "full": full, "n": n, "wire": c["sent_bytes"], "big": big})
   return out
 
 

@@ -107,21 +107,9 @@ def collectives(hlo_text: str, num_devices: int) -> list[dict]:
       n = 2
     # -start tuples carry u32[] sync scalars; a collective of scalars only keeps them.
     big = _tensors(m.group("type"), skip_scalars=True) or _tensors(m.group("type"))
-    total = sum(b for b, _ in big)
-    # Share of a '-start' tuple's bytes that is results: operands + results = (1 + 1/n) x
-    # results for an all-gather, (n + 1) x results for a reduce-scatter, 2 x for a permute.
-    share = {"all-gather": n / (n + 1), "reduce-scatter": 1 / (n + 1),
-             "collective-permute": 0.5}.get(op, 1.0) if start else 1.0
-    result = total * share
     if start and op in ("all-gather", "reduce-scatter", "collective-permute"):
-      # Operands first, results second: keep the tensors of the result half.
-      keep, acc = [], 0.0
-      for t in reversed(big):
-        if acc >= result - 0.5:
-          break
-        keep.insert(0, t)
-        acc += t[0]
-      big = keep
+      big = big[len(big) // 2:]  # typed ((operands), (results)): keep the result half
+    result = sum(b for b, _ in big)
     if n <= 1:
       sent = 0.0
     elif op == "all-reduce":
@@ -134,7 +122,7 @@ def collectives(hlo_text: str, num_devices: int) -> list[dict]:
       sent = (n - 1) / n * result
     else:
       sent = result
-    out.append({"op": op, "result_bytes": int(round(result)), "group_size": int(n),
+    out.append({"op": op, "result_bytes": int(result), "group_size": int(n),
                 "sent_bytes": float(sent), "group": groups[0] if groups else [],
                 "tensors": big})
   return out
