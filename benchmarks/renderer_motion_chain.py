@@ -14,6 +14,9 @@ does), three links of the chain, each against the clip's true landmarks:
   flow       the dense flow's error at the driving landmarks (where it reads the source, vs the
              source landmarks) divided by the identity flow's error: 1 = the flow does not move,
              0 = it carries every landmark home (frames 4, 8, ... of each clip).
+  mask       the dense-motion mask's background (identity) weight at the driving landmarks:
+             near 1 = the flow over the face is the identity whatever the keypoints do (the
+             "stalled" runs of BENCHMARKS.md), near 0 = the face follows the keypoint motions.
   occlusion  the mean occlusion map: with output_blend="occlusion", 1 = every pixel is the warped
              source and the decoder paints nothing (so no mouth interior can appear).
 
@@ -69,7 +72,8 @@ def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
   anchors = list(cfg.renderer.train.anchor_landmarks)
   a = len(anchors)
   i62, i66 = anchors.index(62), anchors.index(66)
-  rows = {k: [] for k in ("rot_r", "rot_amp", "mouth_r", "mouth_amp", "anchor_px", "flow", "occ")}
+  rows = {k: [] for k in ("rot_r", "rot_amp", "mouth_r", "mouth_amp", "anchor_px", "flow", "mask_bg",
+                          "occ")}
   for ex in clips.iter_clips(builder, split, clips_n):
     frames = ex["frames"]
     size = frames.shape[1]
@@ -99,6 +103,8 @@ def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
     err = float(la.flow_anchor_loss(d, marks[1:], src_marks, size))
     err0 = float(la.flow_anchor_loss(ident, marks[1:], src_marks, size))
     rows["flow"].append(err / max(err0, 1e-12))
+    at = la.sample_flow(out["mask"][1:], la.to_unit(marks[1:], size))  # [T', 68, K+1]
+    rows["mask_bg"].append(float(at[..., 0].mean()))
     if "occlusion_map" in out:
       rows["occ"].append(float(out["occlusion_map"].mean()))
   return {k: float(np.nanmedian(v)) if v else float("nan") for k, v in rows.items()}
@@ -112,12 +118,14 @@ def main(argv=None) -> int:
   p.add_argument("--split", default="test", help="dataset split ('train': the faces it saw)")
   args = p.parse_args(argv)
   print("| workdir | keypoint roll r | keypoint roll amplitude | inner-lip keypoints r | "
-        "inner-lip amplitude | anchor error px | flow error / identity's | mean occlusion |")
-  print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        "inner-lip amplitude | anchor error px | flow error / identity's | mask background weight "
+        "at the landmarks | mean occlusion |")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
   for w in filter(None, args.workdirs.split(",")):
     c = chain(w, args.clips, args.split)
     print(f"| {w} | {c['rot_r']:.2f} | {c['rot_amp']:.2f} | {c['mouth_r']:.2f} | "
-          f"{c['mouth_amp']:.2f} | {c['anchor_px']:.2f} | {c['flow']:.2f} | {c['occ']:.3f} |",
+          f"{c['mouth_amp']:.2f} | {c['anchor_px']:.2f} | {c['flow']:.2f} | {c['mask_bg']:.2f} | "
+          f"{c['occ']:.3f} |",
           flush=True)
   return 0
 

@@ -92,9 +92,11 @@ def get_config() -> ml_collections.ConfigDict:
       equivariance_jacobian=10.0,
       # Landmark terms [ours] (losses/landmark_anchors.py; 0 = off, as in FOMM): they make the
       # head rotation and the mouth reach the pixels in a CPU-sized run (BENCHMARKS.md "Renderer:
-      # motion that reaches the pixels").
-      keypoint_anchor=10.0, keypoint_motion=0.0, flow_anchor=10.0, mouth=30.0,
-      decoder=0.0))                   # [ours] L1 of the decoder image (stages/renderer_step.py)
+      # motion that reaches the pixels", "Where the motion is lost"). mask_background keeps the
+      # dense-motion mask off the identity motion over the face (without it the flow stalled in
+      # 7 of 10 runs); keypoint_motion makes the keypoints move as far as the landmarks.
+      keypoint_anchor=10.0, keypoint_motion=50.0, flow_anchor=10.0, mask_background=10.0,
+      mouth=30.0, decoder=0.0))                   # [ours] L1 of the decoder image (stages/renderer_step.py)
   # keypoint k <-> landmark anchor_landmarks[k] (iBUG-68): eye corners 36/45, nose tip 30, chin 8,
   # jaw 3/13, mouth corners 48/54, inner lips 62/66.
   r.train.anchor_landmarks = (36, 45, 30, 8, 3, 13, 48, 54, 62, 66)

@@ -94,6 +94,7 @@ def vox256_config() -> ml_collections.ConfigDict:
               keypoint_anchor=0.0,
               keypoint_motion=0.0,
               flow_anchor=0.0,
+              mask_background=0.0,
               decoder=0.0,  # [ours] L1 of the decoder image under output_blend="occlusion"
               mouth=0.0,
           ),

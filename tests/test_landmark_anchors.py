@@ -41,6 +41,33 @@ def test_keypoint_motion_loss_ignores_a_per_face_offset_but_not_a_damped_motion(
   assert got > 0.01 and np.isclose(got, want, rtol=1e-5)
 
 
+def test_mask_background_loss_reads_the_identity_weight_at_the_landmarks_only():
+  # Mask logits [1, 16, 16, K+1]: background logit 3 in the face box that holds the landmarks,
+  # -10 elsewhere; keypoint logits 0. Uniformly inside the box the background weight is
+  # p0 = e^3 / (e^3 + K), so the loss is -log(1 - p0), and its gradient on each background
+  # logit sums to p0 over the landmarks' bilinear footprint (d/dz0 -log(1 - softmax_0) = p0):
+  # the push away from the identity never vanishes as the softmax saturates.
+  k, h = 10, 16
+  lm = np.random.default_rng(2).uniform(10, 21, (1, 68, 2)).astype(np.float32)  # pixels, S=32
+  logits = np.zeros((1, h, h, k + 1), np.float32)
+  logits[..., 0] = -10.0
+  logits[:, 3:13, 3:13, 0] = 3.0  # nodes 3..12 cover pixels ~6.2..26.9 of the 32-px frame
+
+  def loss(z):
+    return la.mask_background_loss(jax.nn.softmax(z, -1), jnp.asarray(lm), SIZE)
+
+  p0 = np.exp(3.0) / (np.exp(3.0) + k)
+  np.testing.assert_allclose(float(loss(jnp.asarray(logits))), -np.log(1 - p0), rtol=1e-5)
+  g = np.asarray(jax.grad(loss)(jnp.asarray(logits)))
+  np.testing.assert_allclose(g[..., 0].sum(), p0, rtol=1e-4)
+  assert g[..., 0].min() >= 0 and np.all(g[..., 1:] <= 1e-7)
+  # The same background outside the face costs nothing.
+  away = np.zeros_like(logits)
+  away[..., 0] = -10.0
+  away[:, :2, :, 0] = 3.0
+  assert float(loss(jnp.asarray(away))) < 1e-3
+
+
 def test_sample_flow_is_exact_on_an_affine_flow():
   # A bilinear lookup of an affine flow is exact anywhere inside the grid.
   h = w = 16
@@ -163,14 +190,14 @@ def test_train_step_adds_the_landmark_terms_and_needs_landmarks():
   cfg.generator.num_bottleneck_blocks = 1
   cfg.train.loss_weights.perceptual = ()  # no VGG: this test is about the landmark terms
   cfg.train.loss_weights.update(keypoint_anchor=10.0, keypoint_motion=10.0, flow_anchor=10.0,
-                                mouth=10.0)
+                                mask_background=10.0, mouth=10.0)
   stage = rs.RendererStage(cfg)
   state = stage.init_state(jax.random.PRNGKey(0), SIZE)
   x, lm = _posed_frames(np.random.default_rng(5), [0.0, 10.0, -10.0, 5.0])
   batch = {"source": x, "driving": x[::-1], "source_landmarks": lm,
            "driving_landmarks": lm[::-1]}
   new, metrics = jax.jit(stage.train_step)(state, batch, jax.random.PRNGKey(1))
-  assert {"keypoint_anchor", "keypoint_motion", "flow_anchor", "mouth"} <= set(metrics)
+  assert set(rs.LANDMARK_TERMS) <= set(metrics)
   assert all(np.isfinite(float(v)) and float(v) > 0 for v in metrics.values())
   assert int(new.step) == 1
   with pytest.raises(ValueError, match="driving_landmarks"):

@@ -18,6 +18,13 @@ landmarks per frame, so three optional terms use them (all off in the FOMM confi
                    where it is in the source (a sparse, direct flow target).
   mouth            L1 of the prediction on the driving frame's mouth box: the mouth is ~2 % of
                    a frame, so the full-frame losses hardly see an open mouth rendered closed.
+  mask_background  -log(1 - w_bg) of the dense-motion mask's background (identity) weight w_bg
+                   at the driving landmarks: in short runs the mask can lock onto the identity
+                   motion over the face early, while the keypoint motions are still noise, and
+                   never leave (measured: w_bg 0.65-0.79 at the landmarks in stalled runs, 0.01-
+                   0.02 in runs whose flow moves; the keypoint motions carried the landmarks'
+                   motion equally well in both). The log keeps the gradient on the background
+                   logit (= w_bg) from vanishing as the softmax saturates.
 
 Coordinates: landmarks are pixels (x, y) with pixel j at j; keypoints and flows are FOMM's
 normalised (x, y) with pixel j at 2 j / (S - 1) - 1 (``nn.keypoints.make_coordinate_grid``).
@@ -75,6 +82,14 @@ def flow_anchor_loss(deformation: jax.Array, driving_landmarks: jax.Array,
   between the flow at the driving landmarks and the source landmarks ([B, 68, 2] pixels)."""
   at = sample_flow(deformation.astype(jnp.float32), to_unit(driving_landmarks, size))
   return jnp.abs(at - to_unit(source_landmarks, size)).mean()
+
+
+def mask_background_loss(mask: jax.Array, driving_landmarks: jax.Array, size: int,
+                         eps: float = 1e-4) -> jax.Array:
+  """mask [B, h, w, K+1] (softmax over motions, index 0 = identity), driving landmarks
+  [B, 68, 2] (pixels of an S x S frame) -> mean of -log(1 - w_bg) at the landmarks."""
+  at = sample_flow(mask.astype(jnp.float32), to_unit(driving_landmarks, size))  # [B, 68, K+1]
+  return -jnp.log(jnp.maximum(1.0 - at[..., 0], eps)).mean()
 
 
 def mouth_mask(landmarks: jax.Array, size: int, margin: float) -> jax.Array:

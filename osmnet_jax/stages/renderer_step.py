@@ -35,7 +35,8 @@ from osmnet_jax.stages import common
 
 GENERATOR_GROUPS = ("kp_detector", "generator")  # trained jointly by one loss
 # Loss weights of the terms that need the batch's landmarks (losses/landmark_anchors.py).
-LANDMARK_TERMS = ("keypoint_anchor", "keypoint_motion", "flow_anchor", "mouth")
+LANDMARK_TERMS = ("keypoint_anchor", "keypoint_motion", "flow_anchor", "mask_background",
+                  "mouth")
 
 
 @flax.struct.dataclass
@@ -223,6 +224,9 @@ class RendererStage:
     if w.get("flow_anchor", 0.0):
       out["flow_anchor"] = w.flow_anchor * landmark_anchors.flow_anchor_loss(
           gen_out["deformation"], marks["driving"], marks["source"], size)
+    if w.get("mask_background", 0.0):
+      out["mask_background"] = w.mask_background * landmark_anchors.mask_background_loss(
+          gen_out["mask"], marks["driving"], size)
     if w.get("mouth", 0.0):
       out["mouth"] = w.mouth * landmark_anchors.mouth_loss(pred, driving, marks["driving"],
                                                            t.mouth_margin)
