@@ -72,8 +72,8 @@ def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
   anchors = list(cfg.renderer.train.anchor_landmarks)
   a = len(anchors)
   i62, i66 = anchors.index(62), anchors.index(66)
-  rows = {k: [] for k in ("rot_r", "rot_amp", "mouth_r", "mouth_amp", "anchor_px", "flow", "mask_bg",
-                          "occ")}
+  rows = {k: [] for k in ("rot_r", "rot_amp", "mouth_r", "mouth_amp", "anchor_px", "flow",
+                          "mask_bg", "occ")}
   for ex in clips.iter_clips(builder, split, clips_n):
     frames = ex["frames"]
     size = frames.shape[1]

@@ -96,7 +96,8 @@ def get_config() -> ml_collections.ConfigDict:
       # dense-motion mask off the identity motion over the face (without it the flow stalled in
       # 7 of 10 runs); keypoint_motion makes the keypoints move as far as the landmarks.
       keypoint_anchor=10.0, keypoint_motion=50.0, flow_anchor=10.0, mask_background=10.0,
-      mouth=30.0, decoder=0.0))                   # [ours] L1 of the decoder image (stages/renderer_step.py)
+      mouth=30.0,
+      decoder=0.0))                   # [ours] L1 of the decoder image (stages/renderer_step.py)
   # keypoint k <-> landmark anchor_landmarks[k] (iBUG-68): eye corners 36/45, nose tip 30, chin 8,
   # jaw 3/13, mouth corners 48/54, inner lips 62/66.
   r.train.anchor_landmarks = (36, 45, 30, 8, 3, 13, 48, 54, 62, 66)

@@ -6,9 +6,8 @@ import pytest
 
 from configs import default, quality, renderer_cpu_budget, renderer_vox256, tiny_test, vox256
 from osmnet_jax import renderer
-from osmnet_jax.stages import config_check
+from osmnet_jax.stages import config_check, renderer_step
 from osmnet_jax.stages import renderer as renderer_train
-from osmnet_jax.stages import renderer_step
 
 
 def _keys(d, prefix=""):
