@@ -241,3 +241,52 @@ def test_decoder_term_reaches_the_decoder_under_a_saturated_occlusion_blend():
   g_on, losses_on = final_grad(1.0)
   assert "decoder" not in losses_off and float(losses_on["decoder"]) > 0
   assert g_off < 1e-8 < 1e-4 < g_on, (g_off, g_on)
+
+
+def test_mask_background_term_unlocks_a_mask_locked_on_the_identity():
+  """The stall of BENCHMARKS.md "Where the motion is lost": a dense-motion mask that puts the
+  face on the background (identity) motion. Locked here by a +6 bias on the background logit,
+  the flow anchor alone barely moves it in 30 steps; with mask_background the weight at the
+  landmarks drops."""
+  from osmnet_jax.stages import renderer_step as rs
+
+  cfg = renderer.tiny_config()
+  cfg.kp_detector.num_blocks = 2
+  cfg.generator.num_bottleneck_blocks = 1
+  cfg.train.loss_weights.perceptual = ()
+  cfg.train.loss_weights.update(equivariance_value=0.0, equivariance_jacobian=0.0)
+  x, lm = _posed_frames(np.random.default_rng(7), [0.0, 12.0, -12.0, 6.0])
+  batch = {"source": x, "driving": x[::-1], "source_landmarks": lm,
+           "driving_landmarks": lm[::-1]}
+
+  def bg_after(weight):
+    cfg.train.loss_weights.update(flow_anchor=10.0, mask_background=weight)
+    stage = rs.RendererStage(cfg)
+    state = stage.init_state(jax.random.PRNGKey(0), SIZE)
+    p = jax.tree.map(lambda a: a, state.params)
+    head = p["generator"]["dense_motion_network"]["mask"]
+    head["bias"] = head["bias"].at[0].add(6.0)
+    state = state.replace(params=p)
+    gen = renderer.make_generator(cfg, train=False)
+
+    def bg(state):
+      src = jnp.asarray(x, jnp.float32) / 255.0
+      kp = renderer.make_kp_detector(cfg, train=False).apply(
+          {"params": state.params["kp_detector"], "batch_stats": state.batch_stats["kp_detector"]},
+          src)
+      out = gen.apply({"params": state.params["generator"],
+                       "batch_stats": state.batch_stats["generator"]},
+                      src, jax.tree.map(lambda a: a[::-1], kp), kp)
+      at = la.sample_flow(out["mask"], la.to_unit(jnp.asarray(lm[::-1]), SIZE))
+      return float(at[..., 0].mean())
+
+    before = bg(state)
+    step = jax.jit(stage.train_step)
+    for i in range(30):
+      state, _ = step(state, batch, jax.random.PRNGKey(i))
+    return before, bg(state)
+
+  before, off = bg_after(0.0)
+  _, on = bg_after(10.0)
+  assert before > 0.9, before
+  assert off > 0.8 and on < 0.5, (before, off, on)
