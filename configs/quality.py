@@ -19,8 +19,10 @@ result of this config. Expected, from the 64-px measurements in BENCHMARKS.md ("
 that reaches the pixels", "Joint stage"): a sharper face whose head turns closer to the asked
 amplitude (finer keypoint heatmaps and flow), and a mouth that opens rather than darkens.
 One caution, measured: the two 0.5 scale factors alone, at 64 px and the default's 800 steps,
-did worse than the default (visible roll 0.36x against 0.62x; the flow did not generalise to
-held-out faces: BENCHMARKS.md "Where the motion is lost"), so they need the longer schedule.
+did worse than the default of that day (visible roll 0.36x against 0.62x). That run's flow had
+stalled with its motion mask on the identity over the face (weight 0.37 at the landmarks), the
+failure that the default's mask_background term now prevents (BENCHMARKS.md "The stall is the
+dense-motion mask"); the 0.5 maps were not re-measured with it.
 """
 from configs import default
 
