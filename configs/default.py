@@ -58,8 +58,11 @@ def get_config() -> ml_collections.ConfigDict:
   # memory). CPU and accelerator results: benchmarks/results/precision_remat.md.
   r.compute_dtype = "float32"
   r.remat = False
+  # scale_factor 0.5 [ours; FOMM: 0.25]: 32 x 32 keypoint heatmaps at 64 px. With 16 x 16 the
+  # keypoints turned ~0.6x of the landmarks' roll, and the head on the frames with them
+  # (BENCHMARKS.md "The stall is the dense-motion mask").
   r.kp_detector = ml_collections.ConfigDict(dict(
-      temperature=0.1, block_expansion=8, max_features=64, scale_factor=0.25, num_blocks=3,
+      temperature=0.1, block_expansion=8, max_features=64, scale_factor=0.5, num_blocks=3,
       single_jacobian_map=False, pad=0))
   # output_blend "occlusion" [ours]: visible pixels come from the source warped at full
   # resolution (models/generator.py); FOMM's "none" needs many more steps (BENCHMARKS.md).

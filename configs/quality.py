@@ -8,8 +8,8 @@ user with hours of CPU or one GPU.
 What changes against configs/default.py, and why:
   - synth_talk at 128 px: twice the pixels across the mouth, so an open mouth is a visible
     region of dark interior and teeth rather than a line or two.
-  - kp_detector.scale_factor 0.5 and dense_motion scale_factor 0.5: the keypoint heatmaps and the
-    flow at 64 x 64 (the default's 16 x 16 cannot place 10 keypoints to a pixel).
+  - dense_motion scale_factor 0.5 (kp_detector's is 0.5 already in the default): the keypoint
+    heatmaps and the flow at 64 x 64 (at 16 x 16 the flow cannot follow a lip to a pixel).
   - widths x2 (kp detector, generator, dense motion) and 8,000 renderer steps with a 10x lr decay
     at 6,000: the default's 800 steps stop while the renderer is still improving.
   - the landmark terms stay on (configs/default.py); stage B is unchanged except its frame size.

@@ -16,6 +16,7 @@ def get_config():
   r.kp_detector.block_expansion = 32
   r.kp_detector.max_features = 1024
   r.kp_detector.num_blocks = 5
+  r.kp_detector.scale_factor = 0.25   # FOMM's (configs/default.py uses 0.5 at 64 px)
   r.generator.block_expansion = 64
   r.generator.max_features = 512
   r.generator.num_bottleneck_blocks = 6
