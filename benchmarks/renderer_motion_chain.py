@@ -103,8 +103,8 @@ def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
     err = float(la.flow_anchor_loss(d, marks[1:], src_marks, size))
     err0 = float(la.flow_anchor_loss(ident, marks[1:], src_marks, size))
     rows["flow"].append(err / max(err0, 1e-12))
-    at = la.sample_flow(out["mask"][1:], la.to_unit(marks[1:], size))  # [T', 68, K+1]
-    rows["mask_bg"].append(float(at[..., 0].mean()))
+    rows["mask_bg"].append(float(la.mask_background_weight(out["mask"][1:], marks[1:],
+                                                           size).mean()))
     if "occlusion_map" in out:
       rows["occ"].append(float(out["occlusion_map"].mean()))
   return {k: float(np.nanmedian(v)) if v else float("nan") for k, v in rows.items()}

@@ -10,6 +10,7 @@ from data.synth_talk import face_render
 from osmnet_jax import renderer
 from osmnet_jax.losses import landmark_anchors as la
 from osmnet_jax.nn.keypoints import make_coordinate_grid
+from osmnet_jax.stages import renderer_step as rs
 
 SIZE = 32
 
@@ -139,6 +140,26 @@ def _posed_frames(rng, rolls_deg):
   return np.stack(frames), np.stack(marks)
 
 
+def _small_renderer_cfg(equivariance: bool = True):
+  """The tiny renderer, smaller still, without the VGG (these tests are about other terms)."""
+  cfg = renderer.tiny_config()
+  cfg.kp_detector.num_blocks = 2
+  cfg.generator.num_bottleneck_blocks = 1
+  cfg.train.loss_weights.perceptual = ()
+  if not equivariance:
+    cfg.train.loss_weights.update(equivariance_value=0.0, equivariance_jacobian=0.0)
+  return cfg
+
+
+def _shift_dense_motion_bias(state, head: str, shift):
+  """``state`` with ``shift`` added to the bias of the dense-motion head ``head`` ('mask' or
+  'occlusion'); the params tree is copied, ``state`` itself is left as it was."""
+  p = jax.tree.map(lambda a: a, state.params)
+  conv = p["generator"]["dense_motion_network"][head]
+  conv["bias"] = conv["bias"] + shift
+  return state.replace(params=p)
+
+
 def test_anchored_keypoints_follow_a_known_rotation():
   """The mechanism: a keypoint detector trained with keypoint_anchor alone (FOMM's detector,
   tiny, 32 px) puts its keypoints where a rotated face's landmarks went. The keypoints of an
@@ -183,12 +204,7 @@ def test_anchored_keypoints_follow_a_known_rotation():
 
 
 def test_train_step_adds_the_landmark_terms_and_needs_landmarks():
-  from osmnet_jax.stages import renderer_step as rs
-
-  cfg = renderer.tiny_config()
-  cfg.kp_detector.num_blocks = 2
-  cfg.generator.num_bottleneck_blocks = 1
-  cfg.train.loss_weights.perceptual = ()  # no VGG: this test is about the landmark terms
+  cfg = _small_renderer_cfg()
   cfg.train.loss_weights.update(keypoint_anchor=10.0, keypoint_motion=10.0, flow_anchor=10.0,
                                 mask_background=10.0, mouth=10.0)
   stage = rs.RendererStage(cfg)
@@ -210,25 +226,16 @@ def test_train_step_adds_the_landmark_terms_and_needs_landmarks():
 def test_decoder_term_reaches_the_decoder_under_a_saturated_occlusion_blend():
   """output_blend='occlusion' with the occlusion map at ~1 (what the 64-px runs converge to):
   the blended prediction gives the decoder's last conv no gradient; the decoder term does."""
-  from osmnet_jax.stages import renderer_step as rs
-
-  cfg = renderer.tiny_config()
-  cfg.kp_detector.num_blocks = 2
-  cfg.generator.num_bottleneck_blocks = 1
+  cfg = _small_renderer_cfg(equivariance=False)
   cfg.generator.output_blend = "occlusion"
-  cfg.train.loss_weights.perceptual = ()
-  cfg.train.loss_weights.update(equivariance_value=0.0, equivariance_jacobian=0.0)
   x, lm = _posed_frames(np.random.default_rng(6), [0.0, 10.0])
 
   def final_grad(decoder_weight):
     cfg.train.loss_weights.update(mouth=1.0, decoder=decoder_weight)
     stage = rs.RendererStage(cfg)
-    state = stage.init_state(jax.random.PRNGKey(0), SIZE)
     # Saturate the occlusion head: its sigmoid input gets a large positive bias.
-    p = jax.tree.map(lambda a: a, state.params)
-    occ = p["generator"]["dense_motion_network"]["occlusion"]
-    occ["bias"] = occ["bias"] + 30.0
-    state = state.replace(params=p)
+    state = _shift_dense_motion_bias(stage.init_state(jax.random.PRNGKey(0), SIZE), "occlusion",
+                                     30.0)
     src = jnp.asarray(x, jnp.float32) / 255.0
     drv = src[::-1]
     loss_fn = lambda params: stage._generator_loss(  # pylint: disable=protected-access
@@ -248,13 +255,7 @@ def test_mask_background_term_unlocks_a_mask_locked_on_the_identity():
   face on the background (identity) motion. Locked here by a +6 bias on the background logit,
   the flow anchor alone barely moves it in 30 steps; with mask_background the weight at the
   landmarks drops."""
-  from osmnet_jax.stages import renderer_step as rs
-
-  cfg = renderer.tiny_config()
-  cfg.kp_detector.num_blocks = 2
-  cfg.generator.num_bottleneck_blocks = 1
-  cfg.train.loss_weights.perceptual = ()
-  cfg.train.loss_weights.update(equivariance_value=0.0, equivariance_jacobian=0.0)
+  cfg = _small_renderer_cfg(equivariance=False)
   x, lm = _posed_frames(np.random.default_rng(7), [0.0, 12.0, -12.0, 6.0])
   batch = {"source": x, "driving": x[::-1], "source_landmarks": lm,
            "driving_landmarks": lm[::-1]}
@@ -262,23 +263,16 @@ def test_mask_background_term_unlocks_a_mask_locked_on_the_identity():
   def bg_after(weight):
     cfg.train.loss_weights.update(flow_anchor=10.0, mask_background=weight)
     stage = rs.RendererStage(cfg)
-    state = stage.init_state(jax.random.PRNGKey(0), SIZE)
-    p = jax.tree.map(lambda a: a, state.params)
-    head = p["generator"]["dense_motion_network"]["mask"]
-    head["bias"] = head["bias"].at[0].add(6.0)
-    state = state.replace(params=p)
-    gen = renderer.make_generator(cfg, train=False)
+    lock = jnp.zeros(cfg.num_kp + 1).at[0].set(6.0)  # background logit +6
+    state = _shift_dense_motion_bias(stage.init_state(jax.random.PRNGKey(0), SIZE), "mask", lock)
 
-    def bg(state):
+    def bg(state):  # inference-mode renderer (renderer.render), like the chain script
+      variables = {k: {"params": state.params[k], "batch_stats": state.batch_stats[k]}
+                   for k in rs.GENERATOR_GROUPS}
       src = jnp.asarray(x, jnp.float32) / 255.0
-      kp = renderer.make_kp_detector(cfg, train=False).apply(
-          {"params": state.params["kp_detector"], "batch_stats": state.batch_stats["kp_detector"]},
-          src)
-      out = gen.apply({"params": state.params["generator"],
-                       "batch_stats": state.batch_stats["generator"]},
-                      src, jax.tree.map(lambda a: a[::-1], kp), kp)
-      at = la.sample_flow(out["mask"], la.to_unit(jnp.asarray(lm[::-1]), SIZE))
-      return float(at[..., 0].mean())
+      kp = renderer.detect_keypoints(variables, cfg, src)
+      out = renderer.render(variables, cfg, src, jax.tree.map(lambda a: a[::-1], kp), kp)
+      return float(la.mask_background_weight(out["mask"], jnp.asarray(lm[::-1]), SIZE).mean())
 
     before = bg(state)
     step = jax.jit(stage.train_step)

@@ -84,12 +84,19 @@ def flow_anchor_loss(deformation: jax.Array, driving_landmarks: jax.Array,
   return jnp.abs(at - to_unit(source_landmarks, size)).mean()
 
 
+def mask_background_weight(mask: jax.Array, driving_landmarks: jax.Array,
+                           size: int) -> jax.Array:
+  """mask [B, h, w, K+1] (softmax over motions, index 0 = identity), driving landmarks
+  [B, 68, 2] (pixels of an S x S frame) -> the background weight w_bg at each landmark [B, 68]
+  (bilinear, like the flow lookup)."""
+  return sample_flow(mask.astype(jnp.float32), to_unit(driving_landmarks, size))[..., 0]
+
+
 def mask_background_loss(mask: jax.Array, driving_landmarks: jax.Array, size: int,
                          eps: float = 1e-4) -> jax.Array:
-  """mask [B, h, w, K+1] (softmax over motions, index 0 = identity), driving landmarks
-  [B, 68, 2] (pixels of an S x S frame) -> mean of -log(1 - w_bg) at the landmarks."""
-  at = sample_flow(mask.astype(jnp.float32), to_unit(driving_landmarks, size))  # [B, 68, K+1]
-  return -jnp.log(jnp.maximum(1.0 - at[..., 0], eps)).mean()
+  """Mean of -log(1 - w_bg) at the driving landmarks (``mask_background_weight``)."""
+  w_bg = mask_background_weight(mask, driving_landmarks, size)
+  return -jnp.log(jnp.maximum(1.0 - w_bg, eps)).mean()
 
 
 def mouth_mask(landmarks: jax.Array, size: int, margin: float) -> jax.Array:
