@@ -46,10 +46,12 @@ def procrustes_angle(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _r_amp(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-  """(Pearson r, std ratio) of x against the reference y."""
-  if x.std() < 1e-12 or y.std() < 1e-12:
-    return float("nan"), float("nan")
-  return float(np.corrcoef(x, y)[0, 1]), float(x.std() / y.std())
+  """(Pearson r, std ratio) of x against the reference y: `pixel_motion.agreement` (the
+  project's one such measure), with NaN where it is undefined (a constant track)."""
+  from osmnet_jax.metrics.pixel_motion import agreement
+
+  a = agreement(x, y)
+  return tuple(float("nan") if v is None else v for v in (a["r"], a["amplitude_ratio"]))
 
 
 def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
