@@ -10,7 +10,12 @@ does), three links of the chain, each against the clip's true landmarks:
              landmarks: the in-plane rotation frame 0 -> t of the keypoint set against the
              landmark set's (Procrustes angle; r and amplitude = std ratio), the inner-lip
              keypoint distance against the 62-66 landmark distance (r, amplitude), and the
-             mean anchor error in pixels.
+             mean anchor error in pixels; and the pitch cue: the nose-tip keypoint's vertical
+             offset from the eye-corner keypoints' midpoint, frame 0 -> t, against the same
+             offset of landmarks 30 and 36/45 (r, amplitude). A nod moves the protruding nose
+             tip vertically against the eyes (parallax); on synth_talk this offset follows the
+             true pitch at r 0.99 but moves only ~0.4 px (std) at 64 px, so it is the part of
+             the head motion that needs sub-pixel keypoints (BENCHMARKS.md "Pitch").
   flow       the dense flow's error at the driving landmarks (where it reads the source, vs the
              source landmarks) divided by the identity flow's error: 1 = the flow does not move,
              0 = it carries every landmark home (frames 4, 8, ... of each clip).
@@ -45,6 +50,14 @@ def procrustes_angle(a: np.ndarray, b: np.ndarray) -> float:
   return float(np.degrees(np.arctan2(num, (a * b).sum())))
 
 
+def vertical_parallax(points: np.ndarray, eyes: tuple[int, int], tip: int) -> np.ndarray:
+  """points [T, N, 2] (x, y; y down) -> [T]: the vertical offset of points[:, tip] from the
+  midpoint of points[:, eyes], minus frame 0's (positive: the tip moved down against the eyes)."""
+  pts = np.asarray(points, np.float64)
+  off = pts[:, tip, 1] - pts[:, list(eyes), 1].mean(1)
+  return off - off[0]
+
+
 def _r_amp(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
   """(Pearson r, std ratio) of x against the reference y: `pixel_motion.agreement` (the
   project's one such measure), with NaN where it is undefined (a constant track)."""
@@ -74,8 +87,9 @@ def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
   anchors = list(cfg.renderer.train.anchor_landmarks)
   a = len(anchors)
   i62, i66 = anchors.index(62), anchors.index(66)
-  rows = {k: [] for k in ("rot_r", "rot_amp", "mouth_r", "mouth_amp", "anchor_px", "flow",
-                          "mask_bg", "occ")}
+  has_nose = all(i in anchors for i in (30, 36, 45))
+  rows = {k: [] for k in ("rot_r", "rot_amp", "mouth_r", "mouth_amp", "nose_r", "nose_amp",
+                          "anchor_px", "flow", "mask_bg", "occ")}
   for ex in clips.iter_clips(builder, split, clips_n):
     frames = ex["frames"]
     size = frames.shape[1]
@@ -92,6 +106,12 @@ def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
     r, amp = _r_amp(m_kp, m_lm)
     rows["mouth_r"].append(r)
     rows["mouth_amp"].append(amp)
+    if has_nose:
+      k_eyes = (anchors.index(36), anchors.index(45))
+      r, amp = _r_amp(vertical_parallax(kp, k_eyes, anchors.index(30)),
+                      vertical_parallax(lm, (36, 45), 30))
+      rows["nose_r"].append(r)
+      rows["nose_amp"].append(amp)
     rows["anchor_px"].append(float(np.abs(kp[:, :a] - lm[:, anchors]).mean() * (size - 1) / 2))
 
     fr = jnp.asarray(frames[::4], jnp.float32) / 255.0
@@ -120,13 +140,15 @@ def main(argv=None) -> int:
   p.add_argument("--split", default="test", help="dataset split ('train': the faces it saw)")
   args = p.parse_args(argv)
   print("| workdir | keypoint roll r | keypoint roll amplitude | inner-lip keypoints r | "
-        "inner-lip amplitude | anchor error px | flow error / identity's | mask background weight "
+        "inner-lip amplitude | nose parallax r (pitch cue) | nose parallax amplitude | "
+        "anchor error px | flow error / identity's | mask background weight "
         "at the landmarks | mean occlusion |")
-  print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   for w in filter(None, args.workdirs.split(",")):
     c = chain(w, args.clips, args.split)
     print(f"| {w} | {c['rot_r']:.2f} | {c['rot_amp']:.2f} | {c['mouth_r']:.2f} | "
-          f"{c['mouth_amp']:.2f} | {c['anchor_px']:.2f} | {c['flow']:.2f} | {c['mask_bg']:.2f} | "
+          f"{c['mouth_amp']:.2f} | {c['nose_r']:.2f} | {c['nose_amp']:.2f} | "
+          f"{c['anchor_px']:.2f} | {c['flow']:.2f} | {c['mask_bg']:.2f} | "
           f"{c['occ']:.3f} |",
           flush=True)
   return 0
