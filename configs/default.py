@@ -100,11 +100,15 @@ def get_config() -> ml_collections.ConfigDict:
       # 7 of 10 runs); keypoint_motion makes the keypoints move as far as the landmarks.
       keypoint_anchor=10.0, keypoint_motion=50.0, flow_anchor=10.0, mask_background=10.0,
       mouth=30.0,
+      # [ours] diffuse keypoint heatmaps -> max(0, sigma - heatmap_floor); off until a main job
+      # is measured with it (BENCHMARKS.md "Pitch and lost keypoints").
+      heatmap_peak=0.0,
       decoder=0.0))                   # [ours] L1 of the decoder image (stages/renderer_step.py)
   # keypoint k <-> landmark anchor_landmarks[k] (iBUG-68): eye corners 36/45, nose tip 30, chin 8,
   # jaw 3/13, mouth corners 48/54, inner lips 62/66.
   r.train.anchor_landmarks = (36, 45, 30, 8, 3, 13, 48, 54, 62, 66)
   r.train.mouth_margin = 0.35         # mouth term's box: outer lips grown by this x its side
+  r.train.heatmap_floor = 1.5         # heatmap_peak: sigma (heatmap cells) left unpenalised
 
   # --- Stage B, head motion. Each model in motion_models trains in turn: "osmnet" and the
   # baselines "audio2pose_lstm" (one-to-one) and "noise_sampler" (FONT-style noise input).

@@ -69,6 +69,25 @@ def test_mask_background_loss_reads_the_identity_weight_at_the_landmarks_only():
   assert float(loss(jnp.asarray(away))) < 1e-3
 
 
+def test_heatmap_spread_and_peak_loss_values():
+  t = 0.1
+  logits = np.full((1, 5, 6, 3), -1e4, np.float32)
+  logits[0, 2, 3, 0] = 0.0                        # keypoint 0: one cell -> sigma 0
+  logits[0, 1, 1, 1] = logits[0, 1, 4, 1] = 0.0   # keypoint 1: two cells 3 apart in x -> 1.5
+  logits[0, :, :, 2] = 0.0                        # keypoint 2: uniform over 5 x 6 cells
+  spread = np.asarray(la.heatmap_spread(jnp.asarray(logits), t))[0]
+  uniform = np.sqrt((6 ** 2 - 1) / 12 + (5 ** 2 - 1) / 12)  # var of a discrete uniform
+  np.testing.assert_allclose(spread, [0.0, 1.5, uniform], atol=2e-3)
+  sp = jnp.asarray([[0.5, 2.5, 9.0], [3.0, 1.0, 9.0]])
+  # Only the first 2 (anchored) keypoints, only what exceeds the floor: (0 + 1 + 1.5 + 0) / 4.
+  assert float(la.heatmap_peak_loss(sp, 2, 1.5)) == pytest.approx(0.625)
+  # The gradient reaches a diffuse heatmap's logits and narrows it.
+  g = jax.grad(lambda lg: la.heatmap_peak_loss(la.heatmap_spread(lg, t), 3, 1.0))(
+      jnp.asarray(logits[..., 2:3] * 0 + np.random.default_rng(0).normal(0, 0.1, (1, 5, 6, 1)),
+                  jnp.float32))
+  assert float(jnp.abs(g).max()) > 0
+
+
 def test_sample_flow_is_exact_on_an_affine_flow():
   # A bilinear lookup of an affine flow is exact anywhere inside the grid.
   h = w = 16
@@ -206,21 +225,23 @@ def test_anchored_keypoints_follow_a_known_rotation():
 def test_train_step_adds_the_landmark_terms_and_needs_landmarks():
   cfg = _small_renderer_cfg()
   cfg.train.loss_weights.update(keypoint_anchor=10.0, keypoint_motion=10.0, flow_anchor=10.0,
-                                mask_background=10.0, mouth=10.0)
+                                mask_background=10.0, mouth=10.0, heatmap_peak=1.0)
+  cfg.train.heatmap_floor = 0.0  # the tiny detector's heatmaps are a few cells: all of it counts
   stage = rs.RendererStage(cfg)
   state = stage.init_state(jax.random.PRNGKey(0), SIZE)
   x, lm = _posed_frames(np.random.default_rng(5), [0.0, 10.0, -10.0, 5.0])
   batch = {"source": x, "driving": x[::-1], "source_landmarks": lm,
            "driving_landmarks": lm[::-1]}
   new, metrics = jax.jit(stage.train_step)(state, batch, jax.random.PRNGKey(1))
-  assert set(rs.LANDMARK_TERMS) <= set(metrics)
+  assert {*rs.LANDMARK_TERMS, "heatmap_peak"} <= set(metrics)
   assert all(np.isfinite(float(v)) and float(v) > 0 for v in metrics.values())
   assert int(new.step) == 1
   with pytest.raises(ValueError, match="driving_landmarks"):
     stage.train_step(state, {k: batch[k] for k in ("source", "driving", "source_landmarks")},
                      jax.random.PRNGKey(1))
   # FOMM's configs leave the terms off: the step neither needs landmarks nor reports them.
-  assert not any(renderer.vox256_config().train.loss_weights[k] for k in rs.LANDMARK_TERMS)
+  assert not any(renderer.vox256_config().train.loss_weights.get(k, 0.0)
+                 for k in (*rs.LANDMARK_TERMS, "heatmap_peak"))
 
 
 def test_decoder_term_reaches_the_decoder_under_a_saturated_occlusion_blend():

@@ -4,7 +4,7 @@ FOMM learns its keypoints without labels. Trained briefly and small, its keypoin
 whatever lowers the reconstruction loss fastest and the dense flow barely moves the head: the
 rendered head turns at a fraction of the asked rotation and open mouths come out closed
 (BENCHMARKS.md "Renderer: motion that reaches the pixels"). Every dataset here carries 68
-landmarks per frame, so three optional terms use them (all off in the FOMM configs):
+landmarks per frame, so optional terms use them (all off in the FOMM configs):
 
   keypoint_anchor  L1 between keypoint k and landmark ``anchor_landmarks[k]`` (source and
                    driving): keypoints that move with the eyes, nose, jaw and lips.
@@ -25,6 +25,14 @@ landmarks per frame, so three optional terms use them (all off in the FOMM confi
                    0.02 in runs whose flow moves; the keypoint motions carried the landmarks'
                    motion equally well in both). The log keeps the gradient on the background
                    logit (= w_bg) from vanishing as the softmax saturates.
+  heatmap_peak     mean of max(0, sigma_k - floor) over the anchored keypoints, sigma_k the
+                   spatial standard deviation (heatmap cells) of keypoint k's heatmap. A keypoint
+                   whose heatmap stays diffuse is a soft-argmax over half the face: it barely
+                   moves (measured: heatmap sigma 11-21 px went with keypoint motions of
+                   -0.2-0.3x their landmarks', and one seed of the default lost most of its
+                   keypoints this way). The floor keeps a peak a few cells wide, so the
+                   expectation still interpolates between cells (sub-pixel keypoints). It needs
+                   no landmarks, only the number of anchored keypoints.
 
 Coordinates: landmarks are pixels (x, y) with pixel j at j; keypoints and flows are FOMM's
 normalised (x, y) with pixel j at 2 j / (S - 1) - 1 (``nn.keypoints.make_coordinate_grid``).
@@ -34,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from osmnet_jax.face.geometry import OUTER_LIPS  # iBUG-68 outer lip contour, 48-59
+from osmnet_jax.nn import keypoints as kp_lib
 from osmnet_jax.nn.grid_sample import grid_sample
 
 
@@ -97,6 +106,27 @@ def mask_background_loss(mask: jax.Array, driving_landmarks: jax.Array, size: in
   """Mean of -log(1 - w_bg) at the driving landmarks (``mask_background_weight``)."""
   w_bg = mask_background_weight(mask, driving_landmarks, size)
   return -jnp.log(jnp.maximum(1.0 - w_bg, eps)).mean()
+
+
+def heatmap_spread(logits: jax.Array, temperature: float) -> jax.Array:
+  """The keypoint head's logits [B, h, w, K] -> [B, K]: the spatial standard deviation, in
+  heatmap cells, of each keypoint's heatmap (``nn.keypoints.spatial_softmax`` at
+  ``temperature``, the detector's own heatmap): sqrt of E|p - E p|^2 over the (x, y) cells."""
+  b, h, w, k = logits.shape
+  heat = kp_lib.spatial_softmax(logits.astype(jnp.float32), temperature)
+  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                        indexing="ij")
+  mean_x = jnp.einsum("bhwk,hw->bk", heat, xs)
+  mean_y = jnp.einsum("bhwk,hw->bk", heat, ys)
+  var = (jnp.einsum("bhwk,hw->bk", heat, xs * xs) - mean_x ** 2
+         + jnp.einsum("bhwk,hw->bk", heat, ys * ys) - mean_y ** 2)
+  return jnp.sqrt(jnp.maximum(var, 0.0) + 1e-6)
+
+
+def heatmap_peak_loss(spread: jax.Array, num_anchored: int, floor: float) -> jax.Array:
+  """spread [B, K] (``heatmap_spread``) -> mean over the first ``num_anchored`` keypoints of
+  max(0, spread - floor)."""
+  return jax.nn.relu(spread[:, :num_anchored] - floor).mean()
 
 
 def mouth_mask(landmarks: jax.Array, size: int, margin: float) -> jax.Array:

@@ -132,18 +132,23 @@ def _landmark_terms(errors: list, rcfg) -> None:
   from osmnet_jax.stages.renderer_step import LANDMARK_TERMS
 
   t = rcfg.train
-  for k in (*LANDMARK_TERMS, "decoder"):
+  for k in (*LANDMARK_TERMS, "decoder", "heatmap_peak"):
     v = t.loss_weights.get(k, 0.0)
     if not isinstance(v, (int, float)) or v < 0:
       errors.append(f"config.renderer.train.loss_weights.{k}={v!r}: must be a number >= 0 "
                     "(0 turns the term off)")
   idx = tuple(t.get("anchor_landmarks", ()))
-  uses_idx = [k for k in ("keypoint_anchor", "keypoint_motion") if t.loss_weights.get(k, 0.0)]
+  uses_idx = [k for k in ("keypoint_anchor", "keypoint_motion", "heatmap_peak")
+              if t.loss_weights.get(k, 0.0)]
   if uses_idx and (
       not idx or len(idx) > rcfg.num_kp or not all(isinstance(i, int) and 0 <= i < 68
                                                    for i in idx)):
     errors.append(f"config.renderer.train.anchor_landmarks={idx!r}: needs 1..num_kp "
                   f"({rcfg.num_kp}) iBUG-68 indices in [0, 67] for {' and '.join(uses_idx)}")
+  f = t.get("heatmap_floor", 1.5)
+  if not isinstance(f, (int, float)) or f < 0:
+    errors.append(f"config.renderer.train.heatmap_floor={f!r}: must be a number >= 0 (heatmap "
+                  "cells)")
   m = t.get("mouth_margin", 0.35)
   if not isinstance(m, (int, float)) or m < 0:
     errors.append(f"config.renderer.train.mouth_margin={m!r}: must be a number >= 0")

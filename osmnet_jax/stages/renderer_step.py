@@ -176,13 +176,23 @@ class RendererStage:
     kp_mod = renderer.make_kp_detector(cfg, train=True, bn_axis_name=axis_name)
     gen_mod = renderer.make_generator(cfg, train=True, bn_axis_name=axis_name)
 
-    def kp_apply(x, stats):  # the detector's BN statistics advance call by call, as in torch
-      out, upd = kp_mod.apply({"params": params["kp_detector"], "batch_stats": stats}, x,
-                              mutable=["batch_stats"])
+    peak = w.get("heatmap_peak", 0.0)
+    spreads = []  # [B, K] heatmap sigma of the source and driving calls, if heatmap_peak is on
+
+    def kp_apply(x, stats, keep_spread=False):  # BN statistics advance call by call, as in torch
+      variables = {"params": params["kp_detector"], "batch_stats": stats}
+      if not (peak and keep_spread):
+        out, upd = kp_mod.apply(variables, x, mutable=["batch_stats"])
+        return out, upd["batch_stats"]
+      # The keypoint head's logits, captured (the detector's outputs stay FOMM's).
+      out, upd = kp_mod.apply(variables, x, mutable=["batch_stats", "intermediates"],
+                              capture_intermediates=lambda mdl, _: mdl.name == "kp")
+      logits = upd["intermediates"]["kp"]["__call__"][0]  # [B, h, w, K]
+      spreads.append(landmark_anchors.heatmap_spread(logits, cfg.kp_detector.temperature))
       return out, upd["batch_stats"]
 
-    kp_src, s_kp = kp_apply(source, state.batch_stats["kp_detector"])
-    kp_drv, s_kp = kp_apply(driving, s_kp)
+    kp_src, s_kp = kp_apply(source, state.batch_stats["kp_detector"], keep_spread=True)
+    kp_drv, s_kp = kp_apply(driving, s_kp, keep_spread=True)
     gen_out, upd = gen_mod.apply(
         {"params": params["generator"], "batch_stats": state.batch_stats["generator"]},
         source, kp_drv, kp_src, mutable=["batch_stats"])
@@ -205,6 +215,10 @@ class RendererStage:
           tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian))
     if marks is not None:
       losses.update(self._landmark_losses(marks, kp_src, kp_drv, gen_out, pred, driving))
+    if peak:
+      losses["heatmap_peak"] = peak * landmark_anchors.heatmap_peak_loss(
+          jnp.concatenate(spreads), len(cfg.train.anchor_landmarks),
+          cfg.train.get("heatmap_floor", 1.5))
     new_stats = {"kp_detector": s_kp, "generator": upd["batch_stats"]}
     return sum(losses.values()), (losses, new_stats, pred, kp_drv["value"])
 
