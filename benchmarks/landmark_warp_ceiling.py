@@ -1,6 +1,6 @@
 r"""What can a 2-D warp of the source frame show? The ceiling of a warp-based renderer.
 
-  python benchmarks/landmark_warp_ceiling.py --workdir W [--clips 16] [--noise_px 0,0.3,0.6]
+  python benchmarks/landmark_warp_ceiling.py --workdir W [--clips 16] [--noise_px 0.3,0.6]
 
 FOMM moves the source frame by a flow built from keypoint motions; it cannot paint what the
 source does not show. This script asks how much of the held-out clips' motion a *perfect*

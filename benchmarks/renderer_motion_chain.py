@@ -15,7 +15,8 @@ does), three links of the chain, each against the clip's true landmarks:
              offset of landmarks 30 and 36/45 (r, amplitude). A nod moves the protruding nose
              tip vertically against the eyes (parallax); on synth_talk this offset follows the
              true pitch at r 0.99 but moves only ~0.4 px (std) at 64 px, so it is the part of
-             the head motion that needs sub-pixel keypoints (BENCHMARKS.md "Pitch").
+             the head motion that needs sub-pixel keypoints (BENCHMARKS.md
+             "Pitch and lost keypoints").
   flow       the dense flow's error at the driving landmarks (where it reads the source, vs the
              source landmarks) divided by the identity flow's error: 1 = the flow does not move,
              0 = it carries every landmark home (frames 4, 8, ... of each clip).

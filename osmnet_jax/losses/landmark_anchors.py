@@ -112,7 +112,7 @@ def heatmap_spread(logits: jax.Array, temperature: float) -> jax.Array:
   """The keypoint head's logits [B, h, w, K] -> [B, K]: the spatial standard deviation, in
   heatmap cells, of each keypoint's heatmap (``nn.keypoints.spatial_softmax`` at
   ``temperature``, the detector's own heatmap): sqrt of E|p - E p|^2 over the (x, y) cells."""
-  b, h, w, k = logits.shape
+  _, h, w, _ = logits.shape
   heat = kp_lib.spatial_softmax(logits.astype(jnp.float32), temperature)
   ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
                         indexing="ij")
