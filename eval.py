@@ -67,6 +67,7 @@ def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) ->
   import jax.numpy as jnp
   import numpy as np
 
+  from osmnet_jax import media
   from osmnet_jax import workdir as workdir_lib
   from osmnet_jax.evaluation import clips, reconstruction
   from osmnet_jax.metrics import cpbd, image, lpips, pixel_motion
@@ -91,9 +92,8 @@ def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) ->
         sums[name][k] = sums[name].get(k, 0.0) + float(v[1:].sum())
       sums[name]["cpbd"] = sums[name].get("cpbd", 0.0) + sum(
           cpbd.cpbd(np.asarray(f)) for f in pred[1:])
-      frames_u8 = np.asarray(jnp.round(jnp.clip(pred, 0, 1) * 255)).astype(np.uint8)
-      motion[name].append(pixel_motion.clip_scores(frames_u8, ex["pose"], ex["landmarks"],
-                                                   ex.get("audio")))
+      motion[name].append(pixel_motion.clip_scores(media.to_uint8(pred), ex["pose"],
+                                                   ex["landmarks"], ex.get("audio")))
     motion["real"].append(pixel_motion.clip_scores(ex["frames"], ex["pose"], ex["landmarks"],
                                                    ex.get("audio")))
     n_frames += gt.shape[0] - 1

@@ -49,6 +49,8 @@ def warp_through_points(source: np.ndarray, src_pts: np.ndarray, drv_pts: np.nda
   triangulation of the points and the frame border; the border stays put)."""
   from skimage import transform
 
+  from osmnet_jax import media
+
   size = source.shape[0]
   border = border_points(size)
   # skimage's warp wants the map from output pixels (the driving frame) to input pixels.
@@ -63,7 +65,7 @@ def warp_through_points(source: np.ndarray, src_pts: np.ndarray, drv_pts: np.nda
   if not ok:
     raise ValueError("piecewise-affine fit failed: degenerate points")
   out = transform.warp(source.astype(np.float64) / 255.0, tf, order=1, mode="edge")
-  return np.round(out * 255.0).astype(np.uint8)
+  return media.to_uint8(out)
 
 
 def warp_clip(frames: np.ndarray, landmarks: np.ndarray, points: list[int], noise_px: float = 0.0,
@@ -93,6 +95,7 @@ def main(argv=None) -> int:
 
   import ml_collections
 
+  from osmnet_jax import media
   from osmnet_jax import workdir as workdir_lib
   from osmnet_jax.evaluation import clips, reconstruction
   from osmnet_jax.input import datasets
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
       movies[name] = warp_clip(fr, lm, pts, noise, rng)
     if variables is not None:
       pred = reconstruction.reconstruct_clip(variables, mcfg, fr)
-      movies["renderer"] = np.round(np.clip(np.asarray(pred), 0, 1) * 255).astype(np.uint8)
+      movies["renderer"] = media.to_uint8(pred)
     for name, movie in movies.items():
       rows[name].append(pixel_motion.clip_scores(movie, pose, lm, audio))
   print(f"anchors: {anchors}; {len(rows['real'])} {args.split} clips; median over clips")

@@ -20,6 +20,16 @@ import numpy as np
 from osmnet_jax import audio as audio_lib
 
 
+def to_uint8(frames) -> np.ndarray:
+  """Float frames in [0, 1] (numpy or jax, any shape) -> uint8, clipped then rounded to nearest.
+
+  The one conversion every writer and pixel metric uses, so a saved mp4 and the frames a metric
+  scores hold the same values. (Audio2Head's port keeps its reference's truncation on purpose.)
+  """
+  a = np.asarray(frames, np.float32)
+  return np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def ffmpeg_exe() -> str:
   import imageio_ffmpeg
 

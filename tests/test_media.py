@@ -1,6 +1,7 @@
 """media reading: probe, 25-fps resampling that keeps audio in sync, 16 kHz audio, clear errors."""
 import os
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -119,3 +120,15 @@ def test_written_video_follows_the_umask_and_leaves_no_temp_file(tmp_path, umask
     os.umask(old)
   assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
   assert os.listdir(tmp_path) == ["v.mp4"]
+
+
+def test_to_uint8_clips_and_rounds_to_nearest():
+  # Out-of-range values clip (no uint8 wrap-around: 1.01 * 255 = 257.55 would wrap to 2), and
+  # values round to the nearest level, not down (Audio2Head's truncation is not this helper).
+  a = np.array([-0.2, 0.0, 0.4 / 255, 1.49 / 255, 1.51 / 255, 0.5, 254.6 / 255, 1.0, 1.01],
+               np.float32)
+  np.testing.assert_array_equal(media.to_uint8(a), [0, 0, 0, 1, 2, 128, 255, 255, 255])
+  # jax arrays and any shape: [T, H, W, 3] frames keep their shape.
+  frames = jnp.full((2, 3, 4, 3), 0.25)
+  out = media.to_uint8(frames)
+  assert out.dtype == np.uint8 and out.shape == (2, 3, 4, 3) and int(out[0, 0, 0, 0]) == 64

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osmnet_jax import renderer
+from osmnet_jax import media, renderer
 from osmnet_jax.inference import render
 
 
@@ -53,7 +53,7 @@ def renderer_grid(variables: dict, cfg, source: np.ndarray, driving: np.ndarray,
   h, w = src.shape[1:3]
   deformed = grid_sample(src, resize_bilinear(out["deformation"], (h, w)))
   occ = resize_bilinear(out["occlusion_map"], (h, w))
-  to8 = lambda a: np.asarray(jnp.clip(a, 0, 1) * 255).round().astype(np.uint8)
+  to8 = media.to_uint8
   rows = []
   for i in range(src.shape[0]):
     cols = [_draw_keypoints(to8(src[i]), np.asarray(kp_s["value"][i])),

@@ -27,7 +27,7 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     sixteen = a.dtype == np.uint16 or a.max(initial=0) > 255  # other ints: by their values
     top = 65535.0 if sixteen else 255.0
     return np.clip(np.round(a.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
-  return np.clip(np.round(np.asarray(a, np.float64) * 255.0), 0, 255).astype(np.uint8)
+  return media.to_uint8(a)
 
 
 def _pil_rgb(im) -> np.ndarray:

@@ -121,7 +121,7 @@ def write_samples(variables, mcfg, builder, num_clips: int, out_dir: str) -> lis
   written = []
   for i, ex in enumerate(tfds.as_numpy(ds)):
     pred = reconstruction.reconstruct_clip(variables, mcfg, ex["frames"])
-    side = np.concatenate([ex["frames"], (pred * 255).round().astype(np.uint8)], axis=2)
+    side = np.concatenate([ex["frames"], media.to_uint8(pred)], axis=2)
     written.append(media.write_video(
         os.path.join(out_dir, f"renderer_reconstruction_{i}.mp4"), side, audio=ex["audio"]))
     logging.info("wrote %s", written[-1])
