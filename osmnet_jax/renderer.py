@@ -98,12 +98,14 @@ def vox256_config() -> ml_collections.ConfigDict:
               decoder=0.0,  # [ours] L1 of the decoder image under output_blend="occlusion"
               mouth=0.0,
               heatmap_peak=0.0,  # [ours] diffuse keypoint heatmaps (landmark_anchors.py)
+              heatmap_anchor=0.0,  # [ours] KL of each anchored heatmap to its landmark
           ),
           # [ours] keypoint k is tied to landmark anchor_landmarks[k] (iBUG-68): eye corners,
           # nose tip, chin, jaw, mouth corners, inner lips.
           anchor_landmarks=(36, 45, 30, 8, 3, 13, 48, 54, 62, 66),
           mouth_margin=0.35,  # [ours] the mouth term's box: outer lips grown by this x its side
           heatmap_floor=1.5,  # [ours] heatmap_peak: sigma (heatmap cells) left unpenalised
+          heatmap_anchor_sigma=1.5,  # [ours] heatmap_anchor: its target Gaussian's std (cells)
       )
   )
   return c

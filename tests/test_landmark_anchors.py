@@ -9,6 +9,7 @@ import pytest
 from data.synth_talk import face_render
 from osmnet_jax import renderer
 from osmnet_jax.losses import landmark_anchors as la
+from osmnet_jax.nn import keypoints as kp_lib
 from osmnet_jax.nn.keypoints import make_coordinate_grid
 from osmnet_jax.stages import renderer_step as rs
 
@@ -87,6 +88,42 @@ def test_heatmap_spread_and_peak_loss_values():
   g = jax.grad(peak)(diffuse)
   assert float(jnp.abs(g).max()) > 0
   assert float(peak(diffuse - 0.01 * g)) < float(peak(diffuse))
+
+
+def _gaussian_logits(h, w, centre_px, size, sigma_cells, t):
+  """Logits [1, h, w, 1] whose spatial softmax at temperature t is the Gaussian that
+  heatmap_anchor_loss targets for a landmark at centre_px (pixels of a size x size frame)."""
+  c = la.to_unit(jnp.asarray([centre_px], jnp.float32), size)[0]
+  d = (make_coordinate_grid(h, w) - c) / (jnp.array([2.0 / (w - 1), 2.0 / (h - 1)]) * sigma_cells)
+  return (-0.5 * jnp.sum(d * d, -1) * t)[None, :, :, None]
+
+
+def test_heatmap_anchor_loss_values_and_a_stuck_peak():
+  h = w = 26
+  size, t, sigma = 64, 0.1, 1.5
+  marks = np.zeros((1, 68, 2), np.float32)
+  marks[0, 30] = (40.0, 20.0)  # the nose tip, pixels (x, y)
+  loss = lambda lg: la.heatmap_anchor_loss(lg, jnp.asarray(marks), (30,), size, t, sigma)
+  at_mark = _gaussian_logits(h, w, (40.0, 20.0), size, sigma, t)
+  assert float(loss(at_mark)) == pytest.approx(0.0, abs=1e-6)
+  # The same peak 20 px away: the KL of two equal Gaussians is |shift|^2 / (2 sigma^2), the
+  # shift in cells (20 px of a 64 px frame on a 26-cell grid: 20 * 25 / 63 cells); the grid's
+  # edges clip the tails a little, hence the tolerance.
+  away = _gaussian_logits(h, w, (20.0, 40.0), size, sigma, t)
+  shift = np.hypot(20.0, 20.0) * (w - 1) / (size - 1)
+  assert float(loss(away)) == pytest.approx(shift ** 2 / (2 * sigma ** 2), rel=0.02)
+  # Why the term exists: for that stuck peak the soft-argmax anchor (keypoint_anchor) gives the
+  # cells at the landmark no gradient (the heatmap is ~0 there), the KL gives them a push up.
+  cell = (int(round(20.0 * (h - 1) / (size - 1))), int(round(40.0 * (w - 1) / (size - 1))))
+  via_mean = lambda lg: la.keypoint_anchor_loss(
+      kp_lib.heatmap_expectation(kp_lib.spatial_softmax(lg, t)), jnp.asarray(marks), (30,),
+      size)
+  g_mean = np.asarray(jax.grad(via_mean)(away))[0, cell[0], cell[1], 0]
+  g_kl = np.asarray(jax.grad(loss)(away))[0, cell[0], cell[1], 0]
+  assert abs(g_mean) < 1e-8 and g_kl < -0.5  # -(target at the landmark, ~0.07) / t
+  # Only the first len(indices) keypoints count: a second, unanchored channel changes nothing.
+  two = jnp.concatenate([at_mark, away], -1)
+  assert float(loss(two)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_sample_flow_is_exact_on_an_affine_flow():
@@ -226,7 +263,8 @@ def test_anchored_keypoints_follow_a_known_rotation():
 def test_train_step_adds_the_landmark_terms_and_needs_landmarks():
   cfg = _small_renderer_cfg()
   cfg.train.loss_weights.update(keypoint_anchor=10.0, keypoint_motion=10.0, flow_anchor=10.0,
-                                mask_background=10.0, mouth=10.0, heatmap_peak=1.0)
+                                mask_background=10.0, mouth=10.0, heatmap_peak=1.0,
+                                heatmap_anchor=1.0)
   cfg.train.heatmap_floor = 0.0  # the tiny detector's heatmaps are a few cells: all of it counts
   stage = rs.RendererStage(cfg)
   state = stage.init_state(jax.random.PRNGKey(0), SIZE)

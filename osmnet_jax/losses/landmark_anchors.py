@@ -33,6 +33,15 @@ landmarks per frame, so optional terms use them (all off in the FOMM configs):
                    keypoints this way). The floor keeps a peak a few cells wide, so the
                    expectation still interpolates between cells (sub-pixel keypoints). It needs
                    no landmarks, only the number of anchored keypoints.
+  heatmap_anchor   KL divergence from a Gaussian (std ``heatmap_anchor_sigma`` cells) at landmark
+                   ``anchor_landmarks[k]`` to keypoint k's heatmap (source and driving): the
+                   anchor asked of the whole heatmap, not of its mean. keypoint_anchor acts
+                   through the soft-argmax, whose gradient reaches only the cells the heatmap
+                   already covers: a heatmap peaked on the wrong feature is stuck there
+                   (measured: with heatmap_peak 5 every heatmap was 2-4 px wide, yet keypoints
+                   sat 4-10 px from their landmarks and the lower-lip one moved against its
+                   landmark). The KL's gradient on the logits is p - target, which is not 0 at
+                   the landmark however far away the peak is.
 
 Coordinates: landmarks are pixels (x, y) with pixel j at j; keypoints and flows are FOMM's
 normalised (x, y) with pixel j at 2 j / (S - 1) - 1 (``nn.keypoints.make_coordinate_grid``).
@@ -127,6 +136,26 @@ def heatmap_peak_loss(spread: jax.Array, num_anchored: int, floor: float) -> jax
   """spread [B, K] (``heatmap_spread``) -> mean over the first ``num_anchored`` keypoints of
   max(0, spread - floor)."""
   return jax.nn.relu(spread[:, :num_anchored] - floor).mean()
+
+
+def heatmap_anchor_loss(logits: jax.Array, landmarks: jax.Array, indices: tuple[int, ...],
+                        size: int, temperature: float, sigma_cells: float) -> jax.Array:
+  """The keypoint head's logits [B, h, w, K], landmarks [B, 68, 2] (pixels of an S x S frame)
+  -> mean over B and the first len(indices) keypoints of KL(target || heatmap), where heatmap is
+  the detector's own spatial softmax at ``temperature`` and target a Gaussian on the heatmap's
+  coordinate grid (``nn.keypoints.make_coordinate_grid``, the grid the detector's soft-argmax
+  uses, so its mean is the point keypoint_anchor asks for) at ``to_unit(landmarks[indices])``
+  with std ``sigma_cells`` grid cells. 0 when the heatmap is that Gaussian."""
+  _, h, w, _ = logits.shape
+  n = len(indices)
+  flat = logits[..., :n].astype(jnp.float32).reshape(logits.shape[0], h * w, n) / temperature
+  log_p = jax.nn.log_softmax(flat, axis=1)  # [B, h*w, n]
+  grid = kp_lib.make_coordinate_grid(h, w).reshape(h * w, 2)  # (x, y) normalised
+  centre = to_unit(landmarks[:, jnp.asarray(indices)], size)  # [B, n, 2]
+  cell = jnp.array([2.0 / (w - 1), 2.0 / (h - 1)], jnp.float32)  # one cell, normalised
+  d = (grid[None, :, None, :] - centre[:, None, :, :]) / (cell * sigma_cells)  # [B, h*w, n, 2]
+  log_t = jax.nn.log_softmax(-0.5 * jnp.sum(d * d, -1), axis=1)  # [B, h*w, n], sums to 1
+  return jnp.sum(jnp.exp(log_t) * (log_t - log_p), axis=1).mean()
 
 
 def mouth_mask(landmarks: jax.Array, size: int, margin: float) -> jax.Array:

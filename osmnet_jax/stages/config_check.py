@@ -138,7 +138,7 @@ def _landmark_terms(errors: list, rcfg) -> None:
       errors.append(f"config.renderer.train.loss_weights.{k}={v!r}: must be a number >= 0 "
                     "(0 turns the term off)")
   idx = tuple(t.get("anchor_landmarks", ()))
-  uses_idx = [k for k in ("keypoint_anchor", "keypoint_motion", "heatmap_peak")
+  uses_idx = [k for k in ("keypoint_anchor", "keypoint_motion", "heatmap_peak", "heatmap_anchor")
               if t.loss_weights.get(k, 0.0)]
   if uses_idx and (
       not idx or len(idx) > rcfg.num_kp or not all(isinstance(i, int) and 0 <= i < 68
@@ -149,6 +149,10 @@ def _landmark_terms(errors: list, rcfg) -> None:
   if not isinstance(f, (int, float)) or f < 0:
     errors.append(f"config.renderer.train.heatmap_floor={f!r}: must be a number >= 0 (heatmap "
                   "cells)")
+  sg = t.get("heatmap_anchor_sigma", 1.5)
+  if not isinstance(sg, (int, float)) or sg <= 0:
+    errors.append(f"config.renderer.train.heatmap_anchor_sigma={sg!r}: must be a number > 0 "
+                  "(heatmap cells)")
   m = t.get("mouth_margin", 0.35)
   if not isinstance(m, (int, float)) or m < 0:
     errors.append(f"config.renderer.train.mouth_margin={m!r}: must be a number >= 0")

@@ -36,7 +36,7 @@ from osmnet_jax.stages import common
 GENERATOR_GROUPS = ("kp_detector", "generator")  # trained jointly by one loss
 # Loss weights of the terms that need the batch's landmarks (losses/landmark_anchors.py).
 LANDMARK_TERMS = ("keypoint_anchor", "keypoint_motion", "flow_anchor", "mask_background",
-                  "mouth")
+                  "mouth", "heatmap_anchor")
 
 
 @flax.struct.dataclass
@@ -176,23 +176,22 @@ class RendererStage:
     kp_mod = renderer.make_kp_detector(cfg, train=True, bn_axis_name=axis_name)
     gen_mod = renderer.make_generator(cfg, train=True, bn_axis_name=axis_name)
 
-    peak = w.get("heatmap_peak", 0.0)
-    spreads = []  # [B, K] heatmap sigma of the source and driving calls, if heatmap_peak is on
+    peak, hm_anchor = w.get("heatmap_peak", 0.0), w.get("heatmap_anchor", 0.0)
+    logits = []  # [B, h, w, K] keypoint-head logits of the source and driving calls, if needed
 
-    def kp_apply(x, stats, keep_spread=False):  # BN statistics advance call by call, as in torch
+    def kp_apply(x, stats, keep_logits=False):  # BN statistics advance call by call, as in torch
       variables = {"params": params["kp_detector"], "batch_stats": stats}
-      if not (peak and keep_spread):
+      if not ((peak or hm_anchor) and keep_logits):
         out, upd = kp_mod.apply(variables, x, mutable=["batch_stats"])
         return out, upd["batch_stats"]
       # The keypoint head's logits, captured (the detector's outputs stay FOMM's).
       out, upd = kp_mod.apply(variables, x, mutable=["batch_stats", "intermediates"],
                               capture_intermediates=lambda mdl, _: mdl.name == "kp")
-      logits = upd["intermediates"]["kp"]["__call__"][0]  # [B, h, w, K]
-      spreads.append(landmark_anchors.heatmap_spread(logits, cfg.kp_detector.temperature))
+      logits.append(upd["intermediates"]["kp"]["__call__"][0])
       return out, upd["batch_stats"]
 
-    kp_src, s_kp = kp_apply(source, state.batch_stats["kp_detector"], keep_spread=True)
-    kp_drv, s_kp = kp_apply(driving, s_kp, keep_spread=True)
+    kp_src, s_kp = kp_apply(source, state.batch_stats["kp_detector"], keep_logits=True)
+    kp_drv, s_kp = kp_apply(driving, s_kp, keep_logits=True)
     gen_out, upd = gen_mod.apply(
         {"params": params["generator"], "batch_stats": state.batch_stats["generator"]},
         source, kp_drv, kp_src, mutable=["batch_stats"])
@@ -215,10 +214,17 @@ class RendererStage:
           tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian))
     if marks is not None:
       losses.update(self._landmark_losses(marks, kp_src, kp_drv, gen_out, pred, driving))
+    temp, floor = cfg.kp_detector.temperature, cfg.train.get("heatmap_floor", 1.5)
     if peak:
       losses["heatmap_peak"] = peak * landmark_anchors.heatmap_peak_loss(
-          jnp.concatenate(spreads), len(cfg.train.anchor_landmarks),
-          cfg.train.get("heatmap_floor", 1.5))
+          landmark_anchors.heatmap_spread(jnp.concatenate(logits), temp),
+          len(cfg.train.anchor_landmarks), floor)
+    if hm_anchor and marks is not None:
+      idx, size = tuple(cfg.train.anchor_landmarks), driving.shape[1]
+      losses["heatmap_anchor"] = hm_anchor * sum(
+          landmark_anchors.heatmap_anchor_loss(lg, marks[k], idx, size, temp,
+                                               cfg.train.get("heatmap_anchor_sigma", 1.5))
+          for lg, k in zip(logits, ("source", "driving")))
     new_stats = {"kp_detector": s_kp, "generator": upd["batch_stats"]}
     return sum(losses.values()), (losses, new_stats, pred, kp_drv["value"])
 
