@@ -44,6 +44,7 @@ def test_check_lists_every_bad_field():
   c.renderer.train.anchor_landmarks = (36, 45, 99)
   c.renderer.train.loss_weights.mouth = -1.0
   c.renderer.train.heatmap_floor = -2.0
+  c.renderer.train.heatmap_anchor_sigma = 0.0
   with pytest.raises(config_check.ConfigError) as e:
     config_check.check(c)
   msg = str(e.value)
@@ -52,11 +53,12 @@ def test_check_lists_every_bad_field():
   assert "config.renderer.train.anchor_landmarks=(36, 45, 99)" in msg
   assert "config.renderer.train.loss_weights.mouth=-1.0" in msg
   assert "config.renderer.train.heatmap_floor=-2.0" in msg
+  assert "config.renderer.train.heatmap_anchor_sigma=0.0" in msg
 
 
 def test_landmark_terms_are_on_by_default_and_off_in_fomm_configs():
   on = default.get_config().renderer.train.loss_weights
-  assert on.keypoint_anchor > 0 and on.flow_anchor > 0 and on.mouth > 0
+  assert on.keypoint_anchor > 0 and on.flow_anchor > 0 and on.mouth > 0 and on.heatmap_peak > 0
   for module in (renderer_vox256, vox256):
     w = module.get_config().renderer.train.loss_weights
     assert all(w[k] == 0.0 for k in (*renderer_step.LANDMARK_TERMS, "heatmap_peak")), \
