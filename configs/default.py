@@ -107,8 +107,9 @@ def get_config() -> ml_collections.ConfigDict:
       # (without: 2 of 4). On a real photo the still-head mouth follows the speech at r 0.79
       # (without: 0.41) (BENCHMARKS.md "Pitch and lost keypoints", "heatmap_peak in the main job").
       heatmap_peak=1.0,
-      # [ours] KL of each anchored keypoint's heatmap to a Gaussian at its landmark: moves a
-      # heatmap peaked on the wrong feature (BENCHMARKS.md "Keypoints stuck on the wrong feature").
+      # [ours] KL of each anchored keypoint's heatmap to a Gaussian at its landmark, for a heatmap
+      # peaked on the wrong feature. Off: alone it brought back seed 3's mouth but failed seed 2
+      # (BENCHMARKS.md "heatmap_peak in the main job; five seeds").
       heatmap_anchor=0.0,
       decoder=0.0))                   # [ours] L1 of the decoder image (stages/renderer_step.py)
   # keypoint k <-> landmark anchor_landmarks[k] (iBUG-68): eye corners 36/45, nose tip 30, chin 8,
