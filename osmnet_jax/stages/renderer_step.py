@@ -213,25 +213,25 @@ class RendererStage:
       losses.update(equivariance.equivariance_losses(
           tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian))
     if marks is not None:
-      losses.update(self._landmark_losses(marks, kp_src, kp_drv, gen_out, pred, driving))
-    temp, floor = cfg.kp_detector.temperature, cfg.train.get("heatmap_floor", 1.5)
+      losses.update(self._landmark_losses(marks, kp_src, kp_drv, gen_out, pred, driving, logits))
     if peak:
       losses["heatmap_peak"] = peak * landmark_anchors.heatmap_peak_loss(
-          landmark_anchors.heatmap_spread(jnp.concatenate(logits), temp),
-          len(cfg.train.anchor_landmarks), floor)
-    if hm_anchor and marks is not None:
-      idx, size = tuple(cfg.train.anchor_landmarks), driving.shape[1]
-      losses["heatmap_anchor"] = hm_anchor * sum(
-          landmark_anchors.heatmap_anchor_loss(lg, marks[k], idx, size, temp,
-                                               cfg.train.get("heatmap_anchor_sigma", 1.5))
-          for lg, k in zip(logits, ("source", "driving")))
+          landmark_anchors.heatmap_spread(jnp.concatenate(logits), cfg.kp_detector.temperature),
+          len(cfg.train.anchor_landmarks), cfg.train.get("heatmap_floor", 1.5))
     new_stats = {"kp_detector": s_kp, "generator": upd["batch_stats"]}
     return sum(losses.values()), (losses, new_stats, pred, kp_drv["value"])
 
-  def _landmark_losses(self, marks, kp_src, kp_drv, gen_out, pred, driving) -> dict:
-    """The landmark terms [ours] of losses/landmark_anchors.py whose weight is not 0."""
+  def _landmark_losses(self, marks, kp_src, kp_drv, gen_out, pred, driving, logits) -> dict:
+    """The landmark terms [ours] of losses/landmark_anchors.py whose weight is not 0; ``logits``:
+    the keypoint head's [B, h, w, K] logits of the source and driving calls (heatmap_anchor)."""
     t, w, size = self.cfg.train, self.cfg.train.loss_weights, driving.shape[1]
     out = {}
+    if w.get("heatmap_anchor", 0.0):
+      out["heatmap_anchor"] = w.heatmap_anchor * sum(
+          landmark_anchors.heatmap_anchor_loss(
+              lg, marks[k], tuple(t.anchor_landmarks), size, self.cfg.kp_detector.temperature,
+              t.get("heatmap_anchor_sigma", 1.5))
+          for lg, k in zip(logits, ("source", "driving")))
     if w.get("keypoint_anchor", 0.0):
       idx = tuple(t.anchor_landmarks)
       out["keypoint_anchor"] = w.keypoint_anchor * (
