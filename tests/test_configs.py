@@ -61,5 +61,5 @@ def test_landmark_terms_are_on_by_default_and_off_in_fomm_configs():
   assert on.keypoint_anchor > 0 and on.flow_anchor > 0 and on.mouth > 0 and on.heatmap_peak > 0
   for module in (renderer_vox256, vox256):
     w = module.get_config().renderer.train.loss_weights
-    assert all(w[k] == 0.0 for k in (*renderer_step.LANDMARK_TERMS, "heatmap_peak")), \
+    assert all(w[k] == 0.0 for k in renderer_step.OURS_KEYPOINT_TERMS), \
         module.__name__

@@ -272,7 +272,7 @@ def test_train_step_adds_the_landmark_terms_and_needs_landmarks():
   batch = {"source": x, "driving": x[::-1], "source_landmarks": lm,
            "driving_landmarks": lm[::-1]}
   new, metrics = jax.jit(stage.train_step)(state, batch, jax.random.PRNGKey(1))
-  assert {*rs.LANDMARK_TERMS, "heatmap_peak"} <= set(metrics)
+  assert set(rs.OURS_KEYPOINT_TERMS) <= set(metrics)
   assert all(np.isfinite(float(v)) and float(v) > 0 for v in metrics.values())
   assert int(new.step) == 1
   with pytest.raises(ValueError, match="driving_landmarks"):
@@ -280,7 +280,7 @@ def test_train_step_adds_the_landmark_terms_and_needs_landmarks():
                      jax.random.PRNGKey(1))
   # FOMM's configs leave the terms off: the step neither needs landmarks nor reports them.
   assert not any(renderer.vox256_config().train.loss_weights.get(k, 0.0)
-                 for k in (*rs.LANDMARK_TERMS, "heatmap_peak"))
+                 for k in rs.OURS_KEYPOINT_TERMS)
 
 
 def test_decoder_term_reaches_the_decoder_under_a_saturated_occlusion_blend():

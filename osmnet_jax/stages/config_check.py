@@ -129,10 +129,10 @@ def check_devices(cfg, mesh) -> None:
 
 def _landmark_terms(errors: list, rcfg) -> None:
   """The renderer's landmark loss terms [ours] (losses/landmark_anchors.py)."""
-  from osmnet_jax.stages.renderer_step import LANDMARK_TERMS
+  from osmnet_jax.stages.renderer_step import OURS_KEYPOINT_TERMS
 
   t = rcfg.train
-  for k in (*LANDMARK_TERMS, "decoder", "heatmap_peak"):
+  for k in (*OURS_KEYPOINT_TERMS, "decoder"):
     v = t.loss_weights.get(k, 0.0)
     if not isinstance(v, (int, float)) or v < 0:
       errors.append(f"config.renderer.train.loss_weights.{k}={v!r}: must be a number >= 0 "

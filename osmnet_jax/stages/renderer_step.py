@@ -37,6 +37,9 @@ GENERATOR_GROUPS = ("kp_detector", "generator")  # trained jointly by one loss
 # Loss weights of the terms that need the batch's landmarks (losses/landmark_anchors.py).
 LANDMARK_TERMS = ("keypoint_anchor", "keypoint_motion", "flow_anchor", "mask_background",
                   "mouth", "heatmap_anchor")
+# Every keypoint/landmark term that is ours, not FOMM's: the FOMM configs set all of them to 0
+# (heatmap_peak needs the landmarks only for its channel choice, so it is not a LANDMARK_TERM).
+OURS_KEYPOINT_TERMS = (*LANDMARK_TERMS, "heatmap_peak")
 
 
 @flax.struct.dataclass
