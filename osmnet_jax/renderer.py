@@ -106,6 +106,7 @@ def vox256_config() -> ml_collections.ConfigDict:
           mouth_margin=0.35,  # [ours] the mouth term's box: outer lips grown by this x its side
           heatmap_floor=1.5,  # [ours] heatmap_peak: sigma (heatmap cells) left unpenalised
           heatmap_anchor_sigma=1.5,  # [ours] heatmap_anchor: its target Gaussian's std (cells)
+          heatmap_anchor_until=0,  # [ours] heatmap_anchor only for steps < this (0: always)
       )
   )
   return c

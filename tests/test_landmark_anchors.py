@@ -126,6 +126,33 @@ def test_heatmap_anchor_loss_values_and_a_stuck_peak():
   assert float(loss(two)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_heatmap_anchor_until_makes_the_term_a_warm_up():
+  """train.heatmap_anchor_until = N: the term counts for steps < N and is 0 from N on (under
+  jit too: the step is traced); 0 keeps it for the whole run."""
+  size, t = 64, 0.1
+  marks = np.zeros((1, 68, 2), np.float32)
+  marks[0, 30] = (40.0, 20.0)
+  away = _gaussian_logits(26, 26, (20.0, 40.0), size, 1.5, t)
+  cfg = _small_renderer_cfg(equivariance=False)
+  cfg.kp_detector.temperature = t
+  cfg.train.anchor_landmarks = (30,)
+  cfg.train.loss_weights.heatmap_anchor = 2.0
+  marks_d = {"source": jnp.asarray(marks), "driving": jnp.asarray(marks)}
+  driving = jnp.zeros((1, size, size, 3))
+
+  def term(until, step):
+    cfg.train.heatmap_anchor_until = until
+    fn = jax.jit(lambda s: rs.RendererStage(cfg)._landmark_losses(
+        marks_d, None, None, None, None, driving, [away, away], s)["heatmap_anchor"])
+    return float(fn(jnp.asarray(step, jnp.int32)))
+
+  full = 2.0 * 2 * float(la.heatmap_anchor_loss(away, jnp.asarray(marks), (30,), size, t, 1.5))
+  assert full > 1.0
+  assert term(0, 10**6) == pytest.approx(full, rel=1e-5)
+  assert term(300, 299) == pytest.approx(full, rel=1e-5)
+  assert term(300, 300) == 0.0 and term(300, 5000) == 0.0
+
+
 def test_sample_flow_is_exact_on_an_affine_flow():
   # A bilinear lookup of an affine flow is exact anywhere inside the grid.
   h = w = 16

@@ -153,6 +153,10 @@ def _landmark_terms(errors: list, rcfg) -> None:
   if not isinstance(sg, (int, float)) or sg <= 0:
     errors.append(f"config.renderer.train.heatmap_anchor_sigma={sg!r}: must be a number > 0 "
                   "(heatmap cells)")
+  u = t.get("heatmap_anchor_until", 0)
+  if isinstance(u, bool) or not isinstance(u, int) or u < 0:
+    errors.append(f"config.renderer.train.heatmap_anchor_until={u!r}: must be an integer >= 0 "
+                  "(renderer steps with heatmap_anchor on; 0 = the whole run)")
   m = t.get("mouth_margin", 0.35)
   if not isinstance(m, (int, float)) or m < 0:
     errors.append(f"config.renderer.train.mouth_margin={m!r}: must be a number >= 0")

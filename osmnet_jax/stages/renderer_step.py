@@ -216,7 +216,8 @@ class RendererStage:
       losses.update(equivariance.equivariance_losses(
           tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian))
     if marks is not None:
-      losses.update(self._landmark_losses(marks, kp_src, kp_drv, gen_out, pred, driving, logits))
+      losses.update(self._landmark_losses(marks, kp_src, kp_drv, gen_out, pred, driving, logits,
+                                          state.step))
     if peak:
       losses["heatmap_peak"] = peak * landmark_anchors.heatmap_peak_loss(
           landmark_anchors.heatmap_spread(jnp.concatenate(logits), cfg.kp_detector.temperature),
@@ -224,13 +225,19 @@ class RendererStage:
     new_stats = {"kp_detector": s_kp, "generator": upd["batch_stats"]}
     return sum(losses.values()), (losses, new_stats, pred, kp_drv["value"])
 
-  def _landmark_losses(self, marks, kp_src, kp_drv, gen_out, pred, driving, logits) -> dict:
+  def _landmark_losses(self, marks, kp_src, kp_drv, gen_out, pred, driving, logits,
+                       step) -> dict:
     """The landmark terms [ours] of losses/landmark_anchors.py whose weight is not 0; ``logits``:
-    the keypoint head's [B, h, w, K] logits of the source and driving calls (heatmap_anchor)."""
+    the keypoint head's [B, h, w, K] logits of the source and driving calls (heatmap_anchor);
+    ``step``: the optimizer step (heatmap_anchor_until)."""
     t, w, size = self.cfg.train, self.cfg.train.loss_weights, driving.shape[1]
     out = {}
     if w.get("heatmap_anchor", 0.0):
-      out["heatmap_anchor"] = w.heatmap_anchor * sum(
+      # A warm-up when heatmap_anchor_until > 0: the term places each peak on its landmark
+      # early, then leaves the heatmap to the pixel loss (0 = the whole run).
+      until = int(t.get("heatmap_anchor_until", 0))
+      on = 1.0 if until <= 0 else (step < until).astype(jnp.float32)
+      out["heatmap_anchor"] = on * w.heatmap_anchor * sum(
           landmark_anchors.heatmap_anchor_loss(
               lg, marks[k], tuple(t.anchor_landmarks), size, self.cfg.kp_detector.temperature,
               t.get("heatmap_anchor_sigma", 1.5))
