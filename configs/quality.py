@@ -14,10 +14,15 @@ What changes against configs/default.py, and why:
     at 6,000: the default's 800 steps stop while the renderer is still improving.
   - the landmark terms stay on (configs/default.py); stage B is unchanged except its frame size.
 
-Not run on this project's 2-core CPU machines and no GPU has been lent, so there is no measured
-result of this config. Expected, from the 64-px measurements in BENCHMARKS.md ("Renderer: motion
-that reaches the pixels", "Joint stage"): a sharper face whose head turns closer to the asked
-amplitude (finer keypoint heatmaps and flow), and a mouth that opens rather than darkens.
+Runtime, measured as a ratio (benchmarks/bench_config_step.py, BENCHMARKS.md "quality.py: its
+cost"): one renderer step costs 7.6x the default's on a 2-core CPU, so its 8,000 steps are ~76x
+the default's 800: about 12 hours of renderer alone there (the default's renderer: 800 steps
+in ~10 min of steps on an otherwise idle 2-core machine, 0.73 s/step).
+Not run to the end on this project's 2-core CPU machines, and no GPU has been lent, so there is
+no measured result of this config. Expected, from the 64-px measurements in BENCHMARKS.md
+("Renderer: motion that reaches the pixels", "Joint stage"): a sharper face whose head turns
+closer to the asked amplitude (finer keypoint heatmaps and flow), and a mouth that opens rather
+than darkens.
 One caution, measured: the two 0.5 scale factors alone, at 64 px and the default's 800 steps,
 did worse than the default of that day (visible roll 0.36x against 0.62x). That run's flow had
 stalled with its motion mask on the identity over the face (weight 0.37 at the landmarks), the
