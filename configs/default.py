@@ -108,8 +108,10 @@ def get_config() -> ml_collections.ConfigDict:
       # (without: 0.41) (BENCHMARKS.md "Pitch and lost keypoints", "heatmap_peak in the main job").
       heatmap_peak=1.0,
       # [ours] KL of each anchored keypoint's heatmap to a Gaussian at its landmark, for a heatmap
-      # peaked on the wrong feature. Off: alone it brought back seed 3's mouth but failed seed 2
-      # (BENCHMARKS.md "heatmap_peak in the main job; five seeds").
+      # peaked on the wrong feature. Off: alone it brought back seed 3's mouth but failed seed 2;
+      # at 0.3 beside heatmap_peak it kept the mouth in 4 of 5 seeds but lost seed 1's and met
+      # every target but pitch in 2 of 5 (default 3) (BENCHMARKS.md "heatmap_peak in the main
+      # job; five seeds", "heatmap_anchor together with heatmap_peak").
       heatmap_anchor=0.0,
       decoder=0.0))                   # [ours] L1 of the decoder image (stages/renderer_step.py)
   # keypoint k <-> landmark anchor_landmarks[k] (iBUG-68): eye corners 36/45, nose tip 30, chin 8,
