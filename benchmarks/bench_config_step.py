@@ -25,10 +25,12 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from osmnet_jax.runtime import xla_cpu_tuning  # noqa: E402
 
 xla_cpu_tuning.apply()  # what train.py runs with
 
+import bench_train_step as bts  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -72,10 +74,9 @@ class Runner:
     stage = renderer_step.RendererStage(cfg.renderer)
     self.state = stage.init_state(jax.random.PRNGKey(0), self.size)
     self.batch = random_batch(rng, self.batch_size, self.size)
-    self.step = jax.jit(stage.train_step, donate_argnums=0)
-    t0 = time.perf_counter()
-    self.step = self.step.lower(self.state, self.batch, jax.random.PRNGKey(1)).compile()
-    self.compile_s = time.perf_counter() - t0
+    self.step, self.compile_s, _ = bts.compile_step(
+        jax.jit(stage.train_step, donate_argnums=0), self.state, self.batch,
+        jax.random.PRNGKey(1))
     self.times: list[float] = []
 
   def run(self, steps: int) -> None:
