@@ -89,8 +89,10 @@ def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
   a = len(anchors)
   i62, i66 = anchors.index(62), anchors.index(66)
   has_nose = all(i in anchors for i in (30, 36, 45))
+  lips = [anchors.index(i) for i in (48, 54, 62, 66) if i in anchors]
   rows = {k: [] for k in ("rot_r", "rot_amp", "mouth_r", "mouth_amp", "nose_r", "nose_amp",
-                          "anchor_px", "flow", "mask_bg", "occ")}
+                          "anchor_px", "flow", "lip_flow_r", "lip_flow_amp", "mask_bg",
+                          "mask_lips", "occ")}
   for ex in clips.iter_clips(builder, split, clips_n):
     frames = ex["frames"]
     size = frames.shape[1]
@@ -126,8 +128,24 @@ def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
     err = float(la.flow_anchor_loss(d, marks[1:], src_marks, size))
     err0 = float(la.flow_anchor_loss(ident, marks[1:], src_marks, size))
     rows["flow"].append(err / max(err0, 1e-12))
+    # The mouth opening the flow carries: it reads the source at flow(62), flow(66) of the
+    # driving inner lips; a perfect flow reads the source's gap, the identity the driving gap.
+    # Opening explained (driving gap - read gap) against the true one (driving - source gap).
+    read = np.asarray(la.sample_flow(d.astype(jnp.float32), la.to_unit(marks[1:], size)))
+    lm_d = np.asarray(la.to_unit(marks, size))
+    gap_d = np.linalg.norm(lm_d[1:, 62] - lm_d[1:, 66], axis=-1)
+    gap_s = np.linalg.norm(lm_d[0, 62] - lm_d[0, 66])
+    r, amp = _r_amp(gap_d - np.linalg.norm(read[:, 62] - read[:, 66], axis=-1), gap_d - gap_s)
+    rows["lip_flow_r"].append(r)
+    rows["lip_flow_amp"].append(amp)
     rows["mask_bg"].append(float(la.mask_background_weight(out["mask"][1:], marks[1:],
                                                            size).mean()))
+    # Which motions the mask blends at the inner lips (60-67): the share of the lip keypoints'
+    # motions (mask channel k + 1 is keypoint k's motion; channel 0 the identity).
+    if lips:
+      m = np.asarray(la.sample_flow(out["mask"][1:].astype(jnp.float32),
+                                    la.to_unit(marks[1:, 60:68], size)))
+      rows["mask_lips"].append(float(m[..., [k + 1 for k in lips]].sum(-1).mean()))
     if "occlusion_map" in out:
       rows["occ"].append(float(out["occlusion_map"].mean()))
   return {k: float(np.nanmedian(v)) if v else float("nan") for k, v in rows.items()}
@@ -142,14 +160,16 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   print("| workdir | keypoint roll r | keypoint roll amplitude | inner-lip keypoints r | "
         "inner-lip amplitude | nose parallax r (pitch cue) | nose parallax amplitude | "
-        "anchor error px | flow error / identity's | mask background weight "
-        "at the landmarks | mean occlusion |")
-  print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        "anchor error px | flow error / identity's | lip opening in the flow r | "
+        "lip opening in the flow amplitude | mask background weight at the landmarks | "
+        "mask share of the lip keypoints at the inner lips | mean occlusion |")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   for w in filter(None, args.workdirs.split(",")):
     c = chain(w, args.clips, args.split)
     print(f"| {w} | {c['rot_r']:.2f} | {c['rot_amp']:.2f} | {c['mouth_r']:.2f} | "
           f"{c['mouth_amp']:.2f} | {c['nose_r']:.2f} | {c['nose_amp']:.2f} | "
-          f"{c['anchor_px']:.2f} | {c['flow']:.2f} | {c['mask_bg']:.2f} | "
+          f"{c['anchor_px']:.2f} | {c['flow']:.2f} | {c['lip_flow_r']:.2f} | "
+          f"{c['lip_flow_amp']:.2f} | {c['mask_bg']:.2f} | {c['mask_lips']:.2f} | "
           f"{c['occ']:.3f} |",
           flush=True)
   return 0

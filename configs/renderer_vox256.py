@@ -33,6 +33,6 @@ def get_config():
   r.train.scales = (1.0, 0.5, 0.25, 0.125)
   # FOMM's objective: the landmark terms [ours] of configs/default.py off.
   r.train.loss_weights.update(keypoint_anchor=0.0, keypoint_motion=0.0, flow_anchor=0.0,
-                             mask_background=0.0, mouth=0.0, heatmap_peak=0.0,
-                             heatmap_anchor=0.0)
+                             mask_background=0.0, mask_anchor=0.0, mouth=0.0,
+                             heatmap_peak=0.0, heatmap_anchor=0.0)
   return c

@@ -95,6 +95,7 @@ def vox256_config() -> ml_collections.ConfigDict:
               keypoint_motion=0.0,
               flow_anchor=0.0,
               mask_background=0.0,
+              mask_anchor=0.0,  # [ours] the mask picks keypoint k's motion at its landmark
               decoder=0.0,  # [ours] L1 of the decoder image under output_blend="occlusion"
               mouth=0.0,
               heatmap_peak=0.0,  # [ours] diffuse keypoint heatmaps (landmark_anchors.py)

@@ -25,6 +25,13 @@ landmarks per frame, so optional terms use them (all off in the FOMM configs):
                    0.02 in runs whose flow moves; the keypoint motions carried the landmarks'
                    motion equally well in both). The log keeps the gradient on the background
                    logit (= w_bg) from vanishing as the softmax saturates.
+  mask_anchor      -log w_k of the dense-motion mask's weight on keypoint k's motion at the
+                   driving frame's landmark ``anchor_landmarks[k]``: the flow at a landmark is
+                   that of the keypoint anchored to it. The keypoints can follow the lips while
+                   the mask blends other keypoints' motions over the mouth, so no opening reaches
+                   the flow (measured: in a run that lost the mouth the lip keypoints followed
+                   the true opening at r 0.95 but held 0.00 of the mask at the inner lips, and
+                   the flow carried 0.02x of the opening; 0.89 and r 0.96 in one that kept it).
   heatmap_peak     mean of max(0, sigma_k - floor) over the anchored keypoints, sigma_k the
                    spatial standard deviation (heatmap cells) of keypoint k's heatmap. A keypoint
                    whose heatmap stays diffuse is a soft-argmax over half the face: it barely
@@ -115,6 +122,20 @@ def mask_background_loss(mask: jax.Array, driving_landmarks: jax.Array, size: in
   """Mean of -log(1 - w_bg) at the driving landmarks (``mask_background_weight``)."""
   w_bg = mask_background_weight(mask, driving_landmarks, size)
   return -jnp.log(jnp.maximum(1.0 - w_bg, eps)).mean()
+
+
+def mask_anchor_loss(mask: jax.Array, driving_landmarks: jax.Array, indices: tuple[int, ...],
+                     size: int, eps: float = 1e-4) -> jax.Array:
+  """mask [B, h, w, K+1] (channel 0 the identity, k + 1 keypoint k), driving landmarks
+  [B, 68, 2] (pixels) -> mean over the first len(indices) keypoints of -log of channel k + 1
+  at landmark indices[k] (bilinear, like the flow lookup)."""
+  n = len(indices)
+  at = sample_flow(mask.astype(jnp.float32),
+                   to_unit(driving_landmarks[:, jnp.asarray(indices)], size))  # [B, n, K+1]
+  own = at[:, jnp.arange(n), jnp.arange(n) + 1]                              # [B, n]
+  # + eps, not a floor: a weight already near 0 (a mask locked onto other motions) keeps its
+  # gradient.
+  return -jnp.log(own + eps).mean()
 
 
 def heatmap_spread(logits: jax.Array, temperature: float) -> jax.Array:

@@ -36,7 +36,7 @@ from osmnet_jax.stages import common
 GENERATOR_GROUPS = ("kp_detector", "generator")  # trained jointly by one loss
 # Loss weights of the terms that need the batch's landmarks (losses/landmark_anchors.py).
 LANDMARK_TERMS = ("keypoint_anchor", "keypoint_motion", "flow_anchor", "mask_background",
-                  "mouth", "heatmap_anchor")
+                  "mask_anchor", "mouth", "heatmap_anchor")
 # Every keypoint/landmark term that is ours, not FOMM's: the FOMM configs set all of them to 0
 # (heatmap_peak needs the landmarks only for its channel choice, so it is not a LANDMARK_TERM).
 OURS_KEYPOINT_TERMS = (*LANDMARK_TERMS, "heatmap_peak")
@@ -257,6 +257,9 @@ class RendererStage:
     if w.get("mask_background", 0.0):
       out["mask_background"] = w.mask_background * landmark_anchors.mask_background_loss(
           gen_out["mask"], marks["driving"], size)
+    if w.get("mask_anchor", 0.0):
+      out["mask_anchor"] = w.mask_anchor * landmark_anchors.mask_anchor_loss(
+          gen_out["mask"], marks["driving"], tuple(t.anchor_landmarks), size)
     if w.get("mouth", 0.0):
       out["mouth"] = w.mouth * landmark_anchors.mouth_loss(pred, driving, marks["driving"],
                                                            t.mouth_margin)
