@@ -115,9 +115,10 @@ def get_config() -> ml_collections.ConfigDict:
       heatmap_anchor=0.0,
       # [ours] -log of the dense-motion mask's weight on keypoint k's motion at its landmark. The
       # seeds that lost the mouth had lip keypoints that followed the lips (r 0.95) but no mask
-      # weight on them at the mouth, so the flow carried 0.02x of the opening. With it seeds 2
-      # and 3 (the default's two lost mouths) met every target but pitch, with the best PSNR
-      # (BENCHMARKS.md "The mouth is lost in the mask: mask_anchor").
+      # weight on them at the mouth, so the flow carried 0.02x of the opening. With it 4 of 5
+      # seeds meet every target but pitch (before: 3 of 5), the two lost mouths included, but
+      # seed 0 fails (its keypoints drift 6.5 px off their landmarks) (BENCHMARKS.md "The mouth
+      # is lost in the mask: mask_anchor").
       mask_anchor=1.0,
       decoder=0.0))                   # [ours] L1 of the decoder image (stages/renderer_step.py)
   # keypoint k <-> landmark anchor_landmarks[k] (iBUG-68): eye corners 36/45, nose tip 30, chin 8,
@@ -127,7 +128,7 @@ def get_config() -> ml_collections.ConfigDict:
   r.train.heatmap_floor = 1.5         # heatmap_peak: sigma (heatmap cells) left unpenalised
   r.train.heatmap_anchor_sigma = 1.5  # heatmap_anchor: its target Gaussian's std (cells)
   # heatmap_anchor only for steps < this (0: the whole run); 300 with weight 1 met every target
-  # but pitch in seed 3, the one seed tried (BENCHMARKS.md "heatmap_anchor together with ...").
+  # but pitch in 1 of 4 seeds (BENCHMARKS.md "heatmap_anchor as a warm-up: four seeds").
   r.train.heatmap_anchor_until = 0
 
   # --- Stage B, head motion. Each model in motion_models trains in turn: "osmnet" and the
