@@ -20,9 +20,16 @@ does), three links of the chain, each against the clip's true landmarks:
   flow       the dense flow's error at the driving landmarks (where it reads the source, vs the
              source landmarks) divided by the identity flow's error: 1 = the flow does not move,
              0 = it carries every landmark home (frames 4, 8, ... of each clip).
+  lip flow   the mouth opening the flow carries: it reads the source at flow(62), flow(66) of
+             the driving inner lips; the opening explained (driving gap - read gap) against the
+             true one (driving gap - source gap), r and amplitude. 0 amplitude = the flow keeps
+             the mouth as the source has it, whatever the lip keypoints do.
   mask       the dense-motion mask's background (identity) weight at the driving landmarks:
              near 1 = the flow over the face is the identity whatever the keypoints do (the
              "stalled" runs of BENCHMARKS.md), near 0 = the face follows the keypoint motions.
+  lip mask   the mask's share of the lip keypoints' motions (anchored to 48, 54, 62, 66) at
+             the inner lips (60-67): near 0 = the mask blends other motions over the mouth
+             (BENCHMARKS.md "The mouth is lost in the mask").
   occlusion  the mean occlusion map: with output_blend="occlusion", 1 = every pixel is the warped
              source and the decoder paints nothing (so no mouth interior can appear).
 
