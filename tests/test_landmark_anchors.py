@@ -364,6 +364,27 @@ def test_decoder_term_reaches_the_decoder_under_a_saturated_occlusion_blend():
   assert g_off < 1e-8 < 1e-4 < g_on, (g_off, g_on)
 
 
+def _mask_before_after_training(cfg, batch, lock, steps: int = 30):
+  """The small renderer with ``lock`` added to its dense-motion mask bias, trained ``steps``
+  steps on ``batch`` (driving = the sources reversed) -> its inference-mode mask
+  [N, h, w, K+1] (renderer.render, as the chain script reads it) before and after."""
+  stage = rs.RendererStage(cfg)
+  state = _shift_dense_motion_bias(stage.init_state(jax.random.PRNGKey(0), SIZE), "mask", lock)
+  src = jnp.asarray(batch["source"], jnp.float32) / 255.0
+
+  def mask(state):
+    variables = {k: {"params": state.params[k], "batch_stats": state.batch_stats[k]}
+                 for k in rs.GENERATOR_GROUPS}
+    kp = renderer.detect_keypoints(variables, cfg, src)
+    return renderer.render(variables, cfg, src, jax.tree.map(lambda a: a[::-1], kp), kp)["mask"]
+
+  before = mask(state)
+  step = jax.jit(stage.train_step)
+  for i in range(steps):
+    state, _ = step(state, batch, jax.random.PRNGKey(i))
+  return before, mask(state)
+
+
 def test_mask_background_term_unlocks_a_mask_locked_on_the_identity():
   """The stall of BENCHMARKS.md "Where the motion is lost": a dense-motion mask that puts the
   face on the background (identity) motion. Locked here by a +6 bias on the background logit,
@@ -376,23 +397,10 @@ def test_mask_background_term_unlocks_a_mask_locked_on_the_identity():
 
   def bg_after(weight):
     cfg.train.loss_weights.update(flow_anchor=10.0, mask_background=weight)
-    stage = rs.RendererStage(cfg)
     lock = jnp.zeros(cfg.num_kp + 1).at[0].set(6.0)  # background logit +6
-    state = _shift_dense_motion_bias(stage.init_state(jax.random.PRNGKey(0), SIZE), "mask", lock)
-
-    def bg(state):  # inference-mode renderer (renderer.render), like the chain script
-      variables = {k: {"params": state.params[k], "batch_stats": state.batch_stats[k]}
-                   for k in rs.GENERATOR_GROUPS}
-      src = jnp.asarray(x, jnp.float32) / 255.0
-      kp = renderer.detect_keypoints(variables, cfg, src)
-      out = renderer.render(variables, cfg, src, jax.tree.map(lambda a: a[::-1], kp), kp)
-      return float(la.mask_background_weight(out["mask"], jnp.asarray(lm[::-1]), SIZE).mean())
-
-    before = bg(state)
-    step = jax.jit(stage.train_step)
-    for i in range(30):
-      state, _ = step(state, batch, jax.random.PRNGKey(i))
-    return before, bg(state)
+    masks = _mask_before_after_training(cfg, batch, lock)
+    return [float(la.mask_background_weight(m, jnp.asarray(lm[::-1]), SIZE).mean())
+            for m in masks]
 
   before, off = bg_after(0.0)
   _, on = bg_after(10.0)
@@ -414,24 +422,10 @@ def test_mask_anchor_term_gives_a_locked_out_keypoint_its_landmark_back():
 
   def own_after(weight):
     cfg.train.loss_weights.update(flow_anchor=10.0, mask_anchor=weight)
-    stage = rs.RendererStage(cfg)
     lock = jnp.zeros(cfg.num_kp + 1).at[j + 1].set(-6.0)
-    state = _shift_dense_motion_bias(stage.init_state(jax.random.PRNGKey(0), SIZE), "mask", lock)
-
-    def own(state):  # inference-mode renderer, as the chain script reads it
-      variables = {k: {"params": state.params[k], "batch_stats": state.batch_stats[k]}
-                   for k in rs.GENERATOR_GROUPS}
-      src = jnp.asarray(x, jnp.float32) / 255.0
-      kp = renderer.detect_keypoints(variables, cfg, src)
-      out = renderer.render(variables, cfg, src, jax.tree.map(lambda a: a[::-1], kp), kp)
-      at = la.sample_flow(out["mask"], la.to_unit(jnp.asarray(lm[::-1, 66:67]), SIZE))
-      return float(at[:, 0, j + 1].mean())
-
-    before = own(state)
-    step = jax.jit(stage.train_step)
-    for i in range(30):
-      state, _ = step(state, batch, jax.random.PRNGKey(i))
-    return before, own(state)
+    masks = _mask_before_after_training(cfg, batch, lock)
+    at66 = la.to_unit(jnp.asarray(lm[::-1, 66:67]), SIZE)
+    return [float(la.sample_flow(m, at66)[:, 0, j + 1].mean()) for m in masks]
 
   before, off = own_after(0.0)
   _, on = own_after(10.0)
