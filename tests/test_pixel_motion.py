@@ -42,13 +42,18 @@ def test_recovers_roll_and_translation(ident):
 
 
 def test_damped_roll_is_measured_as_damped(ident):
-  """A video that shows 0.3x the asked roll reads as ~0.3x (the failure this metric exists for)."""
+  """A video that shows 0.3x the asked roll reads as ~0.3x (the failure this metric exists for).
+
+  At 0.3x the roll is +-0.06 rad, near ECC's noise floor on a 64 px face, so r is the loose
+  bound. Measured over identities 0-15 with OpenCV 5.0.0 and 5.1.0: r 0.873-0.996 (this
+  identity: 0.929 on 5.0.0, 0.888 on 5.1.0), amplitude ratio 0.27-0.37 (BENCHMARKS.md
+  "Pixel-motion metric: spread of the damped-roll reading")."""
   asked = _pose(ident)
   shown = asked.copy()
   shown[:, 2] *= 0.3
   frames, lm = _render(ident, shown, np.zeros(T))
   got = pm.head_motion_in_pixels(frames, asked, lm[0])
-  assert got["roll"]["r"] > 0.9
+  assert got["roll"]["r"] > 0.8, got
   assert 0.2 < got["roll"]["amplitude_ratio"] < 0.4, got
 
 
