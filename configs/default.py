@@ -130,6 +130,9 @@ def get_config() -> ml_collections.ConfigDict:
   # heatmap_anchor only for steps < this (0: the whole run); 300 with weight 1 met every target
   # but pitch in 1 of 4 seeds (BENCHMARKS.md "heatmap_anchor as a warm-up: four seeds").
   r.train.heatmap_anchor_until = 0
+  # mask_anchor through a second dense-motion pass on stop_gradient keypoints (the term then
+  # shapes only the mask; see BENCHMARKS.md "mask_anchor without keypoint gradient").
+  r.train.mask_anchor_detach_kp = False
 
   # --- Stage B, head motion. Each model in motion_models trains in turn: "osmnet" and the
   # baselines "audio2pose_lstm" (one-to-one) and "noise_sampler" (FONT-style noise input).

@@ -138,8 +138,8 @@ def _landmark_terms(errors: list, rcfg) -> None:
       errors.append(f"config.renderer.train.loss_weights.{k}={v!r}: must be a number >= 0 "
                     "(0 turns the term off)")
   idx = tuple(t.get("anchor_landmarks", ()))
-  uses_idx = [k for k in ("keypoint_anchor", "keypoint_motion", "heatmap_peak", "heatmap_anchor")
-              if t.loss_weights.get(k, 0.0)]
+  uses_idx = [k for k in ("keypoint_anchor", "keypoint_motion", "heatmap_peak", "heatmap_anchor",
+                           "mask_anchor") if t.loss_weights.get(k, 0.0)]
   if uses_idx and (
       not idx or len(idx) > rcfg.num_kp or not all(isinstance(i, int) and 0 <= i < 68
                                                    for i in idx)):
@@ -157,6 +157,9 @@ def _landmark_terms(errors: list, rcfg) -> None:
   if isinstance(u, bool) or not isinstance(u, int) or u < 0:
     errors.append(f"config.renderer.train.heatmap_anchor_until={u!r}: must be an integer >= 0 "
                   "(renderer steps with heatmap_anchor on; 0 = the whole run)")
+  d = t.get("mask_anchor_detach_kp", False)
+  if not isinstance(d, bool):
+    errors.append(f"config.renderer.train.mask_anchor_detach_kp={d!r}: must be True or False")
   m = t.get("mouth_margin", 0.35)
   if not isinstance(m, (int, float)) or m < 0:
     errors.append(f"config.renderer.train.mouth_margin={m!r}: must be a number >= 0")

@@ -30,6 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from osmnet_jax import renderer
 from osmnet_jax.losses import equivariance, gan, landmark_anchors, perceptual
+from osmnet_jax.models.dense_motion import DenseMotionNetwork
 from osmnet_jax.runtime import sharding
 from osmnet_jax.stages import common
 
@@ -216,6 +217,9 @@ class RendererStage:
       losses.update(equivariance.equivariance_losses(
           tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian))
     if marks is not None:
+      if w.get("mask_anchor", 0.0) and cfg.train.get("mask_anchor_detach_kp", False):
+        gen_out = dict(gen_out, mask=self._mask_without_kp_grad(
+            gen_mod, params, state, source, kp_drv, kp_src))
       losses.update(self._landmark_losses(marks, kp_src, kp_drv, gen_out, pred, driving, logits,
                                           state.step))
     if peak:
@@ -224,6 +228,24 @@ class RendererStage:
           len(cfg.train.anchor_landmarks), cfg.train.get("heatmap_floor", 1.5))
     new_stats = {"kp_detector": s_kp, "generator": upd["batch_stats"]}
     return sum(losses.values()), (losses, new_stats, pred, kp_drv["value"])
+
+  @staticmethod
+  def _mask_without_kp_grad(gen_mod, params, state, source, kp_drv, kp_src):
+    """The dense-motion mask [B, h, w, K+1] again, from keypoints behind stop_gradient
+    (``train.mask_anchor_detach_kp`` [ours]): a second pass of the dense motion network alone, so
+    the mask_anchor term trains the mask's network and cannot pull keypoints off their landmarks.
+    Same parameters and the same batch statistics (train-mode BN), so its values equal the
+    generator's mask; its BN update is dropped (the generator pass already made it)."""
+    dm = DenseMotionNetwork(
+        num_kp=gen_mod.num_kp, estimate_occlusion_map=gen_mod.estimate_occlusion_map,
+        train=gen_mod.train, bn_axis_name=gen_mod.bn_axis_name, dtype=gen_mod.dtype,
+        remat=gen_mod.remat, **dict(gen_mod.dense_motion_params))
+    name = "dense_motion_network"
+    variables = {"params": params["generator"][name],
+                 "batch_stats": state.batch_stats["generator"][name]}
+    out, _ = dm.apply(variables, source, jax.lax.stop_gradient(kp_drv),
+                      jax.lax.stop_gradient(kp_src), mutable=["batch_stats"])
+    return out["mask"]
 
   def _landmark_losses(self, marks, kp_src, kp_drv, gen_out, pred, driving, logits,
                        step) -> dict:
