@@ -3,6 +3,11 @@ stage will cost on this machine, as a ratio to a config whose wall time is known
 
   python benchmarks/bench_config_step.py                          # default vs quality
   python benchmarks/bench_config_step.py --configs default,quality --repeats 5 --steps 2
+  python benchmarks/bench_config_step.py \
+      --configs default,default@renderer.train.mask_anchor_detach_kp=True   # one field changed
+
+An entry NAME@KEY=VALUE[@KEY=VALUE...] is configs/NAME with those fields set (VALUE a Python
+literal), for the cost of one option side by side with the config without it.
 
 Each config's renderer (its widths, scale factors, loss terms, perceptual pyramid) is built as
 train.py builds it, at the config's frame size and global batch, and its jitted train step is
@@ -15,6 +20,7 @@ step time: data loading, checkpoints and sample grids are not counted.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import importlib
 import json
@@ -41,7 +47,8 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--configs", default="default,quality",
-                 help="comma-separated module names under configs/ (the first is the reference)")
+                 help="comma-separated module names under configs/ (the first is the reference); "
+                      "NAME@KEY=VALUE sets a field of that config")
   p.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
   p.add_argument("--steps", type=int, default=2, help="train steps per config per repeat")
   p.add_argument("--out", default="", help="append the rows as JSON lines to this file")
@@ -64,12 +71,28 @@ def random_batch(rng: np.random.Generator, batch: int, size: int) -> dict:
           "source_landmarks": marks[0], "driving_landmarks": marks[1]}
 
 
+def load_config(spec: str):
+  """'NAME' or 'NAME@KEY=VALUE@...' -> configs/NAME's get_config() with those fields set."""
+  name, *overrides = spec.split("@")
+  cfg = importlib.import_module(f"configs.{name}").get_config()
+  for item in overrides:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"--configs entry {spec!r}: override {item!r} needs KEY=VALUE")
+    *path, leaf = key.split(".")
+    node = cfg
+    for part in path:
+      node = node[part]
+    node[leaf] = ast.literal_eval(value)  # ConfigDict refuses a value of another type
+  return cfg
+
+
 class Runner:
   """One config's compiled step, state and batch."""
 
-  def __init__(self, name: str, rng: np.random.Generator):
-    cfg = importlib.import_module(f"configs.{name}").get_config()
-    self.name, self.size, self.batch_size = name, image_size(cfg), int(cfg.batch_size)
+  def __init__(self, spec: str, rng: np.random.Generator):
+    cfg = load_config(spec)
+    self.name, self.size, self.batch_size = spec, image_size(cfg), int(cfg.batch_size)
     self.total_steps = int(cfg.renderer.steps)
     stage = renderer_step.RendererStage(cfg.renderer)
     self.state = stage.init_state(jax.random.PRNGKey(0), self.size)

@@ -28,3 +28,14 @@ def test_random_batch_has_what_the_landmark_terms_need():
   for k in ("source_landmarks", "driving_landmarks"):
     assert b[k].shape == (3, 68, 2)
     assert 8 <= b[k].min() and b[k].max() <= 24  # inside the frame's middle half
+
+
+def test_config_spec_sets_fields_and_refuses_bad_ones():
+  cfg = bench_config_step.load_config("default@renderer.train.mask_anchor_detach_kp=True"
+                                      "@renderer.steps=7")
+  assert cfg.renderer.train.mask_anchor_detach_kp is True and cfg.renderer.steps == 7
+  assert bench_config_step.load_config("default").renderer.train.mask_anchor_detach_kp is False
+  with pytest.raises(ValueError, match="needs KEY=VALUE"):
+    bench_config_step.load_config("default@renderer.steps")
+  with pytest.raises(TypeError):
+    bench_config_step.load_config("default@renderer.steps='many'")
