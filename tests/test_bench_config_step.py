@@ -31,10 +31,12 @@ def test_random_batch_has_what_the_landmark_terms_need():
 
 
 def test_config_spec_sets_fields_and_refuses_bad_ones():
-  cfg = bench_config_step.load_config("default@renderer.train.mask_anchor_detach_kp=True"
+  flip = not default.get_config().renderer.train.mask_anchor_detach_kp  # not the default value
+  cfg = bench_config_step.load_config(f"default@renderer.train.mask_anchor_detach_kp={flip}"
                                       "@renderer.steps=7")
-  assert cfg.renderer.train.mask_anchor_detach_kp is True and cfg.renderer.steps == 7
-  assert bench_config_step.load_config("default").renderer.train.mask_anchor_detach_kp is False
+  assert cfg.renderer.train.mask_anchor_detach_kp is flip and cfg.renderer.steps == 7
+  # Each load is a fresh config: the overrides do not leak into the next one.
+  assert bench_config_step.load_config("default").renderer.train.mask_anchor_detach_kp is not flip
   with pytest.raises(ValueError, match="needs KEY=VALUE"):
     bench_config_step.load_config("default@renderer.steps")
   with pytest.raises(TypeError):
