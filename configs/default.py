@@ -133,7 +133,7 @@ def get_config() -> ml_collections.ConfigDict:
   r.train.heatmap_anchor_until = 0
   # mask_anchor through a second dense-motion pass on stop_gradient keypoints: the term shapes
   # only the mask. Seed 0, which the term failed, then meets every target but pitch (PSNR 24.81
-  # -> 26.63), but seed 1 fails instead (its keypoints drift 8.9 px): 3 of 4 seeds (0-3), as
+  # -> 26.63), but seed 1 fails instead (its keypoints drift 8.9 px): 4 of 5 seeds, as
   # without it. Step cost 1.01x (BENCHMARKS.md "mask_anchor without keypoint gradient").
   r.train.mask_anchor_detach_kp = True
 
