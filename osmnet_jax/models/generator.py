@@ -89,6 +89,22 @@ class OcclusionAwareGenerator(nn.Module):
   dtype: Any = None
   remat: bool = False
 
+  @nn.nowrap  # a plain helper: callable on an unbound generator (no scope needed)
+  def dense_motion_module(self) -> DenseMotionNetwork:
+    """The 'dense_motion_network' submodule with this generator's settings. Inside __call__ it
+    binds as the submodule; on an unbound generator it is a standalone module that applies to
+    params['dense_motion_network'] (stages/renderer_step.py's second mask pass)."""
+    return DenseMotionNetwork(
+        num_kp=self.num_kp,
+        estimate_occlusion_map=self.estimate_occlusion_map,
+        train=self.train,
+        bn_axis_name=self.bn_axis_name,
+        dtype=self.dtype,
+        remat=self.remat,
+        name="dense_motion_network",
+        **dict(self.dense_motion_params),
+    )
+
   @nn.compact
   def __call__(self, source: jax.Array, kp_drv: dict, kp_src: dict) -> dict[str, jax.Array]:
     """Returns prediction [B,H,W,C] and, with dense motion: mask, sparse_deformed,
@@ -101,16 +117,7 @@ class OcclusionAwareGenerator(nn.Module):
 
     output = {}
     if self.dense_motion_params is not None:
-      dense = DenseMotionNetwork(
-          num_kp=self.num_kp,
-          estimate_occlusion_map=self.estimate_occlusion_map,
-          train=self.train,
-          bn_axis_name=ax,
-          dtype=dt,
-          remat=self.remat,
-          name="dense_motion_network",
-          **dict(self.dense_motion_params),
-      )(source, kp_drv, kp_src)
+      dense = self.dense_motion_module()(source, kp_drv, kp_src)
       output["mask"] = dense["mask"]
       output["sparse_deformed"] = dense["sparse_deformed"]
       deformation = dense["deformation"]

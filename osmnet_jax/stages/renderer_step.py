@@ -30,7 +30,6 @@ from jax.sharding import PartitionSpec as P
 
 from osmnet_jax import renderer
 from osmnet_jax.losses import equivariance, gan, landmark_anchors, perceptual
-from osmnet_jax.models.dense_motion import DenseMotionNetwork
 from osmnet_jax.runtime import sharding
 from osmnet_jax.stages import common
 
@@ -236,13 +235,9 @@ class RendererStage:
     the mask_anchor term trains the mask's network and cannot pull keypoints off their landmarks.
     Same parameters and the same batch statistics (train-mode BN), so its values equal the
     generator's mask; its BN update is dropped (the generator pass already made it)."""
-    dm = DenseMotionNetwork(
-        num_kp=gen_mod.num_kp, estimate_occlusion_map=gen_mod.estimate_occlusion_map,
-        train=gen_mod.train, bn_axis_name=gen_mod.bn_axis_name, dtype=gen_mod.dtype,
-        remat=gen_mod.remat, **dict(gen_mod.dense_motion_params))
-    name = "dense_motion_network"
-    variables = {"params": params["generator"][name],
-                 "batch_stats": state.batch_stats["generator"][name]}
+    dm = gen_mod.dense_motion_module()
+    variables = {"params": params["generator"][dm.name],
+                 "batch_stats": state.batch_stats["generator"][dm.name]}
     out, _ = dm.apply(variables, source, jax.lax.stop_gradient(kp_drv),
                       jax.lax.stop_gradient(kp_src), mutable=["batch_stats"])
     return out["mask"]
