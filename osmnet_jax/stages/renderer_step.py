@@ -217,6 +217,8 @@ class RendererStage:
           tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian))
     if marks is not None:
       if w.get("mask_anchor", 0.0) and cfg.train.get("mask_anchor_detach_kp", False):
+        # Both mask terms (mask_anchor and mask_background) read this mask: with the flag on,
+        # neither pulls on the keypoints. Every figure measured with the flag had both so.
         gen_out = dict(gen_out, mask=self._mask_without_kp_grad(
             gen_mod, params, state, source, kp_drv, kp_src))
       losses.update(self._landmark_losses(marks, kp_src, kp_drv, gen_out, pred, driving, logits,
@@ -232,7 +234,8 @@ class RendererStage:
   def _mask_without_kp_grad(gen_mod, params, state, source, kp_drv, kp_src):
     """The dense-motion mask [B, h, w, K+1] again, from keypoints behind stop_gradient
     (``train.mask_anchor_detach_kp`` [ours]): a second pass of the dense motion network alone, so
-    the mask_anchor term trains the mask's network and cannot pull keypoints off their landmarks.
+    the mask terms (mask_anchor, and mask_background beside it) train the mask's network and
+    cannot pull keypoints off their landmarks.
     Same parameters and the same batch statistics (train-mode BN), so its values equal the
     generator's mask; its BN update is dropped (the generator pass already made it)."""
     dm = gen_mod.dense_motion_module()
