@@ -131,12 +131,13 @@ def get_config() -> ml_collections.ConfigDict:
   # heatmap_anchor only for steps < this (0: the whole run); 300 with weight 1 met every target
   # but pitch in 1 of 4 seeds (BENCHMARKS.md "heatmap_anchor as a warm-up: four seeds").
   r.train.heatmap_anchor_until = 0
-  # mask_anchor, and mask_background with it, through a second dense-motion pass on
-  # stop_gradient keypoints: the mask terms shape only the mask. Seed 0, which the term failed,
-  # then meets every target but pitch (PSNR 24.81 -> 26.63), but seed 1 fails instead (its
-  # keypoints drift 8.9 px): 4 of 5 seeds, as without it. Step cost 1.01x (BENCHMARKS.md
+  # mask_anchor and mask_background each read the mask of a second dense-motion pass on
+  # stop_gradient keypoints: the mask terms shape only the mask. Seed 0, which mask_anchor
+  # failed, then meets every target but pitch (PSNR 24.81 -> 26.63), but seed 1 fails instead
+  # (its keypoints drift 8.9 px): 4 of 5 seeds, as without it. Step cost 1.01x (BENCHMARKS.md
   # "mask_anchor without keypoint gradient").
   r.train.mask_anchor_detach_kp = True
+  r.train.mask_background_detach_kp = True
 
   # --- Stage B, head motion. Each model in motion_models trains in turn: "osmnet" and the
   # baselines "audio2pose_lstm" (one-to-one) and "noise_sampler" (FONT-style noise input).

@@ -35,5 +35,6 @@ def get_config():
   r.train.loss_weights.update(keypoint_anchor=0.0, keypoint_motion=0.0, flow_anchor=0.0,
                              mask_background=0.0, mask_anchor=0.0, mouth=0.0,
                              heatmap_peak=0.0, heatmap_anchor=0.0)
-  r.train.mask_anchor_detach_kp = False  # FOMM's step: no second dense-motion pass
+  # FOMM's step: no second dense-motion pass.
+  r.train.mask_anchor_detach_kp = r.train.mask_background_detach_kp = False
   return c

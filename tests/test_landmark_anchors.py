@@ -433,29 +433,37 @@ def test_mask_anchor_term_gives_a_locked_out_keypoint_its_landmark_back():
   assert off < 2 * before and on > 20 * before, (before, off, on)
 
 
-def test_mask_anchor_detach_kp_keeps_the_term_off_the_keypoint_detector():
-  """train.mask_anchor_detach_kp: the mask_anchor term reads a second dense-motion pass on
-  stop_gradient keypoints. Same value and the same gradient on the dense motion network; no
-  gradient on the keypoint detector (without it, the term pulls on the keypoints)."""
+@pytest.mark.parametrize("term", ["mask_anchor", "mask_background"])
+def test_mask_detach_kp_keeps_the_term_off_the_keypoint_detector(term):
+  """train.<term>_detach_kp: the mask term reads a second dense-motion pass on stop_gradient
+  keypoints. Same value and the same gradient on the dense motion network; no gradient on the
+  keypoint detector (without it, the term pulls on the keypoints). The other mask term is on
+  beside it with its flag off, so the flags are shown to act term by term."""
+  other = {"mask_anchor": "mask_background", "mask_background": "mask_anchor"}[term]
   cfg = _small_renderer_cfg(equivariance=False)
   x, lm = _posed_frames(np.random.default_rng(9), [0.0, 12.0, -12.0, 6.0])
   src = jnp.asarray(x, jnp.float32) / 255.0
   marks = {"source": jnp.asarray(lm), "driving": jnp.asarray(lm[::-1])}
-  cfg.train.loss_weights.update(mask_anchor=1.0)
+  cfg.train.loss_weights.update({term: 1.0, other: 1.0})
+  cfg.train[f"{other}_detach_kp"] = False
 
   def term_and_grads(detach):
-    cfg.train.mask_anchor_detach_kp = detach
+    cfg.train[f"{term}_detach_kp"] = detach
     stage = rs.RendererStage(cfg)
     state = stage.init_state(jax.random.PRNGKey(0), SIZE)
 
-    def term(params):
+    def loss(params):
       _, (losses, *_) = stage._generator_loss(  # pylint: disable=protected-access
           state, src, src[::-1], None, None, marks, params)
-      return losses["mask_anchor"]
-    return jax.jit(jax.value_and_grad(term))({k: state.params[k] for k in rs.GENERATOR_GROUPS})
+      return losses[term], losses[other]
+    f = lambda p: loss(p)[0]
+    params = {k: state.params[k] for k in rs.GENERATOR_GROUPS}
+    v, g = jax.jit(jax.value_and_grad(f))(params)
+    g_other = jax.jit(jax.grad(lambda p: loss(p)[1]))(params)
+    return v, g, g_other
 
-  v_on, g_on = term_and_grads(False)
-  v_det, g_det = term_and_grads(True)
+  v_on, g_on, go_on = term_and_grads(False)
+  v_det, g_det, go_det = term_and_grads(True)
   assert float(v_det) == pytest.approx(float(v_on), rel=1e-5)
   dm = lambda g: g["generator"]["dense_motion_network"]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
@@ -463,3 +471,5 @@ def test_mask_anchor_detach_kp_keeps_the_term_off_the_keypoint_detector():
   kp_norm = lambda g: max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g["kp_detector"]))
   assert kp_norm(g_det) == 0.0
   assert kp_norm(g_on) > 1e-6, kp_norm(g_on)
+  # The other term, flag off, still pulls on the keypoints either way.
+  assert kp_norm(go_det) > 1e-6 and kp_norm(go_on) > 1e-6, (kp_norm(go_det), kp_norm(go_on))

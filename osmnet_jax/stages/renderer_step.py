@@ -216,13 +216,17 @@ class RendererStage:
       losses.update(equivariance.equivariance_losses(
           tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian))
     if marks is not None:
-      if w.get("mask_anchor", 0.0) and cfg.train.get("mask_anchor_detach_kp", False):
-        # Both mask terms (mask_anchor and mask_background) read this mask: with the flag on,
-        # neither pulls on the keypoints. Every figure measured with the flag had both so.
-        gen_out = dict(gen_out, mask=self._mask_without_kp_grad(
-            gen_mod, params, state, source, kp_drv, kp_src))
-      losses.update(self._landmark_losses(marks, kp_src, kp_drv, gen_out, pred, driving, logits,
-                                          state.step))
+      # Each mask term [ours] reads either the generator's mask or, with its *_detach_kp flag,
+      # the same mask from a second dense-motion pass on stop_gradient keypoints (one pass
+      # serves both), so that term shapes the mask and cannot pull keypoints off landmarks.
+      detach = {k: bool(w.get(k, 0.0)) and bool(cfg.train.get(f"{k}_detach_kp", False))
+                for k in ("mask_anchor", "mask_background")}
+      masks = dict.fromkeys(detach, gen_out["mask"])  # [B, h, w, K+1]
+      if any(detach.values()):
+        mask_sg = self._mask_without_kp_grad(gen_mod, params, state, source, kp_drv, kp_src)
+        masks.update({k: mask_sg for k, on in detach.items() if on})
+      losses.update(self._landmark_losses(marks, kp_src, kp_drv, gen_out, masks, pred, driving,
+                                          logits, state.step))
     if peak:
       losses["heatmap_peak"] = peak * landmark_anchors.heatmap_peak_loss(
           landmark_anchors.heatmap_spread(jnp.concatenate(logits), cfg.kp_detector.temperature),
@@ -233,9 +237,9 @@ class RendererStage:
   @staticmethod
   def _mask_without_kp_grad(gen_mod, params, state, source, kp_drv, kp_src):
     """The dense-motion mask [B, h, w, K+1] again, from keypoints behind stop_gradient
-    (``train.mask_anchor_detach_kp`` [ours]): a second pass of the dense motion network alone, so
-    the mask terms (mask_anchor, and mask_background beside it) train the mask's network and
-    cannot pull keypoints off their landmarks.
+    (``train.mask_anchor_detach_kp`` / ``train.mask_background_detach_kp`` [ours]): a second
+    pass of the dense motion network alone, so the mask terms that read it train the mask's
+    network and cannot pull keypoints off their landmarks.
     Same parameters and the same batch statistics (train-mode BN), so its values equal the
     generator's mask; its BN update is dropped (the generator pass already made it)."""
     dm = gen_mod.dense_motion_module()
@@ -245,9 +249,10 @@ class RendererStage:
                       jax.lax.stop_gradient(kp_src), mutable=["batch_stats"])
     return out["mask"]
 
-  def _landmark_losses(self, marks, kp_src, kp_drv, gen_out, pred, driving, logits,
+  def _landmark_losses(self, marks, kp_src, kp_drv, gen_out, masks, pred, driving, logits,
                        step) -> dict:
-    """The landmark terms [ours] of losses/landmark_anchors.py whose weight is not 0; ``logits``:
+    """The landmark terms [ours] of losses/landmark_anchors.py whose weight is not 0; ``masks``:
+    the [B, h, w, K+1] dense-motion mask each mask term reads (see _generator_loss); ``logits``:
     the keypoint head's [B, h, w, K] logits of the source and driving calls (heatmap_anchor);
     ``step``: the optimizer step (heatmap_anchor_until)."""
     t, w, size = self.cfg.train, self.cfg.train.loss_weights, driving.shape[1]
@@ -276,10 +281,10 @@ class RendererStage:
           gen_out["deformation"], marks["driving"], marks["source"], size)
     if w.get("mask_background", 0.0):
       out["mask_background"] = w.mask_background * landmark_anchors.mask_background_loss(
-          gen_out["mask"], marks["driving"], size)
+          masks["mask_background"], marks["driving"], size)
     if w.get("mask_anchor", 0.0):
       out["mask_anchor"] = w.mask_anchor * landmark_anchors.mask_anchor_loss(
-          gen_out["mask"], marks["driving"], tuple(t.anchor_landmarks), size)
+          masks["mask_anchor"], marks["driving"], tuple(t.anchor_landmarks), size)
     if w.get("mouth", 0.0):
       out["mouth"] = w.mouth * landmark_anchors.mouth_loss(pred, driving, marks["driving"],
                                                            t.mouth_margin)
