@@ -170,7 +170,8 @@ def test_heatmap_anchor_until_makes_the_term_a_warm_up():
   def term(until, step):
     cfg.train.heatmap_anchor_until = until
     fn = jax.jit(lambda s: rs.RendererStage(cfg)._landmark_losses(
-        marks_d, None, None, None, None, driving, [away, away], s)["heatmap_anchor"])
+        marks_d, kp_src=None, kp_drv=None, gen_out=None, masks=None, pred=None,
+        driving=driving, logits=[away, away], step=s)["heatmap_anchor"])
     return float(fn(jnp.asarray(step, jnp.int32)))
 
   full = 2.0 * 2 * float(la.heatmap_anchor_loss(away, jnp.asarray(marks), (30,), size, t, 1.5))
