@@ -139,8 +139,8 @@ def get_config() -> ml_collections.ConfigDict:
   r.train.mask_anchor_detach_kp = True
   # Seed 1's drift comes from this one: with mask_background attached seed 1 passes (anchor
   # error 1.55 px) but seed 2 fails (roll r 0.74); keypoint_anchor 30 passes seed 1 but misses
-  # seeds 0 and 2 (roll r 0.799; 0.64x). Neither beat 4 of 5, so both stay detached (BENCHMARKS.md "Which
-  # detachment fails seed 1; a stronger keypoint anchor").
+  # seeds 0 and 2 (roll r 0.799; 0.64x). Neither beat 4 of 5, so both stay detached
+  # (BENCHMARKS.md "Which detachment fails seed 1; a stronger keypoint anchor").
   r.train.mask_background_detach_kp = True
 
   # --- Stage B, head motion. Each model in motion_models trains in turn: "osmnet" and the

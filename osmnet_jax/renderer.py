@@ -108,8 +108,9 @@ def vox256_config() -> ml_collections.ConfigDict:
           heatmap_floor=1.5,  # [ours] heatmap_peak: sigma (heatmap cells) left unpenalised
           heatmap_anchor_sigma=1.5,  # [ours] heatmap_anchor: its target Gaussian's std (cells)
           heatmap_anchor_until=0,  # [ours] heatmap_anchor only for steps < this (0: always)
-          # [ours] the mask term reads a second dense-motion pass on stop_gradient keypoints,
-          # so it shapes the mask only (one pass serves both terms; 1.01x the default's step).
+          # [ours] with its flag on, each mask term reads a second dense-motion pass on
+          # stop_gradient keypoints, so it shapes the mask only (one pass serves both terms;
+          # 1.01x the default's step).
           mask_anchor_detach_kp=False,
           mask_background_detach_kp=False,
       )

@@ -158,8 +158,9 @@ def _landmark_terms(errors: list, rcfg) -> None:
     errors.append(f"config.renderer.train.heatmap_anchor_until={u!r}: must be an integer >= 0 "
                   "(renderer steps with heatmap_anchor on; 0 = the whole run)")
   for k in ("mask_anchor_detach_kp", "mask_background_detach_kp"):
-    if not isinstance(t.get(k, False), bool):
-      errors.append(f"config.renderer.train.{k}={t.get(k)!r}: must be True or False")
+    d = t.get(k, False)
+    if not isinstance(d, bool):
+      errors.append(f"config.renderer.train.{k}={d!r}: must be True or False")
   m = t.get("mouth_margin", 0.35)
   if not isinstance(m, (int, float)) or m < 0:
     errors.append(f"config.renderer.train.mouth_margin={m!r}: must be a number >= 0")
