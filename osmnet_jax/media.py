@@ -95,6 +95,10 @@ class MediaError(RuntimeError):
   """A media file cannot be read (missing, empty, corrupt, no video stream, ...)."""
 
 
+class NoVideoStream(MediaError):
+  """The file is readable media but holds no picture track (e.g. an audio-only file)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Probe:
   path: str
@@ -114,6 +118,8 @@ _SIZE = re.compile(r"[ ,](\d{2,5})x(\d{2,5})[ ,]")
 _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
 _RATE = re.compile(r"(\d+) Hz")
 _ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
+_LOW_SCORE = re.compile(r"Format (\S+) detected only with low score")
+_STREAM = re.compile(r"Stream #\S+?: (\w+: [^,\n]*)")
 
 
 def _check_readable(path: str) -> None:
@@ -137,7 +143,15 @@ def probe(path: str) -> Probe:
     last = err.strip().splitlines()[-1:] or ["no output"]
     if "Invalid data" in err or "moov atom not found" in err or "Stream #" not in err:
       raise MediaError(f"{path}: not a readable media file ({last[0]})")
-    raise MediaError(f"{path}: no video stream")
+    # ffmpeg can "find" a text format in junk bytes (e.g. random data read as an lrc subtitle)
+    # and then says so; such a file is not media, whatever streams it reports.
+    guess = _LOW_SCORE.search(err)
+    if guess:
+      raise MediaError(f"{path}: not a readable media file (ffmpeg only guessed the format "
+                       f"'{guess.group(1)}' with a low score)")
+    streams = "; ".join(m.group(1) for m in _STREAM.finditer(err))
+    raise NoVideoStream(f"{path}: no video stream (ffmpeg finds: {streams}); "
+                     "give a video file with a picture track")
   size = _SIZE.search(video.group(0))
   if size is None:
     raise MediaError(f"{path}: cannot parse the video frame size from {video.group(0)!r}")

@@ -239,7 +239,7 @@ def _read_audio(path: str, opts: Options) -> tuple[media.Probe, np.ndarray, list
   try:
     info = media.probe(path)
   except media.MediaError as e:
-    raise Skip("no video stream" if str(e).endswith("no video stream") else "unreadable file",
+    raise Skip("no video stream" if isinstance(e, media.NoVideoStream) else "unreadable file",
                str(e)) from e
   if not info.has_audio:
     raise Skip("no audio stream", path)
