@@ -151,7 +151,7 @@ def probe(path: str) -> Probe:
                        f"'{guess.group(1)}' with a low score)")
     streams = "; ".join(m.group(1) for m in _STREAM.finditer(err))
     raise NoVideoStream(f"{path}: no video stream (ffmpeg finds: {streams}); "
-                     "give a video file with a picture track")
+                        "give a video file with a picture track")
   size = _SIZE.search(video.group(0))
   if size is None:
     raise MediaError(f"{path}: cannot parse the video frame size from {video.group(0)!r}")
