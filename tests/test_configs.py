@@ -46,6 +46,8 @@ def test_check_lists_every_bad_field():
   c.renderer.train.heatmap_floor = -2.0
   c.renderer.train.heatmap_anchor_sigma = 0.0
   c.renderer.train.heatmap_anchor_until = -1
+  c.renderer.train.lr_milestones = (600, 300)
+  c.renderer.train.lr_gamma = 0.0
   with pytest.raises(config_check.ConfigError) as e:
     config_check.check(c)
   msg = str(e.value)
@@ -56,6 +58,8 @@ def test_check_lists_every_bad_field():
   assert "config.renderer.train.heatmap_floor=-2.0" in msg
   assert "config.renderer.train.heatmap_anchor_sigma=0.0" in msg
   assert "config.renderer.train.heatmap_anchor_until=-1" in msg
+  assert "config.renderer.train.lr_milestones=(600, 300)" in msg
+  assert "config.renderer.train.lr_gamma=0.0" in msg
 
 
 def test_landmark_terms_are_on_by_default_and_off_in_fomm_configs():

@@ -63,6 +63,15 @@ def check(cfg) -> None:
       _int_at_least(errors, cfg, f"renderer.{f}", low)
     for f in ("lr_generator", "lr_kp_detector", "lr_discriminator"):
       _positive_float(errors, cfg, f"renderer.train.{f}")
+    ms = cfg.renderer.train.get("lr_milestones", ())
+    ok = isinstance(ms, (tuple, list)) and all(
+        isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in ms)
+    if not ok or list(ms) != sorted(set(ms)):
+      errors.append(f"config.renderer.train.lr_milestones={ms!r}: must be increasing optimizer "
+                    "steps > 0, e.g. (600,) (the lr is multiplied by lr_gamma at each)")
+    g = cfg.renderer.train.get("lr_gamma", 0.1)
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g <= 1:
+      errors.append(f"config.renderer.train.lr_gamma={g!r}: must be a number in (0, 1]")
     _one_of(errors, cfg, "renderer.compute_dtype", renderer.COMPUTE_DTYPES)
     scales = tuple(cfg.renderer.train.scales)
     if not scales or not all(0 < s <= 1 for s in scales):
