@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import torch
 
@@ -94,8 +95,7 @@ def test_train_step_matches_torch(tmp_path):
 def test_renderer_optimizer_matches_torch_adam_with_multisteplr():
   """The renderer's optimizer (FOMM's Adam + MultiStepLR, milestones counted in optimizer steps,
   scheduler stepped after every update) gives torch's parameters step for step, across both
-  decays: the default main job's lr schedule rests on it."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  decays: configs/vox256.py's FOMM milestones and configs/quality.py's decay rest on it."""
   tcfg = ml_collections.ConfigDict(dict(b1=0.5, b2=0.999, lr_milestones=(3, 5), lr_gamma=0.1))
   tx = rs._adam(2e-3, tcfg)  # pylint: disable=protected-access
   rng = np.random.default_rng(0)
