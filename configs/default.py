@@ -197,6 +197,11 @@ def get_config() -> ml_collections.ConfigDict:
   m.noise_dim = 16
   m.noise_per_frame = False           # noise_sampler: one noise vector per clip or per frame
   m.loss = "l1"                       # baselines' regression loss: l1 | l2
+  # Precision and memory [ours]: float32 | bfloat16 compute (params, Adam, the QR bases, alpha
+  # and the pose stay float32; configs/vox256.py uses bf16); remat recomputes the audio encoder
+  # in the backward pass. The FSDP layout follows config.mesh.fsdp, as for the renderer.
+  m.compute_dtype = "float32"
+  m.remat = False
 
   # --- Stage B, expression + keypoint predictor over the frozen renderer [ours].
   c.expression = e = ml_collections.ConfigDict()
@@ -237,6 +242,8 @@ def get_config() -> ml_collections.ConfigDict:
   e.eval_split = "test"               # held-out evaluation: eval_passes passes of windows
   e.eval_passes = 4
   e.eval_batch = 16
+  e.compute_dtype = "float32"         # float32 | bfloat16 (as cfg.motion; params stay float32)
+  e.remat = False                     # recompute the audio encoder in the backward pass
 
   # --- Stage "joint" [ours]: the expression models fine-tuned with the pixel loss (whole frame
   # and mouth box) through the frozen renderer (stages/joint.py); these fields replace

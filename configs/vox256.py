@@ -56,12 +56,13 @@ def get_config():
       num_frames=32, batch_size=256, num_steps=100_000, lr=1e-3, warmup_steps=2000,
       log_every=100, save_every=5000, image_size=256, audio_dim=256,
       audio_channels=(32, 64, 128), hidden=256, depth=4, num_bases=32, motion_dim=256,
-      rhythm_dim=64))
+      rhythm_dim=64, compute_dtype="bfloat16", remat=False))
 
   c.expression.update(dict(
       num_frames=16, batch_size=128, num_steps=100_000, lr=5e-4, warmup_steps=2000,
       log_every=100, save_every=5000, expression_dim=128, audio_dim=256,
       audio_channels=(32, 64, 128), identity_dim=256, identity_channels=(32, 64, 128, 256),
       temporal_layers=4, landmark_hidden=512, landmark_depth=3, kp_hidden=512,
-      kp_temporal_layers=2, kp_head_depth=3, eval_batch=64))
+      kp_temporal_layers=2, kp_head_depth=3, eval_batch=64, compute_dtype="bfloat16",
+      remat=False))
   return c

@@ -18,6 +18,7 @@ import ml_collections
 from osmnet_jax.models.discriminator import MultiScaleDiscriminator
 from osmnet_jax.models.generator import OcclusionAwareGenerator
 from osmnet_jax.models.keypoint_detector import KPDetector
+from osmnet_jax.nn import precision
 from osmnet_jax.runtime.init_jit import config_jit
 
 
@@ -139,19 +140,9 @@ def tiny_config() -> ml_collections.ConfigDict:
   return c
 
 
-COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
-
-
-def compute_dtype(cfg):
-  """cfg.compute_dtype -> the modules' `dtype`: None (float32, follows the params) or bfloat16.
-
-  float16 is not offered: its 5-bit exponent would need loss scaling; bf16 has float32's
-  exponent range, so the float32 loss and gradients need none.
-  """
-  name = cfg.get("compute_dtype", "float32")  # a model config without the field: float32
-  if name not in COMPUTE_DTYPES:
-    raise ValueError(f"compute_dtype={name!r}: use one of {sorted(COMPUTE_DTYPES)}")
-  return COMPUTE_DTYPES[name]
+# The dtype names are shared by every stage (nn/precision.py); these names stay for callers.
+COMPUTE_DTYPES = precision.COMPUTE_DTYPES
+compute_dtype = precision.compute_dtype
 
 
 def make_kp_detector(cfg, train: bool = False, bn_axis_name: Any = None) -> KPDetector:

@@ -2,6 +2,7 @@
 passes train.py's up-front checks."""
 from __future__ import annotations
 
+import ml_collections
 import pytest
 
 from configs import default, quality, renderer_cpu_budget, renderer_vox256, tiny_test, vox256
@@ -48,6 +49,9 @@ def test_check_lists_every_bad_field():
   c.renderer.train.heatmap_anchor_until = -1
   c.renderer.train.lr_milestones = (600, 300)
   c.renderer.train.lr_gamma = 0.0
+  c.motion.compute_dtype = "float16"
+  # A config file can create the field with any type (attribute assignment would be refused).
+  c.expression = ml_collections.ConfigDict({**c.expression.to_dict(), "remat": "yes"})
   with pytest.raises(config_check.ConfigError) as e:
     config_check.check(c)
   msg = str(e.value)
@@ -60,6 +64,8 @@ def test_check_lists_every_bad_field():
   assert "config.renderer.train.heatmap_anchor_until=-1" in msg
   assert "config.renderer.train.lr_milestones=(600, 300)" in msg
   assert "config.renderer.train.lr_gamma=0.0" in msg
+  assert "config.motion.compute_dtype='float16'" in msg
+  assert "config.expression.remat='yes'" in msg
 
 
 def test_landmark_terms_are_on_by_default_and_off_in_fomm_configs():

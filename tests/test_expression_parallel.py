@@ -1,4 +1,5 @@
 """Expression train step: single device (full batch) vs jit over a 2x2 ('data', 'fsdp') mesh vs
+the FSDP layout (data=1 x fsdp=4: params and Adam moments split by `stage.state_shardings`) vs
 pmap on 4 simulated CPU devices give the same parameters, Adam states and metrics after 2 steps,
 and none of them touches the frozen renderer.
 
@@ -68,6 +69,22 @@ def _worker():
   mesh = sharding.make_mesh(data=2, fsdp=2)
   meshed = run(stage.make_jit_step(mesh), lambda s: jax.device_put(s, sharding.replicated(mesh)),
                lambda x: jax.device_put(x, sharding.batch_sharding(mesh)), host)
+  fmesh = sharding.make_mesh(data=1, fsdp=N_DEV)
+  fsh = stage.state_shardings(fmesh, jax.tree.map(jnp.asarray, state0))
+  fsdp_state = {}
+
+  def get_fsdp(tree):
+    if isinstance(tree, es.ExpressionState):  # the final state: record its layout first
+      fsdp_state["sharded_fraction"] = sharding.sharded_fraction(tree.params)
+      fsdp_state["opt_sharded_fraction"] = sharding.sharded_fraction(tree.opt_state)
+      fsdp_state["renderer_sharded_fraction"] = sharding.sharded_fraction(tree.renderer)
+      k = tree.params["keypoints"]["head_0"]["kernel"]
+      fsdp_state["head_0_shard"] = list(k.addressable_shards[0].data.shape)
+      fsdp_state["head_0_shape"] = list(k.shape)
+    return host(tree)
+
+  fsdp = run(stage.make_jit_step(fmesh, fsh), lambda s: jax.device_put(s, fsh),
+             lambda x: jax.device_put(x, sharding.batch_sharding(fmesh)), get_fsdp)
   pmapped = run(
       stage.make_pmap_step(), sharding.replicate,
       lambda x: jax.tree.map(lambda a: a.reshape((N_DEV, -1) + a.shape[1:]), x),
@@ -77,7 +94,7 @@ def _worker():
     return float(max(jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), a, b))))
 
   out = {}
-  for name, (st, hist) in (("mesh", meshed), ("pmap", pmapped)):
+  for name, (st, hist) in (("mesh", meshed), ("fsdp", fsdp), ("pmap", pmapped)):
     out[name] = {"params": maxdiff(st.params, single[0].params),
                  "opt_state": maxdiff(st.opt_state, single[0].opt_state),
                  "metrics": maxdiff(hist, single[1]),
@@ -87,6 +104,7 @@ def _worker():
   out["single_renderer_moved"] = maxdiff(single[0].renderer, state0.renderer)
   out["metrics"] = [{k: float(v) for k, v in h.items()} for h in single[1]]
   out["dtype"] = str(single[0].params["keypoints"]["out"]["kernel"].dtype)
+  out["fsdp_layout"] = fsdp_state
   out["seconds"] = time.time() - t0
   print("RESULT " + json.dumps(out))
 
@@ -100,7 +118,13 @@ def test_jit_mesh_pmap_single_device_agree():
   assert res["single_renderer_moved"] == 0.0
   for h in res["metrics"]:
     assert all(np.isfinite(v) for v in h.values()), h
-  for name in ("mesh", "pmap"):
+  lay = res["fsdp_layout"]
+  # Most of the trained elements are split over 'fsdp' (the small biases and norms are not);
+  # the frozen renderer stays replicated; a [128, 128] head kernel holds 128 / 4 columns.
+  assert lay["sharded_fraction"] > 0.5 and lay["opt_sharded_fraction"] > 0.5, lay
+  assert lay["renderer_sharded_fraction"] == 0.0, lay
+  assert lay["head_0_shard"][-1] * 4 == lay["head_0_shape"][-1], lay
+  for name in ("mesh", "fsdp", "pmap"):
     r = res[name]
     assert r["step"] == STEPS
     assert r["params"] < 1e-9, (name, r)

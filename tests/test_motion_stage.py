@@ -1,5 +1,6 @@
 """Motion stage: run_motion (a few steps) -> sigma -> evaluation on the tiny
-synth_talk, and jit-over-mesh == pmap == single-device updates on 4 simulated CPU devices."""
+synth_talk, and jit-over-mesh == FSDP (params split over 4 devices) == pmap == single-device
+updates on 4 simulated CPU devices."""
 from __future__ import annotations
 
 import json
@@ -101,20 +102,29 @@ _EQUIVALENCE = textwrap.dedent("""
       single = jax.jit(stage.train_step)
       mesh_step = stage.make_jit_step(sharding.make_mesh())
       pmap_step = stage.make_pmap_step()
+      # FSDP: params and Adam moments split over a 4-device 'fsdp' axis.
+      fmesh = sharding.make_mesh(data=1, fsdp=4)
+      fsh = stage.state_shardings(fmesh, init)
+      fsdp_step = stage.make_jit_step(fmesh, fsh)
       s1, s2 = init, jax.device_put(init, sharding.replicated(sharding.make_mesh()))
       s3 = sharding.replicate(init)
+      s4 = jax.device_put(init, fsh)
       for b, r in zip(batches, rngs):
         s1, m1 = single(s1, b, r)
         s2, m2 = mesh_step(s2, b, r)
         s3, m3 = pmap_step(s3, {{k: v.reshape((4, 2) + v.shape[1:]) for k, v in b.items()}}, r)
+        s4, m4 = fsdp_step(s4, jax.device_put(b, sharding.batch_sharding(fmesh)), r)
+      split = sharding.sharded_fraction(s4.params)
       p1, p2 = jax.device_get(s1.params), jax.device_get(s2.params)
       p3 = jax.device_get(sharding.unreplicate(s3.params))
       diff = lambda a, b: max(float(np.abs(x - y).max())
                               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
       moved = diff(p1, jax.device_get(init.params))
       out[model] = {{"mesh": diff(p1, p2), "pmap": diff(p1, p3), "moved": moved,
+                    "fsdp": diff(p1, jax.device_get(s4.params)), "fsdp_split": split,
                     "devices": jax.device_count(),
-                    "loss": [float(m1["loss"]), float(m2["loss"]), float(np.mean(m3["loss"]))],
+                    "loss": [float(m1["loss"]), float(m2["loss"]), float(np.mean(m3["loss"])),
+                             float(m4["loss"])],
                     "pmap_replicas_equal": diff(jax.tree.map(lambda x: x[0], s3.params),
                                                 jax.tree.map(lambda x: x[3], s3.params))}}
     print("RESULT" + json.dumps(out))
@@ -133,6 +143,8 @@ def test_jit_mesh_pmap_and_single_device_give_the_same_update():
     assert r["moved"] > 1e-3, (model, r)            # 3 steps really changed the params
     assert r["mesh"] < 2e-5, (model, r)             # jit over the 4-device mesh == 1 device
     assert r["pmap"] < 2e-5, (model, r)             # pmap + pmean == 1 device
+    assert r["fsdp"] < 2e-5, (model, r)             # params split over 'fsdp' == 1 device
+    assert r["fsdp_split"] > 0.3, (model, r)        # ... and really split (0.46 and up)
     assert r["pmap_replicas_equal"] == 0.0
     assert np.all(np.isfinite(r["loss"])) and r["loss"][0] > 0
     np.testing.assert_allclose(r["loss"], r["loss"][0], rtol=1e-5)

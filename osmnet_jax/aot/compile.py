@@ -68,25 +68,6 @@ def _sds(shape, dtype) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(tuple(int(s) for s in shape), jnp.dtype(dtype))
 
 
-def _state_sharding(mesh: Mesh, state, mode: str, params_fields=("params", "opt_state")):
-  """dp: all replicated. fsdp: `fsdp_shardings` on the trained fields, the rest replicated."""
-  repl = NamedSharding(mesh, P())
-  if mode == "dp":
-    return repl
-  fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
-  out = {k: (sharding.fsdp_shardings(v, mesh) if k in params_fields
-             else jax.tree.map(lambda _: repl, v)) for k, v in fields.items()}
-  return type(state)(**out)
-
-
-def _jit_step(train_step, mesh: Mesh, state_sh):
-  """The stages' make_jit_step layout (batch over the batch axes, rng replicated, state
-  donated) with a given state layout: motion/expression's own make_jit_step is replicated only."""
-  repl = NamedSharding(mesh, P())
-  return jax.jit(train_step, in_shardings=(state_sh, sharding.batch_sharding(mesh), repl),
-                 out_shardings=(state_sh, repl), donate_argnums=(0,))
-
-
 @functools.lru_cache(maxsize=4)
 def _shape_only_backbone(kind: str, num_outputs: int):
   """(VGG module, zero variables of the real shapes): the perceptual loss' frozen backbone for
@@ -125,13 +106,13 @@ def _motion(cfg, mesh: Mesh, b: int, mode: str) -> Program:
   mcfg = cfg.motion
   stage = motion_stage.MotionStage(mcfg)
   state = jax.eval_shape(stage.init_state, jax.random.PRNGKey(0))
-  fn = (stage.make_jit_step(mesh) if mode == "dp"
-        else _jit_step(stage.train_step, mesh, _state_sharding(mesh, state, mode)))
+  fn = stage.make_jit_step(mesh, stage.state_shardings(mesh, state) if mode == "fsdp" else None)
   t = mcfg.num_frames
   batch = {"mel": _sds((b, t, 20, 80), jnp.float32), "pose": _sds((b, t, 6), jnp.float32)}
   if stage.uses_source:
     batch["source"] = _sds((b, mcfg.image_size, mcfg.image_size, 3), jnp.uint8)
-  return Program("motion", mode, fn, (state, batch, _RNG), "float32", b // mesh.size)
+  return Program("motion", mode, fn, (state, batch, _RNG), mcfg.get("compute_dtype", "float32"),
+                 b // mesh.size)
 
 
 def _expression(cfg, mesh: Mesh, b: int, mode: str) -> Program:
@@ -146,8 +127,7 @@ def _expression(cfg, mesh: Mesh, b: int, mode: str) -> Program:
     return stage.init_state(rng, rvars, size)
 
   state = jax.eval_shape(init)
-  fn = (stage.make_jit_step(mesh) if mode == "dp"
-        else _jit_step(stage.train_step, mesh, _state_sharding(mesh, state, mode)))
+  fn = stage.make_jit_step(mesh, stage.state_shardings(mesh, state) if mode == "fsdp" else None)
   t, n_lm = ecfg.num_frames, fg.NUM_LANDMARKS
   batch = {"frames": _sds((b, t, size, size, 3), jnp.uint8),
            "source": _sds((b, size, size, 3), jnp.uint8),
@@ -155,8 +135,9 @@ def _expression(cfg, mesh: Mesh, b: int, mode: str) -> Program:
            "mel": _sds((b, t, 20, 80), jnp.float32),
            "landmarks": _sds((b, t, n_lm, 2), jnp.float32),
            "pose": _sds((b, t, 6), jnp.float32)}
-  # Expression's own trained parts are float32; a w_rec > 0 renders in the renderer's dtype.
-  dtype = rcfg.compute_dtype if ecfg.w_rec else "float32"
+  # Priced at the peak of the dtype most FLOPs run in: the frozen keypoint detector on every
+  # frame (and, with w_rec > 0, the renderer) runs in the renderer's dtype.
+  dtype = rcfg.get("compute_dtype", "float32")
   return Program("expression", mode, fn, (state, batch, _RNG), dtype, b // mesh.size)
 
 

@@ -16,7 +16,7 @@ interface is deliberately small:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -37,12 +37,15 @@ class AudioEncoder(nn.Module):
     features: output feature size D.
     channels: conv widths, one stride-2 stage each ([ours]).
     mel_mean, mel_std: fixed input normalisation ([ours]).
+    dtype: compute dtype of the convs, the dense layer and the activations (None: float32,
+      as the params); bfloat16 for accelerators. LayerNorm statistics stay float32.
   """
 
   features: int = 64
   channels: Sequence[int] = (16, 32, 64)
   mel_mean: float = MEL_MEAN
   mel_std: float = MEL_STD
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, mel: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -54,12 +57,12 @@ class AudioEncoder(nn.Module):
     # autodiff of flax's over 8-32 channels at N = B*T windows was a large share of the motion
     # step; BENCHMARKS.md "Stage B").
     for c in self.channels:
-      x = nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME")(x)  # halves time and frequency
-      x = LayerNorm()(x)
+      x = nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype)(x)  # halves T, F
+      x = LayerNorm(dtype=self.dtype)(x)
       x = nn.gelu(x)
     # [N, 3, 10, C] for the default 3 stages: pool time (rhythm is already local to the
     # window), keep the coarse frequency layout (formants distinguish sounds).
     x = x.mean(axis=1).reshape(x.shape[0], -1)  # [N, 10 * C]
-    x = nn.Dense(self.features)(x)
-    x = LayerNorm()(x)
+    x = nn.Dense(self.features, dtype=self.dtype)(x)
+    x = LayerNorm(dtype=self.dtype)(x)
     return x.reshape(lead + (self.features,))

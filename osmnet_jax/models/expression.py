@@ -32,7 +32,7 @@ over a mesh and pmap give identical updates.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -41,6 +41,7 @@ import numpy as np
 
 from osmnet_jax.face import geometry as fg
 from osmnet_jax.models.audio_encoder import AudioEncoder
+from osmnet_jax.nn import precision
 
 IDENTITY_MODES = ("image", "landmarks", "image+landmarks")
 
@@ -91,6 +92,7 @@ class FaceIdentityEncoder(nn.Module):
   features: int = 64
   channels: Sequence[int] = (16, 32, 64)
   mode: str = "image+landmarks"
+  dtype: Any = None  # compute dtype (None: float32); the output LayerNorm is float32
 
   @nn.compact
   def __call__(self, source: jax.Array | None, source_landmarks: jax.Array | None) -> jax.Array:
@@ -103,30 +105,34 @@ class FaceIdentityEncoder(nn.Module):
         x = x.astype(jnp.float32) / 255.0
       x = x * 2.0 - 1.0  # [B,H,W,3] in [-1,1]
       for c in self.channels:
-        x = nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME")(x)  # halves H and W
-        x = nn.LayerNorm()(x)
+        x = nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype)(x)  # H/2, W/2
+        x = nn.LayerNorm(dtype=self.dtype)(x)
         x = nn.gelu(x)
       parts.append(x.mean(axis=(1, 2)))  # [B, C] global average: appearance, not position
     if "landmarks" in self.mode:
       lm = source_landmarks - source_landmarks.mean(-2, keepdims=True)  # [B,68,2] centred: shape
-      h = nn.gelu(nn.Dense(self.features)(lm.reshape(lm.shape[0], -1)))
+      h = nn.gelu(nn.Dense(self.features, dtype=self.dtype)(lm.reshape(lm.shape[0], -1)))
       parts.append(h)
-    x = nn.Dense(self.features)(jnp.concatenate(parts, -1))
+    dt = jnp.result_type(*parts)
+    x = nn.Dense(self.features, dtype=self.dtype)(jnp.concatenate([p.astype(dt) for p in parts],
+                                                                  -1))
     return nn.LayerNorm()(x)  # [B, I]
 
 
 class TemporalConvBlock(nn.Module):
-  """Pre-LN residual 1-D conv over time: [B,T,E] -> [B,T,E] [ours]."""
+  """Pre-LN residual 1-D conv over time: [B,T,E] -> [B,T,E] [ours]. ``dtype``: compute dtype
+  of the branch; the residual stream keeps x's dtype."""
 
   kernel: int = 3
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.LayerNorm()(x)
-    h = nn.Conv(x.shape[-1], (self.kernel,), padding="SAME")(h)  # mixes neighbouring frames
+    h = nn.LayerNorm(dtype=self.dtype)(x)
+    h = nn.Conv(x.shape[-1], (self.kernel,), padding="SAME", dtype=self.dtype)(h)  # neighbours
     h = nn.gelu(h)
-    h = nn.Dense(x.shape[-1])(h)
-    return x + h
+    h = nn.Dense(x.shape[-1], dtype=self.dtype)(h)
+    return x + h.astype(x.dtype)
 
 
 class LandmarkHead(nn.Module):
@@ -136,6 +142,7 @@ class LandmarkHead(nn.Module):
   hidden: int = 128
   depth: int = 2
   residual: bool = True
+  dtype: Any = None  # compute dtype of the hidden layers; the output layer is float32
 
   @nn.compact
   def __call__(self, expression, identity, source_landmarks, pose=None):
@@ -145,7 +152,7 @@ class LandmarkHead(nn.Module):
       parts.append(pose)
     h = jnp.concatenate(parts, -1)  # [B,T,E+I(+6)]: every frame decoded independently
     for _ in range(self.depth):
-      h = nn.gelu(nn.Dense(self.hidden)(h))
+      h = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype)(h))
     # Zero-initialised output: the first prediction is the source face (residual) or the centre.
     out = nn.Dense(2 * fg.NUM_LANDMARKS, kernel_init=nn.initializers.zeros,
                    bias_init=nn.initializers.zeros, name="out")(h)
@@ -166,6 +173,10 @@ class ExpressionEncoder(nn.Module):
     temporal_layers, temporal_kernel: residual 1-D convs over the T frames of the window.
     landmark_head: decode landmarks [paper: landmark constraint] (False: expression only).
     landmark_hidden, landmark_depth, landmark_residual, use_pose: the LandmarkHead.
+    dtype: compute dtype (None: float32; bfloat16 on accelerators). Params, the expression
+      feature (out_norm) and the landmarks are float32.
+    remat: recompute the audio encoder (the largest activations: [B*T, 10, 40, C] per stage)
+      in the backward pass instead of storing them.
   """
 
   expression_dim: int = 64
@@ -181,24 +192,31 @@ class ExpressionEncoder(nn.Module):
   landmark_depth: int = 2
   landmark_residual: bool = True
   use_pose: bool = True
+  dtype: Any = None
+  remat: bool = False
 
   def setup(self):
-    self.audio = AudioEncoder(features=self.audio_dim, channels=tuple(self.audio_channels))
+    dt = self.dtype
+    # nn.remat keeps the scope name, so params and checkpoints do not change; `train` static.
+    audio = nn.remat(AudioEncoder, static_argnums=(2,)) if self.remat else AudioEncoder
+    self.audio = audio(features=self.audio_dim, channels=tuple(self.audio_channels), dtype=dt)
     self.identity_encoder = FaceIdentityEncoder(self.identity_dim, tuple(self.identity_channels),
-                                                self.identity)
-    self.fuse = nn.Dense(self.expression_dim)
-    self.temporal = [TemporalConvBlock(self.temporal_kernel) for _ in range(self.temporal_layers)]
-    self.out_norm = nn.LayerNorm()
+                                                self.identity, dtype=dt)
+    self.fuse = nn.Dense(self.expression_dim, dtype=dt)
+    self.temporal = [TemporalConvBlock(self.temporal_kernel, dtype=dt)
+                     for _ in range(self.temporal_layers)]
+    self.out_norm = nn.LayerNorm()  # float32 expression feature
     if self.landmark_head:
       self.landmarks = LandmarkHead(self.landmark_hidden, self.landmark_depth,
-                                    self.landmark_residual)
+                                    self.landmark_residual, dtype=dt)
 
   def encode(self, mel, source, source_landmarks, train: bool = False):
     """-> (expression [B,T,E], identity [B,I])."""
     audio = self.audio(mel, train)  # [B,T,A]: one content feature per frame's mel window
     ident = self.identity_encoder(source, source_landmarks)  # [B,I]
     b, t, _ = audio.shape
-    x = jnp.concatenate([audio, jnp.broadcast_to(ident[:, None], (b, t, ident.shape[-1]))], -1)
+    ident_t = jnp.broadcast_to(ident[:, None], (b, t, ident.shape[-1])).astype(audio.dtype)
+    x = jnp.concatenate([audio, ident_t], -1)
     x = self.fuse(x)  # [B,T,E]
     for block in self.temporal:
       x = block(x)
@@ -224,4 +242,5 @@ def from_config(ecfg) -> ExpressionEncoder:
       temporal_layers=ecfg.temporal_layers, temporal_kernel=ecfg.temporal_kernel,
       landmark_head=True, landmark_hidden=ecfg.landmark_hidden,
       landmark_depth=ecfg.landmark_depth, landmark_residual=ecfg.landmark_residual,
-      use_pose=ecfg.landmark_use_pose)
+      use_pose=ecfg.landmark_use_pose, dtype=precision.compute_dtype(ecfg),
+      remat=bool(ecfg.get("remat", False)))

@@ -19,23 +19,29 @@ at once (Dense/Conv over the [B,T,...] array): no Python loop over frames.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from osmnet_jax.models.expression import TemporalConvBlock
+from osmnet_jax.nn import precision
 
 
 class KeypointPredictor(nn.Module):
   """Attributes ([ours]): hidden width, temporal_layers/temporal_kernel (residual 1-D convs over
   T), head_depth (MLP layers before the zero-initialised output), jacobian (predict Jacobian
-  residuals; False keeps the source Jacobians)."""
+  residuals; False keeps the source Jacobians), dtype (compute dtype of the embeddings, the
+  temporal convs and the head's hidden layers; the zero-initialised output layer and the
+  keypoints are float32)."""
 
   hidden: int = 128
   temporal_layers: int = 1
   temporal_kernel: int = 3
   head_depth: int = 2
   jacobian: bool = True
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, kp_src: dict, expression: jax.Array, pose: jax.Array) -> dict:
@@ -43,14 +49,15 @@ class KeypointPredictor(nn.Module):
     b, k, _ = value.shape
     t = expression.shape[1]
     src = jnp.concatenate([value.reshape(b, -1), jac.reshape(b, -1)], -1)  # [B,6K]
-    src_emb = nn.Dense(self.hidden, name="src")(src)  # [B,H]: where the source face sits
-    frame = jnp.concatenate([expression, pose], -1)  # [B,T,E+6]
-    h = nn.Dense(self.hidden, name="frame")(frame) + src_emb[:, None]  # [B,T,H]
+    dt = self.dtype
+    src_emb = nn.Dense(self.hidden, dtype=dt, name="src")(src)  # [B,H]: where the source sits
+    frame = jnp.concatenate([expression, pose.astype(expression.dtype)], -1)  # [B,T,E+6]
+    h = nn.Dense(self.hidden, dtype=dt, name="frame")(frame) + src_emb[:, None]  # [B,T,H]
     for i in range(self.temporal_layers):
-      h = TemporalConvBlock(self.temporal_kernel, name=f"temporal_{i}")(h)
-    h = nn.LayerNorm(name="norm")(h)
+      h = TemporalConvBlock(self.temporal_kernel, dtype=dt, name=f"temporal_{i}")(h)
+    h = nn.LayerNorm(dtype=dt, name="norm")(h)
     for i in range(self.head_depth):
-      h = nn.gelu(nn.Dense(self.hidden, name=f"head_{i}")(h))
+      h = nn.gelu(nn.Dense(self.hidden, dtype=dt, name=f"head_{i}")(h))
     n_out = 6 * k if self.jacobian else 2 * k
     # Zero init: kp_drv == kp_src at initialisation (see the module docstring).
     delta = nn.Dense(n_out, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros,
@@ -66,4 +73,4 @@ def from_config(ecfg) -> KeypointPredictor:
   """cfg.expression -> KeypointPredictor (see stages/expression.expression_config)."""
   return KeypointPredictor(hidden=ecfg.kp_hidden, temporal_layers=ecfg.kp_temporal_layers,
                            temporal_kernel=ecfg.temporal_kernel, head_depth=ecfg.kp_head_depth,
-                           jacobian=ecfg.kp_jacobian)
+                           jacobian=ecfg.kp_jacobian, dtype=precision.compute_dtype(ecfg))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from osmnet_jax.models import motion_space, pose_baselines
+from osmnet_jax.nn import precision
 
 MODELS = ("osmnet",) + pose_baselines.MODELS
 
@@ -15,7 +16,8 @@ def from_config(mcfg):
         audio_channels=tuple(mcfg.audio_channels), rhythm_dim=mcfg.rhythm_dim,
         identity=mcfg.identity,
         # Absent from the motion_config.json of checkpoints written before these fields.
-        encoder=mcfg.get("encoder", "conv"), decoder_skip=mcfg.get("decoder_skip", False))
+        encoder=mcfg.get("encoder", "conv"), decoder_skip=mcfg.get("decoder_skip", False),
+        dtype=precision.compute_dtype(mcfg), remat=bool(mcfg.get("remat", False)))
   if mcfg.model in pose_baselines.MODELS:
     return pose_baselines.PoseRegressor(
         audio_dim=mcfg.audio_dim, audio_channels=tuple(mcfg.audio_channels),

@@ -20,7 +20,7 @@ neutral head is the zero pose. Layouts: time-major per clip, channels last.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -44,14 +44,17 @@ def orthonormal_bases(w: jnp.ndarray) -> jnp.ndarray:
 
 
 class TemporalBlock(nn.Module):
-  """Residual 1-D conv over time: [B, T, C] -> [B, T, C]."""
+  """Residual 1-D conv over time: [B, T, C] -> [B, T, C] (``dtype``: compute dtype)."""
 
   kernel: int = 5
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
-    h = nn.Conv(x.shape[-1], (self.kernel,), padding="SAME")(nn.gelu(nn.LayerNorm()(x)))
-    h = nn.Conv(x.shape[-1], (self.kernel,), padding="SAME")(nn.gelu(nn.LayerNorm()(h)))
+    conv = lambda: nn.Conv(x.shape[-1], (self.kernel,), padding="SAME", dtype=self.dtype)
+    norm = lambda: nn.LayerNorm(dtype=self.dtype)
+    h = conv()(nn.gelu(norm()(x)))
+    h = conv()(nn.gelu(norm()(h)))
     return x + h
 
 
@@ -71,6 +74,8 @@ class MotionSpace(nn.Module):
     decoder_skip: add a linear map of the motion code to the pose clip, Dense(Q alpha) ->
       [T, 6], to the conv decoder's output [ours], so the clip-level motion does not have to
       pass through the per-frame conv stack.
+    dtype: compute dtype of the encoder and decoder layers (None: float32). The bases
+      (QR of W), the coefficients alpha and the decoded pose stay float32.
   """
 
   num_frames: int = 32
@@ -80,6 +85,7 @@ class MotionSpace(nn.Module):
   depth: int = 2
   encoder: str = "conv"
   decoder_skip: bool = False
+  dtype: Any = None
 
   def setup(self):
     if self.motion_dim < self.num_bases:
@@ -88,23 +94,26 @@ class MotionSpace(nn.Module):
       raise ValueError(f"encoder={self.encoder!r}: use 'conv' or 'linear'")
     self.w = self.param("w", nn.initializers.normal(1.0), (self.motion_dim, self.num_bases))
     # Clip encoder: pose [B,T,6] -> alpha [B,M].
+    dt = self.dtype
+    # The layers that end in alpha or the pose compute in float32 (small; keeps the outputs
+    # exact enough for the losses and the QR); the rest in ``dtype``.
     if self.encoder == "linear":
       self.enc_linear = nn.Dense(self.num_bases)
     else:
-      self.enc_in = nn.Dense(self.hidden)
+      self.enc_in = nn.Dense(self.hidden, dtype=dt)
       self.enc_pos = self.param("enc_pos", nn.initializers.normal(0.02),
                                 (self.num_frames, self.hidden))
-      self.enc_blocks = [TemporalBlock() for _ in range(self.depth)]
-      self.enc_norm = nn.LayerNorm()
-      self.enc_mid = nn.Dense(self.hidden)
+      self.enc_blocks = [TemporalBlock(dtype=dt) for _ in range(self.depth)]
+      self.enc_norm = nn.LayerNorm(dtype=dt)
+      self.enc_mid = nn.Dense(self.hidden, dtype=dt)
       self.enc_out = nn.Dense(self.num_bases)
     # Decoder: (Q alpha [B,D], rhythm [B,T,R]) -> pose [B,T,6].
-    self.dec_code = nn.Dense(self.hidden)
-    self.dec_rhythm = nn.Dense(self.hidden)
+    self.dec_code = nn.Dense(self.hidden, dtype=dt)
+    self.dec_rhythm = nn.Dense(self.hidden, dtype=dt)
     self.dec_pos = self.param("dec_pos", nn.initializers.normal(0.02),
                               (self.num_frames, self.hidden))
-    self.dec_blocks = [TemporalBlock() for _ in range(self.depth)]
-    self.dec_norm = nn.LayerNorm()
+    self.dec_blocks = [TemporalBlock(dtype=dt) for _ in range(self.depth)]
+    self.dec_norm = nn.LayerNorm(dtype=dt)
     self.dec_out = nn.Dense(POSE_DIM)
     if self.decoder_skip:
       self.dec_linear = nn.Dense(self.num_frames * POSE_DIM)
@@ -160,13 +169,15 @@ class ImageIdentityEncoder(nn.Module):
 
   features: int = 32
   channels: Sequence[int] = (16, 32, 64)
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, image):
     x = image.astype(jnp.float32) / 127.5 - 1.0
     for c in self.channels:
-      x = nn.gelu(nn.LayerNorm()(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME")(x)))
-    return nn.Dense(self.features)(x.mean(axis=(1, 2)))
+      x = nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME", dtype=self.dtype)(x)
+      x = nn.gelu(nn.LayerNorm(dtype=self.dtype)(x))
+    return nn.Dense(self.features, dtype=self.dtype)(x.mean(axis=(1, 2)))
 
 
 class AudioToMotion(nn.Module):
@@ -175,16 +186,17 @@ class AudioToMotion(nn.Module):
   num_bases: int = 8
   hidden: int = 64
   depth: int = 2
+  dtype: Any = None  # compute dtype; the last layer (alpha_hat) is float32
 
   @nn.compact
   def __call__(self, audio_feats, identity=None):
-    x = nn.Dense(self.hidden)(audio_feats)  # [B,T,H]
+    x = nn.Dense(self.hidden, dtype=self.dtype)(audio_feats)  # [B,T,H]
     for _ in range(self.depth):
-      x = TemporalBlock()(x)
-    x = nn.gelu(nn.LayerNorm()(x)).reshape(x.shape[0], -1)  # [B, T*H]: where the stresses are
+      x = TemporalBlock(dtype=self.dtype)(x)
+    x = nn.gelu(nn.LayerNorm(dtype=self.dtype)(x)).reshape(x.shape[0], -1)  # [B, T*H]
     if identity is not None:
-      x = jnp.concatenate([x, identity], axis=-1)
-    x = nn.gelu(nn.Dense(self.hidden)(x))
+      x = jnp.concatenate([x, identity.astype(x.dtype)], axis=-1)
+    x = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype)(x))
     return nn.Dense(self.num_bases)(x)
 
 
@@ -198,6 +210,10 @@ class OSMNetMotion(nn.Module):
       feature, [ours]).
     identity: "none" or "image" (a conv encoder of the source image feeds the mapper) [ours].
     encoder, decoder_skip: see ``MotionSpace``.
+    dtype: compute dtype (None: float32; bfloat16 on accelerators). Params, the bases, alpha,
+      alpha_hat and the decoded pose are float32 (see ``MotionSpace``).
+    remat: recompute the audio encoder in the backward pass instead of storing its
+      activations (the largest of the step: one [T*B, 10, 40, C] map per conv stage).
   """
 
   num_frames: int = 32
@@ -211,17 +227,23 @@ class OSMNetMotion(nn.Module):
   identity: str = "none"
   encoder: str = "conv"
   decoder_skip: bool = False
+  dtype: Any = None
+  remat: bool = False
 
   def setup(self):
     if self.identity not in ("none", "image"):
       raise ValueError(f"identity={self.identity!r}: use 'none' or 'image'")
-    self.audio_encoder = AudioEncoder(features=self.audio_dim, channels=self.audio_channels)
-    self.rhythm = nn.Dense(self.rhythm_dim)
+    # nn.remat keeps the scope name (the attribute), so params and checkpoints do not change.
+    # static_argnums counts self as 0: `train` (a Python bool) stays static.
+    enc = nn.remat(AudioEncoder, static_argnums=(2,)) if self.remat else AudioEncoder
+    self.audio_encoder = enc(features=self.audio_dim, channels=self.audio_channels,
+                             dtype=self.dtype)
+    self.rhythm = nn.Dense(self.rhythm_dim, dtype=self.dtype)
     self.space = MotionSpace(self.num_frames, self.num_bases, self.motion_dim, self.hidden,
-                             self.depth, self.encoder, self.decoder_skip)
-    self.mapper = AudioToMotion(self.num_bases, self.hidden, self.depth)
+                             self.depth, self.encoder, self.decoder_skip, dtype=self.dtype)
+    self.mapper = AudioToMotion(self.num_bases, self.hidden, self.depth, dtype=self.dtype)
     if self.identity == "image":
-      self.identity_encoder = ImageIdentityEncoder()
+      self.identity_encoder = ImageIdentityEncoder(dtype=self.dtype)
 
   def audio_features(self, mel, train: bool = False):
     """mel windows [B, T, 20, 80] -> (content [B, T, A], rhythm [B, T, R])."""

@@ -22,6 +22,7 @@ only (``jax.custom_vjp``): forward-mode derivatives (jvp, jacfwd) through it rai
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -66,13 +67,18 @@ layer_norm.defvjp(_fwd, _bwd)
 
 
 class LayerNorm(nn.Module):
-  """``nn.LayerNorm()`` (last axis, scale and bias, epsilon 1e-6) with ``layer_norm``'s VJP."""
+  """``nn.LayerNorm()`` (last axis, scale and bias, epsilon 1e-6) with ``layer_norm``'s VJP.
+
+  ``dtype``: the output dtype (flax's meaning); None gives promote(x, params), i.e. float32 for
+  float32 params. Statistics are float32 either way."""
 
   epsilon: float = 1e-6
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    return layer_norm(x, scale, bias, self.epsilon)
+    y = layer_norm(x, scale, bias, self.epsilon)
+    return y if self.dtype is None else y.astype(self.dtype)

@@ -13,6 +13,7 @@ Checkpoints hold one format whichever way a run trained: the host state without 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any, Callable
@@ -36,6 +37,22 @@ def make_jit_step(train_step: Callable, mesh: Mesh, state_sharding: Any = None) 
   state_sh = repl if state_sharding is None else state_sharding
   return jax.jit(train_step, in_shardings=(state_sh, sharding.batch_sharding(mesh), repl),
                  out_shardings=(state_sh, repl), donate_argnums=(0,))
+
+
+def fsdp_state_shardings(mesh: Mesh, state: Any, split: tuple[str, ...] = ("params", "opt_state"),
+                         min_size: int = sharding.FSDP_MIN_SIZE) -> Any:
+  """FSDP layout of a stage-B state dataclass (arrays or ShapeDtypeStructs): the ``split``
+  fields (params and their Adam moments) by ``sharding.fsdp_shardings`` over the mesh's 'fsdp'
+  axis, every other field (step, a frozen renderer) replicated. All replicated when the mesh
+  has no 'fsdp' axis or it is 1 (the renderer has its own: RendererState.state_shardings)."""
+  repl = NamedSharding(mesh, P())
+  fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+  return type(state)(**{k: (sharding.fsdp_shardings(v, mesh, min_size) if k in split
+                            else jax.tree.map(lambda _: repl, v)) for k, v in fields.items()})
+
+
+def uses_fsdp(mesh: Mesh) -> bool:
+  return dict(mesh.shape).get(sharding.FSDP_AXIS, 1) > 1
 
 
 def make_pmap_step(train_step: Callable) -> Callable:

@@ -110,6 +110,8 @@ def check(cfg) -> None:
 
 
 def _stage_b(errors, cfg, name: str, min_frames: int):
+  from osmnet_jax.nn import precision
+
   _int_at_least(errors, cfg, f"{name}.num_steps", 1)
   _int_at_least(errors, cfg, f"{name}.batch_size", 1)
   _int_at_least(errors, cfg, f"{name}.num_frames", min_frames)
@@ -118,6 +120,10 @@ def _stage_b(errors, cfg, name: str, min_frames: int):
   _int_at_least(errors, cfg, f"{name}.warmup_steps", 0)
   _positive_float(errors, cfg, f"{name}.lr")
   _positive_float(errors, cfg, f"{name}.grad_clip")
+  if "compute_dtype" in cfg[name]:
+    _one_of(errors, cfg, f"{name}.compute_dtype", precision.COMPUTE_DTYPES)
+  if not isinstance(cfg[name].get("remat", False), bool):
+    errors.append(f"config.{name}.remat={cfg[name].remat!r}: must be True or False")
 
 
 def check_devices(cfg, mesh) -> None:

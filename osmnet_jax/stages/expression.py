@@ -171,9 +171,15 @@ class ExpressionStage:
         self.tx, state.params, state.opt_state, grads, metrics, axis_name)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  def make_jit_step(self, mesh):
-    """``common.make_jit_step`` of this step (state replicated)."""
-    return common.make_jit_step(self.train_step, mesh)
+  def state_shardings(self, mesh, state: ExpressionState) -> ExpressionState:
+    """FSDP layout (``common.fsdp_state_shardings``): params and Adam moments split over the
+    mesh's 'fsdp' axis, the rest replicated; all replicated when fsdp is 1."""
+    return common.fsdp_state_shardings(mesh, state)
+
+  def make_jit_step(self, mesh, state_sharding: ExpressionState | None = None):
+    """``common.make_jit_step`` of this step: state replicated, or laid out by
+    ``state_sharding`` (``state_shardings(mesh, state)`` for FSDP)."""
+    return common.make_jit_step(self.train_step, mesh, state_sharding)
 
   def make_pmap_step(self):
     """``common.make_pmap_step`` of this step (state from ``sharding.replicate``)."""
@@ -276,11 +282,16 @@ def fit_and_evaluate(name: str, stage: ExpressionStage, state: ExpressionState, 
   ecfg = stage.cfg
   make_iterator = common.make_iterator_factory(cfg, builder, mesh, "train", ecfg.batch_size,
                                                ecfg.num_frames, keys=BATCH_KEYS)
+  # config.mesh.fsdp > 1 splits params and Adam moments over 'fsdp'; the frozen renderer
+  # stays replicated (it is read whole by every frame's keypoint detection).
+  state_sh = (stage.state_shardings(mesh, state)
+              if cfg.parallel == "jit" and common.uses_fsdp(mesh) else None)
   t0 = time.perf_counter()
   state, last = common.fit(
       name=name, train_step=stage.train_step, state=state, mesh=mesh, parallel=cfg.parallel,
       make_iterator=make_iterator, ckdir=ckdir, num_steps=ecfg.num_steps,
-      save_every=ecfg.save_every, rng=rng, log_every=ecfg.log_every, writer=writer, meta=meta)
+      save_every=ecfg.save_every, rng=rng, log_every=ecfg.log_every, writer=writer, meta=meta,
+      state_sharding=state_sh)
   train_s = time.perf_counter() - t0
   state = jax.device_get(state)
   t1 = time.perf_counter()

@@ -170,9 +170,15 @@ class MotionStage:
         self.tx, state.params, state.opt_state, grads, metrics, axis_name)
     return MotionState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  def make_jit_step(self, mesh):
-    """``common.make_jit_step`` of this step (state replicated)."""
-    return common.make_jit_step(self.train_step, mesh)
+  def state_shardings(self, mesh, state: MotionState) -> MotionState:
+    """FSDP layout (``common.fsdp_state_shardings``): params and Adam moments split over the
+    mesh's 'fsdp' axis, the rest replicated; all replicated when fsdp is 1."""
+    return common.fsdp_state_shardings(mesh, state)
+
+  def make_jit_step(self, mesh, state_sharding: MotionState | None = None):
+    """``common.make_jit_step`` of this step: state replicated, or laid out by
+    ``state_sharding`` (``state_shardings(mesh, state)`` for FSDP)."""
+    return common.make_jit_step(self.train_step, mesh, state_sharding)
 
   def make_pmap_step(self):
     """``common.make_pmap_step`` of this step (state from ``sharding.replicate``)."""
@@ -254,12 +260,17 @@ def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
       cfg, builder, mesh, splits(mcfg)[0], mcfg.batch_size, mcfg.num_frames,
       keys=stage.batch_keys(), augment=False)  # frames/landmarks never reach the devices
   name = os.path.basename(ckdir)
+  state = stage.init_state(init_rng)
+  # config.mesh.fsdp > 1 splits params and Adam moments over 'fsdp' (replicated at 1).
+  state_sh = (stage.state_shardings(mesh, state)
+              if cfg.parallel == "jit" and common.uses_fsdp(mesh) else None)
   t0 = time.perf_counter()
   state, last = common.fit(
-      name=name, train_step=stage.train_step, state=stage.init_state(init_rng), mesh=mesh,
+      name=name, train_step=stage.train_step, state=state, mesh=mesh,
       parallel=cfg.parallel, make_iterator=make_iterator, ckdir=ckdir,
       num_steps=mcfg.num_steps, save_every=mcfg.save_every, rng=step_rng,
-      log_every=mcfg.log_every, writer=writer, meta={"model": mcfg.model})
+      log_every=mcfg.log_every, writer=writer, meta={"model": mcfg.model},
+      state_sharding=state_sh)
   train_s = time.perf_counter() - t0
   params = jax.device_get(state.params)
   stats = estimate_sigma(stage, params, builder, seed=cfg.seed, passes=mcfg.sigma_passes)
