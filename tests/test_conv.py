@@ -32,11 +32,86 @@ def test_im2col_conv_matches_xla_values_and_grads(hw, k, pad):
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("k,cin,cout,f,pad", [(7, 3, 8, 4, ((3, 3), (3, 3))),
+                                               (7, 8, 3, 4, ((3, 3), (3, 3))),
+                                               (3, 6, 6, 2, ((1, 1), (1, 1))),
+                                               (5, 4, 5, 2, ((0, 2), (1, 3)))])
+def test_width_packed_conv_is_the_same_conv(k, cin, cout, f, pad):
+  """The TPU path (f pixels folded into channels, rearranged kernel): the plain conv's values
+  and both gradients, on a width-16 map, for the 7x7 ends, a 3x3 and an asymmetric padding."""
+  r = np.random.RandomState(k + cin)
+  x = jnp.asarray(r.randn(2, 5, 16, cin).astype(np.float32))
+  w = jnp.asarray(r.randn(k, k, cin, cout).astype(np.float32))
+  ref_f = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=DN)
+  ours_f = lambda x, w: conv_lib.width_packed_conv(x, w, pad, f)
+  ref, ours = ref_f(x, w), ours_f(x, w)
+  assert ours.shape == ref.shape
+  np.testing.assert_allclose(ours, ref, atol=2e-5, rtol=1e-5)
+  cot = jnp.asarray(r.randn(*ref.shape).astype(np.float32))
+  g_ref = jax.grad(lambda x, w: jnp.sum(ref_f(x, w) * cot), (0, 1))(x, w)
+  g_ours = jax.grad(lambda x, w: jnp.sum(ours_f(x, w) * cot), (0, 1))(x, w)
+  for a, b in zip(g_ours, g_ref):
+    np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-5)
+  with pytest.raises(ValueError, match="W % f == 0"):
+    conv_lib.width_packed_conv(x[:, :, :14], w, pad, 4)
+
+
+def test_pack_rule_is_tpu_only_and_for_narrow_convs():
+  same3, same7 = ((1, 1), (1, 1)), ((3, 3), (3, 3))
+  assert conv_lib.pack_factor("auto", 3, 64, 256, 7, same7) == 0  # host backend: CPU
+  with conv_lib.target_backend("tpu"):
+    assert conv_lib.pack_factor("auto", 3, 64, 256, 7, same7) == 4    # FOMM `first`
+    assert conv_lib.pack_factor("auto", 64, 3, 256, 7, same7) == 4    # FOMM `final`
+    assert conv_lib.pack_factor("auto", 64, 64, 256, 3, same3) == 2   # VGG conv1
+    assert conv_lib.pack_factor("auto", 64, 128, 256, 3, same3) == 0  # measured slower
+    assert conv_lib.pack_factor("auto", 64, 64, 6, 3, same3) == 2
+    assert conv_lib.pack_factor("auto", 64, 64, 7, 3, same3) == 0     # odd width
+    assert conv_lib.pack_factor("auto", 64, 64, 8, 3, ((0, 0), (0, 0))) == 0  # shrinks W
+    assert conv_lib.pack_factor("xla", 3, 64, 256, 7, same7) == 0
+    # The module takes the packed path there: a fresh trace has the packed (f*C) operands.
+    mod = conv_lib.Conv(64, (7, 7), padding=same7)
+    x = jnp.zeros((1, 8, 8, 3))
+    p = mod.init(jax.random.PRNGKey(0), x)
+    hlo = jax.jit(lambda p, x: mod.apply(p, x)).lower(p, x).as_text()
+  assert "tensor<1x8x2x12xf32>" in hlo and "tensor<7x3x12x256xf32>" in hlo
+  with conv_lib.target_backend("gpu"):
+    assert conv_lib.pack_factor("auto", 3, 64, 256, 7, same7) == 0
+  assert conv_lib.pack_factor("packed", 64, 64, 256, 3, same3) == 2
+
+
+@pytest.mark.parametrize("kind", ["vgg19", "lpips_vgg16"])
+def test_vgg_packed_first_block_is_the_same_network(kind):
+  """The TPU layout of VGG's 64-channel full-resolution block (pixel pairs in 128 channels,
+  forced on here): the same features (unpacked by default, packed with any_pixel_order) and the
+  same perceptual loss and gradient as the plain network, from the same parameters."""
+  from osmnet_jax.losses import perceptual
+
+  r = np.random.RandomState(0)
+  x, y = (jnp.asarray(r.rand(2, 32, 32, 3).astype(np.float32)) for _ in range(2))
+  plain = vgg.VGG(kind=kind, num_outputs=3, pack="off")
+  packed = vgg.VGG(kind=kind, num_outputs=3, pack="on")
+  v = plain.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.map(jnp.shape, packed.init(jax.random.PRNGKey(0), x)) == jax.tree.map(
+      jnp.shape, v)
+  for a, b in zip(packed.apply(v, x), plain.apply(v, x)):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+  first = vgg.VGG(kind=kind, num_outputs=1, pack="on", any_pixel_order=True).apply(v, x)[0]
+  assert first.shape == (2, 32, 16, 128)  # relu1_1 / relu1_2 still packed
+  loss = lambda m, x: perceptual.perceptual_loss(m, v, x, y, (1, 0.5), (1.0, 1.0, 1.0))
+  np.testing.assert_allclose(loss(packed, x), loss(plain, x), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(lambda x: loss(packed, x))(x),
+                             jax.grad(lambda x: loss(plain, x))(x), atol=1e-6, rtol=1e-4)
+  assert vgg.pack_first_block("auto", 32) == 0  # host backend: CPU
+  with conv_lib.target_backend("tpu"):
+    assert vgg.pack_first_block("auto", 32) == 2 and vgg.pack_first_block("auto", 31) == 0
+
+
 def test_conv_module_has_nn_conv_params_and_output():
   x = jnp.asarray(np.random.RandomState(0).randn(2, 4, 4, 6).astype(np.float32))
   ref_mod = nn.Conv(8, (3, 3), padding=((1, 1), (1, 1)))
   params = ref_mod.init(jax.random.PRNGKey(0), x)
-  for impl in ("xla", "im2col", "auto"):
+  for impl in ("xla", "im2col", "auto", "packed"):
     mod = conv_lib.Conv(8, (3, 3), padding=((1, 1), (1, 1)), impl=impl)
     ours_params = mod.init(jax.random.PRNGKey(0), x)
     assert jax.tree.map(jnp.shape, ours_params) == jax.tree.map(jnp.shape, params)
@@ -47,7 +122,7 @@ def test_path_rule_and_compiled_program():
   assert conv_lib.use_im2col("auto", 2, 2) == (jax.default_backend() == "cpu")
   assert not conv_lib.use_im2col("auto", 16, 16)
   assert conv_lib.use_im2col("im2col", 64, 64) and not conv_lib.use_im2col("xla", 2, 2)
-  with pytest.raises(ValueError, match="'auto', 'xla' or 'im2col'"):
+  with pytest.raises(ValueError, match="'auto', 'xla', 'im2col' or 'packed'"):
     conv_lib.use_im2col("fast", 2, 2)
   with pytest.raises(ValueError, match="explicit"):
     conv_lib.Conv(4, (3, 3), padding="SAME").init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, 3)))

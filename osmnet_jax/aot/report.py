@@ -165,8 +165,11 @@ def cpu_cost(cpu_lowered) -> dict:
   return {"flops": float(c.get("flops", 0.0)), "bytes": float(c.get("bytes accessed", 0.0))}
 
 
-def analyse(target, prog, compiled, cpu: dict | None) -> dict:
-  """One compiled program -> the per-stage json record (see module docstring)."""
+def analyse(target, prog, compiled, cpu: dict | None, model_flops: float | None = None) -> dict:
+  """One compiled program -> the per-stage json record (see module docstring).
+
+  `model_flops`: the model's own FLOPs when the compiled program does extra MXU work (TPU
+  width-packed convs); MFU uses them. Default: the program's FLOPs."""
   mem = memory(compiled)
   hbm = int(target.chip.hbm_bytes)
   cost = _cost(compiled.cost_analysis())
@@ -207,7 +210,8 @@ def analyse(target, prog, compiled, cpu: dict | None) -> dict:
       "compiler_cycles": where["cycles"], "conv_share": where["conv_share"],
       "top_scopes": where["top_scopes"],
       "predicted_step_s": step_s, "step_source": step_source,
-      "predicted_mfu": (compute_s / step_s) if flops and step_s else None,
+      "model_flops_per_step": model_flops or flops,
+      "predicted_mfu": ((model_flops or flops) / peak / step_s) if flops and step_s else None,
       "comm_share": comm_s / step_s if step_s else 0.0,
       "collectives": collective_summary(colls),
   }
@@ -243,6 +247,9 @@ def markdown(summary: dict) -> str:
       colls = ", ".join(f"{k} {v['count']}x {v['sent_bytes'] / 2**20:.1f}"
                         for k, v in r["collectives"].items()) or "none"
       fl = f"{r['flops_per_step'] / 1e9:.1f}" if r["flops_per_step"] else "n/a"
+      model = r.get("model_flops_per_step")
+      if model and r["flops_per_step"] and abs(model / r["flops_per_step"] - 1) > 1e-3:
+        fl += f" ({model / 1e9:.1f} model)"
       mfu = f"{100 * r['predicted_mfu']:.0f} %" if r["predicted_mfu"] is not None else "n/a"
       est = _ms(r["compiler_step_s"]) if r.get("compiler_step_s") else "n/a"
       lines.append(
@@ -263,9 +270,11 @@ def markdown(summary: dict) -> str:
   lines += ["Roofline: step = max(FLOPs/peak, bytes/HBM bandwidth) + bytes sent/link bandwidth "
             "(no compute/communication overlap assumed). Compiler estimate (TPU): the sum of "
             "the TPU compiler's per-instruction cycle estimates over the clock. Predicted step "
-            "= compiler estimate + network where there is one, else the roofline; MFU = compute "
-            "time / predicted step with spec-sheet peaks (osmnet_jax/aot/report.py, "
-            "breakdown.py, targets.py).", ""]
+            "= compiler estimate + network where there is one, else the roofline; MFU = model "
+            "FLOPs / spec-sheet peak / predicted step. On TPU the compiled FLOPs include the "
+            "zeros of width-packed conv kernels (nn/conv.py); the model FLOPs, shown in "
+            "brackets where they differ, come from the same program traced without packing "
+            "(osmnet_jax/aot/report.py, breakdown.py, targets.py).", ""]
   return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ import jax
 
 from osmnet_jax.aot import compile as aot_compile
 from osmnet_jax.aot import report
+from osmnet_jax.nn import conv as conv_lib
 
 _OOM_MARKERS = ("RESOURCE_EXHAUSTED", "exceeds available HBM", "Out of memory",
                 "out of memory")
@@ -95,15 +96,23 @@ def max_batch(probe: Prober, hbm: int, limit: int, start: int = 1) -> int:
 
 
 def _with_cpu_flops(target, probe: Prober, b: int, rec: dict) -> dict:
-  """GPU: the target's cost analysis is empty; price the same program lowered for one CPU
-  device at the per-chip batch (same math, no collectives)."""
-  if target.platform != "cuda" or not rec.get("fits") or b not in probe.compiled:
+  """Re-analyse the fitting program with FLOPs counted on the host: one CPU device, the
+  per-chip batch, traced as for the target (same math, no collectives).
+
+  GPU: the target's cost analysis is empty, so these are its FLOPs. TPU: the compiled count
+  includes the zeros of width-packed conv kernels (nn/conv.py), MXU work but not the model's;
+  the model FLOPs (for MFU) come from the same program traced without packing."""
+  if target.platform not in ("cuda", "tpu") or not rec.get("fits") or b not in probe.compiled:
     return rec
   cpu_dev = jax.devices("cpu")[:1]
   cprog = aot_compile.build(probe.stage, probe.cfg, cpu_dev, b, "dp")
-  cpu = report.cpu_cost(aot_compile.lower(cprog, target.platform))
   prog, compiled = probe.compiled[b]
-  return report.analyse(target, prog, compiled, cpu)
+  if target.platform == "cuda":
+    cpu = report.cpu_cost(aot_compile.lower(cprog, target.platform))
+    return report.analyse(target, prog, compiled, cpu)
+  with conv_lib.no_packing():
+    model = report.cpu_cost(aot_compile.lower(cprog, target.platform))["flops"]
+  return report.analyse(target, prog, compiled, None, model_flops=model or None)
 
 
 def _throughput(rec: dict) -> float:
@@ -131,7 +140,8 @@ def stage_report(target, cfg, stage: str, modes: list[str], batch_per_chip: int,
     per_mode[mode] = rec
   best_mode = max(per_mode, key=lambda m: (_throughput(per_mode[m]), m == "dp"))
   best = per_mode[best_mode]
-  keys = ("fits", "bytes_per_device", "hbm_bytes", "flops_per_step", "flops_source",
+  keys = ("fits", "bytes_per_device", "hbm_bytes", "flops_per_step", "model_flops_per_step",
+          "flops_source",
           "predicted_step_s", "predicted_mfu", "comm_share", "batch_per_chip", "collectives")
   out = {k: best.get(k) for k in keys}
   out["hbm_bytes"] = hbm

@@ -59,6 +59,8 @@ def perceptual_loss(
   # independent, and XLA:CPU runs independent ops concurrently on separate cores (its conv and
   # matmul kernels use ~1 core each here). Concatenating made the renderer step slower
   # (BENCHMARKS.md).
+  # The L1 mean below does not depend on the pixel order: features may stay width-packed (TPU).
+  module = module.clone(any_pixel_order=True)
   for s in scales:
     fx = module.apply(variables, pyr_pred[pyramid_key(s)])
     fy = module.apply(variables, pyr_real[pyramid_key(s)])

@@ -13,6 +13,7 @@ Only as many layers are computed as the loss has weights (`num_outputs`), so sma
 (and tiny images, where 4 max-pools would leave nothing) can use the first one or two layers.
 """
 
+import functools
 import inspect
 import os
 import pickle
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from osmnet_jax.convert import torch_state
+from osmnet_jax.nn import conv as conv_lib
 from osmnet_jax.nn.conv import Conv
 
 # Conv widths and 'M' (2x2 max pool) of torchvision's `features`.
@@ -56,11 +58,34 @@ def max_pool2x(x: jax.Array) -> jax.Array:
                      jnp.maximum(x[:, 1:h:2, 0:w:2], x[:, 1:h:2, 1:w:2]))
 
 
+def pack_first_block(pack: str, width: int) -> int:
+  """Pixels per packed column for the 64-channel full-resolution block (0: unpacked).
+
+  'auto': 2 on a TPU target (nn/conv.pack_factor's rule for a 3x3 64 -> 64 conv) when the width
+  is even; 'on': 2 on any backend (tests); 'off': 0."""
+  if pack == "off" or width % 2:
+    return 0
+  if pack == "on":
+    return 2
+  if pack != "auto":
+    raise ValueError(f"VGG pack={pack!r}: use 'auto', 'on' or 'off'")
+  return conv_lib.pack_factor("auto", 64, 64, width, 3, ((1, 1), (1, 1)))
+
+
 class VGG(nn.Module):
-  """VGG trunk; convs named 'conv<j>' (j-th conv). Returns the first `num_outputs` features."""
+  """VGG trunk; convs named 'conv<j>' (j-th conv). Returns the first `num_outputs` features.
+
+  On TPU the first block (two 3x3 convs with 64 channels at full resolution, and its ReLUs) runs
+  on width-packed maps: 2 adjacent pixels in 128 channels, the MXU's and the lane width
+  (nn/conv.py); its max-pool unpacks. `any_pixel_order=True` lets the features of that block
+  come out packed (the same numbers, pixel pairs in the channel axis), for consumers that only
+  reduce over all elements, like the perceptual L1; otherwise they are unpacked.
+  """
 
   kind: str = "vgg19"  # 'vgg19' | 'lpips_vgg16'
   num_outputs: int = 5
+  pack: str = "auto"  # 'auto' | 'on' | 'off' (see pack_first_block)
+  any_pixel_order: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> list[jax.Array]:
@@ -74,15 +99,26 @@ class VGG(nn.Module):
     else:
       raise ValueError(f"unknown VGG kind {self.kind!r}")
     wanted = FEATURE_CONVS[self.kind][: self.num_outputs]
+    f = pack_first_block(self.pack, x.shape[2])
+    if f:  # [B, H, W, 3] -> [B, H, W/f, 3f]
+      x = x.reshape(x.shape[0], x.shape[1], x.shape[2] // f, f * x.shape[3])
     outs, j = [], 0
     for v in layers:
       if v == "M":
-        x = max_pool2x(x)
+        if f:  # max over the f pixels of a packed column, then over row pairs: unpacked
+          c = x.shape[-1] // f
+          x = functools.reduce(jnp.maximum, [x[..., r * c:(r + 1) * c] for r in range(f)])
+          h = x.shape[1] // 2 * 2
+          x = jnp.maximum(x[:, 0:h:2], x[:, 1:h:2])
+          f = 0
+        else:
+          x = max_pool2x(x)
         continue
       # `Conv`: nn.Conv's params; a matmul on the 2x2..8x8 maps of the deep levels (nn/conv.py).
-      x = nn.relu(Conv(v, (3, 3), padding=((1, 1), (1, 1)), name=f"conv{j}")(x))
+      x = nn.relu(Conv(v, (3, 3), padding=((1, 1), (1, 1)), packed_input=f, name=f"conv{j}")(x))
       if j in wanted:
-        outs.append(x)
+        outs.append(x if not f or self.any_pixel_order else
+                    x.reshape(x.shape[0], x.shape[1], x.shape[2] * f, x.shape[3] // f))
         if len(outs) == len(wanted):
           return outs
       j += 1

@@ -15,6 +15,17 @@ kh*kw times the input), so the matmul path is taken only where H*W <= IM2COL_MAX
 (64, i.e. up to 8x8: the crossover lies between 8x8 and 16x16, BENCHMARKS.md), and only
 on the CPU backend by default: GPU/TPU convolution libraries have no such cliff.
 
+On TPU the opposite problem: the MXU is 128 x 128 and activations are stored with the channel
+axis in 128 lanes, so FOMM's 64-channel full-resolution layers fill half of each and its
+3-channel ends (`first` 7x7 3->64, `final` 7x7 64->3, VGG's conv0) 3 of 128. There the narrow
+convs run on *width-packed* maps: f adjacent pixels of a row folded into the channel axis
+([B, H, W, C] -> [B, H, W/f, f*C], a reshape) and the kernel rearranged to match
+([kh, kw', f*Cin, f*Cout], mostly zeros; `width_packed_conv`). The same function, with more
+MXU work but far fuller tiles. The TPU compiler's cycle estimates for one conv, forward and both
+gradients, 8 x 256 x 256 on v5e (benchmarks/tpu_conv_packing.py): 7x7 64->3 3.8x faster at f=4,
+7x7 3->64 2.5x, 3x3 3->64 1.5x, 3x3 64->64 1.5x at f=2; 3x3 64->128 1.03x and 128->64 0.8x,
+so the rule (`pack_factor`) packs only convs whose input and output both have <= 64 channels.
+
 Parameters are `kernel` [kh, kw, Cin, Cout] and `bias` [Cout] exactly as in `nn.Conv`, so
 parameter trees, checkpoints and converters are unchanged; both paths compute the same function
 (summation order differs: float32 round-off, checked in tests/test_conv.py).
@@ -22,11 +33,13 @@ parameter trees, checkpoints and converters are unchanged; both paths compute th
 
 import contextlib
 import contextvars
+import os
 from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Largest H*W for which the im2col path is taken ("auto" mode, CPU backend).
 IM2COL_MAX_PIXELS = 64
@@ -36,6 +49,21 @@ IM2COL_MAX_PIXELS = 64
 # is the one that target would run.
 _TARGET_BACKEND: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "conv_target_backend", default=None)
+
+
+# Off inside `no_packing()`: the AOT report lowers the plain program once to count the model's
+# own FLOPs (a packed kernel's zeros are MXU work, not model FLOPs).
+_PACKING: contextvars.ContextVar[bool] = contextvars.ContextVar("conv_packing", default=True)
+
+
+@contextlib.contextmanager
+def no_packing() -> Iterator[None]:
+  """Trace every conv unpacked inside the block (`pack_factor` 'auto' returns 0)."""
+  token = _PACKING.set(False)
+  try:
+    yield
+  finally:
+    _PACKING.reset(token)
 
 
 @contextlib.contextmanager
@@ -70,14 +98,76 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, in
   return out.reshape(b, ho, wo, cout)
 
 
+def width_packed_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]],
+                      f: int) -> jax.Array:
+  """Stride-1 'same-width' cross-correlation on maps with f pixels per packed column.
+
+  x [B, H, W, Cin] -> [B, H, W/f, f*Cin] (pixel f*j + r of a row -> column j, channels
+  r*Cin .. r*Cin + Cin - 1). Output pixel f*j + p reads input pixel f*j + p + t - left for tap t,
+  i.e. packed column j + q at sub-pixel r with q = floor((p + t - left) / f), r = its remainder;
+  the packed kernel [kh, qmax - qmin + 1, f*Cin, f*Cout] holds kernel[:, t] at (q - qmin, r, p)
+  and zeros elsewhere (a constant 0/1 selection contracted with the kernel, so gradients flow to
+  the real kernel). Needs W % f == 0 and left + right == kw - 1 (output width == W).
+  Returns [B, Ho, W, Cout].
+  """
+  kh, kw, cin, cout = kernel.shape
+  b, h, w, _ = x.shape
+  if w % f or padding[1][0] + padding[1][1] != kw - 1:
+    raise ValueError(f"width packing by {f} needs W % f == 0 and a same-width padding; got "
+                     f"W={w}, kernel width {kw}, padding {tuple(padding[1])}")
+  y = packed_conv(x.reshape(b, h, w // f, f * cin), kernel, padding, f)
+  return y.reshape(y.shape[0], y.shape[1], w, cout)
+
+
+def packed_conv(xp: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]],
+                f: int) -> jax.Array:
+  """`width_packed_conv` on maps that are already packed: [B, H, W/f, f*Cin] ->
+  [B, Ho, W/f, f*Cout] (a chain of packed convs pays no reshape between them)."""
+  kh, kw, cin, cout = kernel.shape
+  (pt, pb), (pl, pr) = padding
+  if pl + pr != kw - 1:
+    raise ValueError(f"width packing needs a same-width padding; got {(pl, pr)} for width {kw}")
+  qmin, qmax = (-pl) // f, (f - 1 + kw - 1 - pl) // f
+  sel = np.zeros((kw, qmax - qmin + 1, f, f), np.float32)  # [tap t, packed tap q, r, p]
+  for p in range(f):
+    for t in range(kw):
+      sel[t, (p + t - pl) // f - qmin, (p + t - pl) % f, p] = 1.0
+  packed = jnp.einsum("tqrp,htio->hqripo", jnp.asarray(sel, kernel.dtype), kernel)
+  packed = packed.reshape(kh, qmax - qmin + 1, f * cin, f * cout)
+  return jax.lax.conv_general_dilated(xp, packed, (1, 1), ((pt, pb), (-qmin, qmax)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def pack_factor(impl: str, cin: int, cout: int, width: int, kw: int,
+                padding: Sequence[tuple[int, int]]) -> int:
+  """Pixels per packed column for `width_packed_conv`, or 0 for the plain conv.
+
+  'auto': on a TPU target only, for convs with <= 64 input and output channels: 4 when one side
+  has <= 16 channels (the 3-channel ends), else 2 (64 -> 64); never when W is not a multiple or
+  the padding changes the width. 'packed' applies the same rule on any backend (tests).
+  OSMNET_TPU_CONV_PACKING=0 in the environment, or a `no_packing()` block, turns 'auto'
+  packing off (A/B comparisons; the AOT report's model-FLOP count)."""
+  if impl not in ("auto", "packed") or max(cin, cout) > 64:
+    return 0
+  if impl == "auto" and ((_TARGET_BACKEND.get() or jax.default_backend()) != "tpu"
+                         or not _PACKING.get()
+                         or os.environ.get("OSMNET_TPU_CONV_PACKING", "1") == "0"):
+    return 0
+  f = 4 if min(cin, cout) <= 16 else 2
+  (_, _), (pl, pr) = padding
+  return f if width % f == 0 and pl + pr == kw - 1 else 0
+
+
 def use_im2col(impl: str, height: int, width: int) -> bool:
   """The path rule: 'xla' | 'im2col' force one; 'auto' = im2col for small maps on CPU."""
   if impl == "xla":
     return False
   if impl == "im2col":
     return True
+  if impl == "packed":
+    return False
   if impl != "auto":
-    raise ValueError(f"conv impl must be 'auto', 'xla' or 'im2col', got {impl!r}")
+    raise ValueError(f"conv impl must be 'auto', 'xla', 'im2col' or 'packed', got {impl!r}")
   backend = _TARGET_BACKEND.get() or jax.default_backend()
   return height * width <= IM2COL_MAX_PIXELS and backend == "cpu"
 
@@ -93,7 +183,10 @@ class Conv(nn.Module):
   param_dtype: Any = jnp.float32
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros_init()
-  impl: str = "auto"  # 'auto' | 'xla' | 'im2col'
+  impl: str = "auto"  # 'auto' | 'xla' | 'im2col' | 'packed'
+  # > 0: x and the result are width-packed by this factor ([B, H, W/f, f*C], `packed_conv`);
+  # the parameters are still the unpacked [kh, kw, Cin, Cout] kernel and [Cout] bias.
+  packed_input: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -102,13 +195,20 @@ class Conv(nn.Module):
       raise ValueError(f"Conv needs explicit ((top, bottom), (left, right)) padding, "
                        f"got {self.padding!r}")
     padding = tuple((int(a), int(b)) for a, b in self.padding)
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
+    fin = max(self.packed_input, 1)
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1] // fin, self.features),
                         self.param_dtype)
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    if self.packed_input:
+      y = packed_conv(x, kernel, padding, fin)
+      return y if bias is None else y + jnp.tile(bias, fin)  # channel r*Cout + c: bias[c]
+    f = pack_factor(self.impl, x.shape[-1], self.features, x.shape[2], kw, padding)
     if use_im2col(self.impl, x.shape[1], x.shape[2]):
       y = im2col_conv(x, kernel, padding)
+    elif f:
+      y = width_packed_conv(x, kernel, padding, f)
     else:
       y = jax.lax.conv_general_dilated(x, kernel, (1, 1), padding,
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
