@@ -107,6 +107,34 @@ def test_vgg_packed_first_block_is_the_same_network(kind):
     assert vgg.pack_first_block("auto", 32) == 2 and vgg.pack_first_block("auto", 31) == 0
 
 
+def test_render_call_traces_plain_convs_on_tpu():
+  """generate's render call is forward only, where packing measured slower on v5e: traced for a
+  TPU it is the no-packing program, while the renderer's own apply there does pack."""
+  from osmnet_jax import renderer
+  from osmnet_jax.inference import render as render_lib
+
+  cfg = renderer.tiny_config()
+  v = jax.eval_shape(lambda: renderer.init(jax.random.PRNGKey(0), cfg, 32, False))
+  k = cfg.num_kp
+  kp = lambda b: {"value": jax.ShapeDtypeStruct((b, k, 2), jnp.float32),
+                  "jacobian": jax.ShapeDtypeStruct((b, k, 2, 2), jnp.float32)}
+  src = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  fn = lambda v, s, a, b: render_lib.render_frames(v, s, a, b, renderer_cfg=cfg)
+  lower = lambda f: jax.jit(f).lower(v, src, kp(1), kp(2)).as_text()
+  with conv_lib.target_backend("tpu"):
+    tpu = lower(fn)
+    with conv_lib.no_packing():
+      plain = lower(fn)
+    gen = renderer.make_generator(cfg)
+    packed_gen = jax.jit(lambda v, s, a, b: gen.apply(v["generator"], s, b, a)).lower(
+        v, src, kp(1), kp(1)).as_text()
+    with conv_lib.no_packing():
+      plain_gen = jax.jit(lambda v, s, a, b: gen.apply(v["generator"], s, b, a)).lower(
+          v, src, kp(1), kp(1)).as_text()
+  assert tpu == plain
+  assert packed_gen != plain_gen
+
+
 def test_conv_module_has_nn_conv_params_and_output():
   x = jnp.asarray(np.random.RandomState(0).randn(2, 4, 4, 6).astype(np.float32))
   ref_mod = nn.Conv(8, (3, 3), padding=((1, 1), (1, 1)))

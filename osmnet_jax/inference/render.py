@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from osmnet_jax import renderer
+from osmnet_jax.nn import conv as conv_lib
 
 
 def fold_time(tree):
@@ -68,8 +69,12 @@ def render_frames(variables: dict, source: jax.Array, kp_src: dict, kp_drv: dict
   [1,K,2,2]}, kp_drv {'value' [B,K,2], 'jacobian' [B,K,2,2]} -> frames [B,H,W,3], uint8
   (rounded) or float in [0, 1]. The call generation jits (``SequenceRenderer``) and
   ``osmnet_jax.aot`` compiles for accelerators."""
-  frames = render_clip(variables, renderer_cfg, source, kp_src,
-                       jax.tree.map(lambda x: x[None], kp_drv))[0]
+  # Forward only: on TPU the width packing of narrow convs (nn/conv.py) pays off through their
+  # gradients; in this program its relayouts cost more than it saves (vox256 on v5e: 66.5 vs
+  # 50.9 ms per 32 frames, BENCHMARKS.md), so the render call traces every conv plain.
+  with conv_lib.no_packing():
+    frames = render_clip(variables, renderer_cfg, source, kp_src,
+                         jax.tree.map(lambda x: x[None], kp_drv))[0]
   if uint8:
     return jnp.round(jnp.clip(frames, 0.0, 1.0) * 255.0).astype(jnp.uint8)
   return frames

@@ -69,7 +69,7 @@ def pack_first_block(pack: str, width: int) -> int:
     return 2
   if pack != "auto":
     raise ValueError(f"VGG pack={pack!r}: use 'auto', 'on' or 'off'")
-  return conv_lib.pack_factor("auto", 64, 64, width, 3, ((1, 1), (1, 1)))
+  return conv_lib.pack_factor("auto", 64, 64, width, 3, ((1, 1), (1, 1)), chain=True)
 
 
 class VGG(nn.Module):

@@ -139,19 +139,21 @@ def packed_conv(xp: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, i
 
 
 def pack_factor(impl: str, cin: int, cout: int, width: int, kw: int,
-                padding: Sequence[tuple[int, int]]) -> int:
+                padding: Sequence[tuple[int, int]], chain: bool = False) -> int:
   """Pixels per packed column for `width_packed_conv`, or 0 for the plain conv.
 
   'auto': on a TPU target only, for convs with <= 64 input and output channels: 4 when one side
   has <= 16 channels (the 3-channel ends), else 2 (64 -> 64); never when W is not a multiple or
   the padding changes the width. 'packed' applies the same rule on any backend (tests).
+  `chain`: the caller keeps the maps packed across several layers (VGG's first block).
   OSMNET_TPU_CONV_PACKING=0 in the environment, or a `no_packing()` block, turns 'auto'
-  packing off (A/B comparisons; the AOT report's model-FLOP count)."""
+  packing off (A/B comparisons; the AOT report's model-FLOP count); =chains keeps only the
+  packed chains."""
   if impl not in ("auto", "packed") or max(cin, cout) > 64:
     return 0
+  env = os.environ.get("OSMNET_TPU_CONV_PACKING", "1")
   if impl == "auto" and ((_TARGET_BACKEND.get() or jax.default_backend()) != "tpu"
-                         or not _PACKING.get()
-                         or os.environ.get("OSMNET_TPU_CONV_PACKING", "1") == "0"):
+                         or not _PACKING.get() or env == "0" or (env == "chains" and not chain)):
     return 0
   f = 4 if min(cin, cout) <= 16 else 2
   (_, _), (pl, pr) = padding
