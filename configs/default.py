@@ -199,7 +199,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.loss = "l1"                       # baselines' regression loss: l1 | l2
   # Precision and memory [ours]: float32 | bfloat16 compute (params, Adam, the QR bases, alpha
   # and the pose stay float32; configs/vox256.py uses bf16); remat recomputes the audio encoder
-  # in the backward pass. The FSDP layout follows config.mesh.fsdp, as for the renderer.
+  # in the backward pass (model "osmnet"; the pose baselines stay float32 without remat). The
+  # FSDP layout follows config.mesh.fsdp, as for the renderer.
   m.compute_dtype = "float32"
   m.remat = False
 
