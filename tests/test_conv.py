@@ -13,6 +13,20 @@ from osmnet_jax.nn.blocks import AntiAliasInterpolation2d, antialias_kernel
 DN = ("NHWC", "HWIO", "NHWC")
 
 
+def _assert_same_conv(ours_f, pad, x, w, r, atol, grad_atol):
+  """ours_f(x, w) equals XLA's stride-1 conv with padding `pad` in value (atol, rtol 1e-5) and
+  in both gradients under a random cotangent from `r` (grad_atol, rtol 1e-5)."""
+  ref_f = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=DN)
+  ref, ours = ref_f(x, w), ours_f(x, w)
+  assert ours.shape == ref.shape
+  np.testing.assert_allclose(ours, ref, atol=atol, rtol=1e-5)
+  cot = jnp.asarray(r.randn(*ref.shape).astype(np.float32))
+  g_ref = jax.grad(lambda x, w: jnp.sum(ref_f(x, w) * cot), (0, 1))(x, w)
+  g_ours = jax.grad(lambda x, w: jnp.sum(ours_f(x, w) * cot), (0, 1))(x, w)
+  for a, b in zip(g_ours, g_ref):
+    np.testing.assert_allclose(a, b, atol=grad_atol, rtol=1e-5)
+
+
 @pytest.mark.parametrize("hw,k,pad", [(2, 3, ((1, 1), (1, 1))), (5, 3, ((1, 1), (1, 1))),
                                       (6, 7, ((3, 3), (3, 3))), (4, 1, ((0, 0), (0, 0))),
                                       (7, 3, ((0, 2), (1, 0)))])
@@ -20,16 +34,7 @@ def test_im2col_conv_matches_xla_values_and_grads(hw, k, pad):
   r = np.random.RandomState(hw + k)
   x = jnp.asarray(r.randn(3, hw, hw + 1, 5).astype(np.float32))
   w = jnp.asarray(r.randn(k, k, 5, 4).astype(np.float32))
-  ref_f = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=DN)
-  ours_f = lambda x, w: conv_lib.im2col_conv(x, w, pad)
-  ref, ours = ref_f(x, w), ours_f(x, w)
-  assert ours.shape == ref.shape
-  np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=1e-5)
-  cot = jnp.asarray(r.randn(*ref.shape).astype(np.float32))
-  g_ref = jax.grad(lambda x, w: jnp.sum(ref_f(x, w) * cot), (0, 1))(x, w)
-  g_ours = jax.grad(lambda x, w: jnp.sum(ours_f(x, w) * cot), (0, 1))(x, w)
-  for a, b in zip(g_ours, g_ref):
-    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+  _assert_same_conv(lambda x, w: conv_lib.im2col_conv(x, w, pad), pad, x, w, r, 1e-5, 1e-4)
 
 
 @pytest.mark.parametrize("k,cin,cout,f,pad", [(7, 3, 8, 4, ((3, 3), (3, 3))),
@@ -42,16 +47,8 @@ def test_width_packed_conv_is_the_same_conv(k, cin, cout, f, pad):
   r = np.random.RandomState(k + cin)
   x = jnp.asarray(r.randn(2, 5, 16, cin).astype(np.float32))
   w = jnp.asarray(r.randn(k, k, cin, cout).astype(np.float32))
-  ref_f = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), pad, dimension_numbers=DN)
-  ours_f = lambda x, w: conv_lib.width_packed_conv(x, w, pad, f)
-  ref, ours = ref_f(x, w), ours_f(x, w)
-  assert ours.shape == ref.shape
-  np.testing.assert_allclose(ours, ref, atol=2e-5, rtol=1e-5)
-  cot = jnp.asarray(r.randn(*ref.shape).astype(np.float32))
-  g_ref = jax.grad(lambda x, w: jnp.sum(ref_f(x, w) * cot), (0, 1))(x, w)
-  g_ours = jax.grad(lambda x, w: jnp.sum(ours_f(x, w) * cot), (0, 1))(x, w)
-  for a, b in zip(g_ours, g_ref):
-    np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-5)
+  _assert_same_conv(lambda x, w: conv_lib.width_packed_conv(x, w, pad, f), pad, x, w, r, 2e-5,
+                    2e-4)
   with pytest.raises(ValueError, match="W % f == 0"):
     conv_lib.width_packed_conv(x[:, :, :14], w, pad, 4)
 

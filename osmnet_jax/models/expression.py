@@ -113,9 +113,7 @@ class FaceIdentityEncoder(nn.Module):
       lm = source_landmarks - source_landmarks.mean(-2, keepdims=True)  # [B,68,2] centred: shape
       h = nn.gelu(nn.Dense(self.features, dtype=self.dtype)(lm.reshape(lm.shape[0], -1)))
       parts.append(h)
-    dt = jnp.result_type(*parts)
-    x = nn.Dense(self.features, dtype=self.dtype)(jnp.concatenate([p.astype(dt) for p in parts],
-                                                                  -1))
+    x = nn.Dense(self.features, dtype=self.dtype)(jnp.concatenate(parts, -1))  # promotes
     return nn.LayerNorm()(x)  # [B, I]
 
 

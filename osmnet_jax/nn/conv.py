@@ -66,6 +66,11 @@ def no_packing() -> Iterator[None]:
     _PACKING.reset(token)
 
 
+def _backend() -> str:
+  """The platform traced for: `target_backend`'s, else the default backend."""
+  return _TARGET_BACKEND.get() or jax.default_backend()
+
+
 @contextlib.contextmanager
 def target_backend(platform: str) -> Iterator[None]:
   """Trace convs as for `platform` ('cpu', 'tpu', 'cuda', 'gpu') inside the block."""
@@ -152,7 +157,7 @@ def pack_factor(impl: str, cin: int, cout: int, width: int, kw: int,
   if impl not in ("auto", "packed") or max(cin, cout) > 64:
     return 0
   env = os.environ.get("OSMNET_TPU_CONV_PACKING", "1")
-  if impl == "auto" and ((_TARGET_BACKEND.get() or jax.default_backend()) != "tpu"
+  if impl == "auto" and (_backend() != "tpu"
                          or not _PACKING.get() or env == "0" or (env == "chains" and not chain)):
     return 0
   f = 4 if min(cin, cout) <= 16 else 2
@@ -170,8 +175,7 @@ def use_im2col(impl: str, height: int, width: int) -> bool:
     return False
   if impl != "auto":
     raise ValueError(f"conv impl must be 'auto', 'xla', 'im2col' or 'packed', got {impl!r}")
-  backend = _TARGET_BACKEND.get() or jax.default_backend()
-  return height * width <= IM2COL_MAX_PIXELS and backend == "cpu"
+  return height * width <= IM2COL_MAX_PIXELS and _backend() == "cpu"
 
 
 class Conv(nn.Module):

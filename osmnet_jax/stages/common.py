@@ -41,18 +41,34 @@ def make_jit_step(train_step: Callable, mesh: Mesh, state_sharding: Any = None) 
 
 def fsdp_state_shardings(mesh: Mesh, state: Any, split: tuple[str, ...] = ("params", "opt_state"),
                          min_size: int = sharding.FSDP_MIN_SIZE) -> Any:
-  """FSDP layout of a stage-B state dataclass (arrays or ShapeDtypeStructs): the ``split``
+  """FSDP layout of a stage's state dataclass (arrays or ShapeDtypeStructs): the ``split``
   fields (params and their Adam moments) by ``sharding.fsdp_shardings`` over the mesh's 'fsdp'
-  axis, every other field (step, a frozen renderer) replicated. All replicated when the mesh
-  has no 'fsdp' axis or it is 1 (the renderer has its own: RendererState.state_shardings)."""
+  axis (leaves under ``min_size`` elements replicated), every other field (step, BatchNorm
+  statistics, a frozen renderer or perceptual backbone) replicated. All replicated when the
+  mesh has no 'fsdp' axis or it is 1."""
   repl = NamedSharding(mesh, P())
   fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
   return type(state)(**{k: (sharding.fsdp_shardings(v, mesh, min_size) if k in split
                             else jax.tree.map(lambda _: repl, v)) for k, v in fields.items()})
 
 
-def uses_fsdp(mesh: Mesh) -> bool:
-  return dict(mesh.shape).get(sharding.FSDP_AXIS, 1) > 1
+class CompiledSteps:
+  """The compiled forms of a stage's pure ``self.train_step`` (renderer, motion, expression)."""
+
+  def state_shardings(self, mesh: Mesh, state: Any,
+                      min_size: int = sharding.FSDP_MIN_SIZE) -> Any:
+    """FSDP layout of ``state`` on ``mesh`` (``fsdp_state_shardings``: params and Adam moments
+    split over 'fsdp', the rest replicated; all replicated when fsdp is 1)."""
+    return fsdp_state_shardings(mesh, state, min_size=min_size)
+
+  def make_jit_step(self, mesh: Mesh, state_sharding: Any = None) -> Callable:
+    """``make_jit_step`` of this step: state replicated, or laid out by ``state_sharding``
+    (``state_shardings(mesh, state)`` for FSDP)."""
+    return make_jit_step(self.train_step, mesh, state_sharding)
+
+  def make_pmap_step(self) -> Callable:
+    """``make_pmap_step`` of this step (state from ``sharding.replicate``)."""
+    return make_pmap_step(self.train_step)
 
 
 def make_pmap_step(train_step: Callable) -> Callable:

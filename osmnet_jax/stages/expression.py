@@ -60,7 +60,7 @@ class ExpressionState:
   renderer: Any   # FROZEN renderer variables {'kp_detector', 'generator'}: {'params','batch_stats'}
 
 
-class ExpressionStage:
+class ExpressionStage(common.CompiledSteps):
   """Models, optimizer and step functions of one ``cfg.expression`` on one renderer config."""
 
   def __init__(self, ecfg, renderer_cfg, dtype=jnp.float32):
@@ -171,19 +171,6 @@ class ExpressionStage:
         self.tx, state.params, state.opt_state, grads, metrics, axis_name)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  def state_shardings(self, mesh, state: ExpressionState) -> ExpressionState:
-    """FSDP layout (``common.fsdp_state_shardings``): params and Adam moments split over the
-    mesh's 'fsdp' axis, the rest replicated; all replicated when fsdp is 1."""
-    return common.fsdp_state_shardings(mesh, state)
-
-  def make_jit_step(self, mesh, state_sharding: ExpressionState | None = None):
-    """``common.make_jit_step`` of this step: state replicated, or laid out by
-    ``state_sharding`` (``state_shardings(mesh, state)`` for FSDP)."""
-    return common.make_jit_step(self.train_step, mesh, state_sharding)
-
-  def make_pmap_step(self):
-    """``common.make_pmap_step`` of this step (state from ``sharding.replicate``)."""
-    return common.make_pmap_step(self.train_step)
 
   @functools.partial(jax.jit, static_argnums=0)
   def predict(self, params, renderer_vars, batch) -> dict:
@@ -284,8 +271,7 @@ def fit_and_evaluate(name: str, stage: ExpressionStage, state: ExpressionState, 
                                                ecfg.num_frames, keys=BATCH_KEYS)
   # config.mesh.fsdp > 1 splits params and Adam moments over 'fsdp'; the frozen renderer
   # stays replicated (it is read whole by every frame's keypoint detection).
-  state_sh = (stage.state_shardings(mesh, state)
-              if cfg.parallel == "jit" and common.uses_fsdp(mesh) else None)
+  state_sh = stage.state_shardings(mesh, state) if cfg.parallel == "jit" else None
   t0 = time.perf_counter()
   state, last = common.fit(
       name=name, train_step=stage.train_step, state=state, mesh=mesh, parallel=cfg.parallel,

@@ -75,7 +75,7 @@ def _stop_subtree(params: dict, name: str) -> dict:
   return {**params, name: jax.lax.stop_gradient(params[name])}
 
 
-class MotionStage:
+class MotionStage(common.CompiledSteps):
   """Model, optimizer and step functions of one ``cfg.motion``."""
 
   def __init__(self, mcfg):
@@ -170,19 +170,6 @@ class MotionStage:
         self.tx, state.params, state.opt_state, grads, metrics, axis_name)
     return MotionState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  def state_shardings(self, mesh, state: MotionState) -> MotionState:
-    """FSDP layout (``common.fsdp_state_shardings``): params and Adam moments split over the
-    mesh's 'fsdp' axis, the rest replicated; all replicated when fsdp is 1."""
-    return common.fsdp_state_shardings(mesh, state)
-
-  def make_jit_step(self, mesh, state_sharding: MotionState | None = None):
-    """``common.make_jit_step`` of this step: state replicated, or laid out by
-    ``state_sharding`` (``state_shardings(mesh, state)`` for FSDP)."""
-    return common.make_jit_step(self.train_step, mesh, state_sharding)
-
-  def make_pmap_step(self):
-    """``common.make_pmap_step`` of this step (state from ``sharding.replicate``)."""
-    return common.make_pmap_step(self.train_step)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,8 +249,7 @@ def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
   name = os.path.basename(ckdir)
   state = stage.init_state(init_rng)
   # config.mesh.fsdp > 1 splits params and Adam moments over 'fsdp' (replicated at 1).
-  state_sh = (stage.state_shardings(mesh, state)
-              if cfg.parallel == "jit" and common.uses_fsdp(mesh) else None)
+  state_sh = stage.state_shardings(mesh, state) if cfg.parallel == "jit" else None
   t0 = time.perf_counter()
   state, last = common.fit(
       name=name, train_step=stage.train_step, state=state, mesh=mesh,

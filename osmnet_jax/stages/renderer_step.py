@@ -25,12 +25,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from osmnet_jax import renderer
 from osmnet_jax.losses import equivariance, gan, landmark_anchors, perceptual
-from osmnet_jax.runtime import sharding
 from osmnet_jax.stages import common
 
 GENERATOR_GROUPS = ("kp_detector", "generator")  # trained jointly by one loss
@@ -60,7 +57,7 @@ def _adam(lr: float, tcfg) -> optax.GradientTransformation:
   return optax.adam(sched, b1=tcfg.b1, b2=tcfg.b2, eps=1e-8)
 
 
-class RendererStage:
+class RendererStage(common.CompiledSteps):
   """Builds the modules, optimizers and step functions for one renderer config."""
 
   def __init__(self, cfg, backbone: tuple[Any, dict] | None = None, dtype=jnp.float32):
@@ -328,26 +325,3 @@ class RendererStage:
         state.params["discriminator"])
     return d_loss, d_stats, dgrads
 
-  # --------------------------------------------------------------------------------------------
-  def state_shardings(self, mesh: Mesh, state: RendererState,
-                      min_size: int = sharding.FSDP_MIN_SIZE) -> RendererState:
-    """FSDP layout of `state` (arrays or ShapeDtypeStructs) on `mesh`: params and their Adam
-    moments split over 'fsdp' by `sharding.fsdp_spec` (largest divisible dim; leaves under
-    `min_size` elements replicated); step, BatchNorm / spectral-norm stats and the frozen
-    perceptual backbone replicated. All replicated when the mesh's fsdp axis is 1 or absent."""
-    repl = NamedSharding(mesh, P())
-    return RendererState(
-        step=repl,
-        params=sharding.fsdp_shardings(state.params, mesh, min_size),
-        batch_stats=jax.tree.map(lambda _: repl, state.batch_stats),
-        opt_state=sharding.fsdp_shardings(state.opt_state, mesh, min_size),
-        loss_params=jax.tree.map(lambda _: repl, state.loss_params),
-    )
-
-  def make_jit_step(self, mesh: Mesh, state_sharding: RendererState | None = None):
-    """``common.make_jit_step`` of this step; pass ``state_shardings(mesh, state)`` for FSDP."""
-    return common.make_jit_step(self.train_step, mesh, state_sharding)
-
-  def make_pmap_step(self):
-    """``common.make_pmap_step`` of this step (state from ``sharding.replicate``)."""
-    return common.make_pmap_step(self.train_step)
