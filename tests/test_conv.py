@@ -104,9 +104,64 @@ def test_vgg_packed_first_block_is_the_same_network(kind):
     assert vgg.pack_first_block("auto", 32) == 2 and vgg.pack_first_block("auto", 31) == 0
 
 
-def test_render_call_traces_plain_convs_on_tpu():
-  """generate's render call is forward only, where packing measured slower on v5e: traced for a
-  TPU it is the no-packing program, while the renderer's own apply there does pack."""
+def test_generator_packed_full_resolution_is_the_same_network():
+  """The generator's TPU layout (first, down_blocks_0, the last up block and final on pixel
+  pairs packed into the channel axis; forced on here): the same prediction, BatchNorm running
+  statistics and gradients as the plain network from the same variables, in train and eval
+  mode; and the rule that decides where it applies."""
+  from osmnet_jax.models.generator import OcclusionAwareGenerator
+
+  r = np.random.RandomState(0)
+  # No dense motion network: the packed layers are the ends, and the suite's time is short.
+  kw = dict(num_kp=4, block_expansion=8, max_features=32, num_down_blocks=2,
+            num_bottleneck_blocks=1)
+  src = jnp.asarray(r.rand(2, 16, 16, 3), jnp.float32)
+  kp = lambda: {"value": jnp.asarray(r.rand(2, 4, 2) * 1.6 - 0.8, jnp.float32),
+                "jacobian": jnp.asarray(np.eye(2) + 0.1 * r.randn(2, 4, 2, 2), jnp.float32)}
+  kd, ks = kp(), kp()
+  gen = {p: OcclusionAwareGenerator(**kw, train=True, pack=p) for p in ("off", "on")}
+  v = gen["off"].init(jax.random.PRNGKey(0), src, kd, ks)
+  assert jax.tree.map(jnp.shape, gen["on"].init(jax.random.PRNGKey(0), src, kd, ks)) == (
+      jax.tree.map(jnp.shape, v))
+
+  def train(p):  # one program per layout: (gradients, prediction, running statistics)
+    def loss(params, s):
+      out, st = gen[p].apply({"params": params, "batch_stats": v["batch_stats"]}, s, kd, ks,
+                             mutable=["batch_stats"])
+      return jnp.mean(out["prediction"] ** 2), (out["prediction"], st["batch_stats"])
+    return jax.jit(jax.grad(loss, (0, 1), has_aux=True))(v["params"], src)
+
+  (ga, (a, sa)), (gb, (b, sb)) = train("on"), train("off")
+  np.testing.assert_allclose(a, b, atol=1e-5)
+  assert float(jnp.abs(a - b).max()) > 0  # really a different program (summation order)
+  for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
+    np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-5)
+  # Compared on the tree's scale: conv biases before a BatchNorm have a zero gradient (only
+  # round-off).
+  scale = max(float(jnp.abs(x).max()) for x in jax.tree.leaves(gb))
+  for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(x, y, atol=2e-5 * scale, rtol=1e-4)
+  ev = {p: OcclusionAwareGenerator(**kw, pack=p).apply(v, src, kd, ks)["prediction"]
+        for p in ("on", "off")}
+  np.testing.assert_allclose(ev["on"], ev["off"], atol=1e-5)
+
+  g = OcclusionAwareGenerator(**kw)
+  assert g.full_resolution_pack((2, 32, 32, 3)) == 0  # 'auto' on the host backend: CPU
+  with conv_lib.target_backend("tpu"):
+    assert g.full_resolution_pack((2, 32, 32, 3)) == 2
+    assert g.full_resolution_pack((2, 31, 32, 3)) == 0  # odd height: the pooling floors
+    assert g.full_resolution_pack((2, 32, 30, 3)) == 2
+    assert OcclusionAwareGenerator(**{**kw, "block_expansion": 128}).full_resolution_pack(
+        (2, 32, 32, 3)) == 0
+    with conv_lib.no_packing():
+      assert g.full_resolution_pack((2, 32, 32, 3)) == 0
+
+
+def test_render_call_packs_only_chains_on_tpu():
+  """generate's render call is forward only, where single packed convs measured slower on v5e
+  and the generator's packed chains faster: traced for a TPU it is the chains-only program,
+  which differs from both the plain and the fully packed one; inside `no_packing()` (the AOT
+  report's model-FLOP count) it packs nothing."""
   from osmnet_jax import renderer
   from osmnet_jax.inference import render as render_lib
 
@@ -116,20 +171,25 @@ def test_render_call_traces_plain_convs_on_tpu():
   kp = lambda b: {"value": jax.ShapeDtypeStruct((b, k, 2), jnp.float32),
                   "jacobian": jax.ShapeDtypeStruct((b, k, 2, 2), jnp.float32)}
   src = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-  fn = lambda v, s, a, b: render_lib.render_frames(v, s, a, b, renderer_cfg=cfg)
-  lower = lambda f: jax.jit(f).lower(v, src, kp(1), kp(2)).as_text()
+  render = lambda v, s, a, b: render_lib.render_frames(v, s, a, b, renderer_cfg=cfg,
+                                                      uint8=False)
+  # The same call without its packing rule: every narrow conv packed.
+  unruled = lambda v, s, a, b: render_lib.render_clip(v, cfg, s, a, jax.tree.map(
+      lambda x: x[None], b))[0]
+  # A fresh function per lowering: JAX caches a function's trace, and the packing rule is
+  # read at trace time.
+  lower = lambda f: jax.jit(lambda *a: f(*a)).lower(v, src, kp(1), kp(2)).as_text()
   with conv_lib.target_backend("tpu"):
-    tpu = lower(fn)
+    tpu = lower(render)
+    with conv_lib.chains_only():
+      chains = lower(unruled)
     with conv_lib.no_packing():
-      plain = lower(fn)
-    gen = renderer.make_generator(cfg)
-    packed_gen = jax.jit(lambda v, s, a, b: gen.apply(v["generator"], s, b, a)).lower(
-        v, src, kp(1), kp(1)).as_text()
-    with conv_lib.no_packing():
-      plain_gen = jax.jit(lambda v, s, a, b: gen.apply(v["generator"], s, b, a)).lower(
-          v, src, kp(1), kp(1)).as_text()
-  assert tpu == plain
-  assert packed_gen != plain_gen
+      plain = lower(render)
+      assert lower(unruled) == plain
+    everything = lower(unruled)
+  # The render call's frames are those of render_clip; its program packs the chains only.
+  assert tpu == chains
+  assert len({plain, chains, everything}) == 3
 
 
 def test_conv_module_has_nn_conv_params_and_output():

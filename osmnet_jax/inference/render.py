@@ -69,10 +69,11 @@ def render_frames(variables: dict, source: jax.Array, kp_src: dict, kp_drv: dict
   [1,K,2,2]}, kp_drv {'value' [B,K,2], 'jacobian' [B,K,2,2]} -> frames [B,H,W,3], uint8
   (rounded) or float in [0, 1]. The call generation jits (``SequenceRenderer``) and
   ``osmnet_jax.aot`` compiles for accelerators."""
-  # Forward only: on TPU the width packing of narrow convs (nn/conv.py) pays off through their
-  # gradients; in this program its relayouts cost more than it saves (vox256 on v5e: 66.5 vs
-  # 50.9 ms per 32 frames, BENCHMARKS.md), so the render call traces every conv plain.
-  with conv_lib.no_packing():
+  # Forward only: on TPU a single width-packed conv (nn/conv.py) pays off through its gradients;
+  # here its relayouts cost more than it saves, while the generator's packed full-resolution
+  # chains have none and win (vox256 generator on v5e, 32 frames: 50.97 ms plain, 46.38 ms
+  # chains; single convs packed as well, before the chains: 66.5 vs 50.9 ms; BENCHMARKS.md).
+  with conv_lib.chains_only():
     frames = render_clip(variables, renderer_cfg, source, kp_src,
                          jax.tree.map(lambda x: x[None], kp_drv))[0]
   if uint8:

@@ -59,17 +59,9 @@ def max_pool2x(x: jax.Array) -> jax.Array:
 
 
 def pack_first_block(pack: str, width: int) -> int:
-  """Pixels per packed column for the 64-channel full-resolution block (0: unpacked).
-
-  'auto': 2 on a TPU target (nn/conv.pack_factor's rule for a 3x3 64 -> 64 conv) when the width
-  is even; 'on': 2 on any backend (tests); 'off': 0."""
-  if pack == "off" or width % 2:
-    return 0
-  if pack == "on":
-    return 2
-  if pack != "auto":
-    raise ValueError(f"VGG pack={pack!r}: use 'auto', 'on' or 'off'")
-  return conv_lib.pack_factor("auto", 64, 64, width, 3, ((1, 1), (1, 1)), chain=True)
+  """Pixels per packed column for the 64-channel full-resolution block (0: unpacked):
+  nn/conv.chain_pack_factor ('auto': 2 on a TPU target; 'on': 2 on any backend; 'off': 0)."""
+  return conv_lib.chain_pack_factor(pack, width)
 
 
 class VGG(nn.Module):

@@ -30,10 +30,21 @@ class BatchNorm(nn.Module):
   momentum: float = 0.9
   epsilon: float = 1e-5
   axis_name: Any = None
+  packed: int = 0  # > 0: x is width-packed by this factor (see the module docstring)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    c = x.shape[-1]
+    f = max(self.packed, 1)
+    if x.shape[-1] % f:
+      raise ValueError(f"BatchNorm packed={f}: {x.shape[-1]} channels is not a multiple")
+    c = x.shape[-1] // f
+
+    def fold(v):  # [f*C] per-lane means -> [C] per-channel means (each lane has n/f elements)
+      return v if f == 1 else v.reshape(f, c).mean(axis=0)
+
+    def tile(v):  # [C] -> [f*C], lane r*C + c reads channel c
+      return v if f == 1 else jnp.tile(v, f)
+
     scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
     ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
@@ -51,12 +62,12 @@ class BatchNorm(nn.Module):
       mean, var = ra_mean.value, ra_var.value
     else:
       reduce_axes = tuple(range(x.ndim - 1))
-      mean = jnp.mean(xf, axis=reduce_axes)
+      mean = fold(jnp.mean(xf, axis=reduce_axes))
       n = x.size // c
       if self.axis_name is not None and not self.is_initializing():
         mean = jax.lax.pmean(mean, self.axis_name)
         n = n * jax.lax.psum(1, self.axis_name)
-      var = jnp.mean(jnp.square(xf - mean), axis=reduce_axes)
+      var = fold(jnp.mean(jnp.square(xf - tile(mean)), axis=reduce_axes))
       if self.axis_name is not None and not self.is_initializing():
         var = jax.lax.pmean(var, self.axis_name)
       if not self.is_initializing():
@@ -67,5 +78,5 @@ class BatchNorm(nn.Module):
     inv = jax.lax.rsqrt(var + self.epsilon) * scale
     # Normalise in float32 too and return the input dtype: with bf16 activations x - mean
     # would cancel catastrophically in bf16 (8-bit mantissa) whenever |mean| >> std.
-    y = (xf - mean.astype(cdt)) * inv.astype(cdt) + bias.astype(cdt)
+    y = (xf - tile(mean).astype(cdt)) * tile(inv).astype(cdt) + tile(bias).astype(cdt)
     return y.astype(x.dtype)

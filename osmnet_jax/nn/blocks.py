@@ -56,6 +56,32 @@ def avg_pool2x(x: jax.Array) -> jax.Array:
   return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
 
 
+def upsample_nearest2x_packed(x: jax.Array, f: int) -> jax.Array:
+  """`upsample_nearest2x` with a width-packed result (f even, nn/conv.py): [B,h,w,C] ->
+  [B,2h,2w/f,f*C]. Output pixel f*j + r reads input pixel (f/2)*j + r//2, so for f = 2 a packed
+  column is its input pixel twice along the channel axis: no relayout of the wide map."""
+  b, h, w, c = x.shape
+  g = f // 2
+  if f % 2 or w % g:
+    raise ValueError(f"packed upsampling by f={f} needs an even f and width % (f/2) == 0, "
+                     f"got width {w}")
+  x = jnp.repeat(x, 2, axis=1).reshape(b, 2 * h, w // g, g * c)  # packed by f/2
+  return jnp.concatenate([x[..., r * c:(r + 1) * c] for r in range(g) for _ in range(2)], -1)
+
+
+def avg_pool2x_packed(x: jax.Array, f: int) -> jax.Array:
+  """`avg_pool2x` on a map width-packed by f (even): [B,H,W/f,f*C] -> [B,H/2,W/f,(f/2)*C],
+  packed by f/2 (f = 2: the plain [B,H/2,W/2,C]). The width pairs 2k, 2k+1 are sub-pixels of one
+  packed column, so they add along the channel axis (128-lane aligned slices for C = 128)."""
+  c = x.shape[-1] // f
+  if f % 2:
+    raise ValueError(f"packed pooling needs an even pack factor, got {f}")
+  x = jnp.concatenate([x[..., 2 * q * c:(2 * q + 1) * c] + x[..., (2 * q + 1) * c:(2 * q + 2) * c]
+                       for q in range(f // 2)], -1)
+  h = x.shape[1] // 2 * 2  # floor odd heights, like nn.AvgPool2d
+  return (x[:, 0:h:2] + x[:, 1:h:2]) * 0.25
+
+
 def antialias_kernel(scale: float) -> tuple[np.ndarray, int, int, int]:
   """FOMM's AntiAliasInterpolation2d Gaussian kernel for a downscale factor `scale` (< 1).
 
@@ -149,7 +175,8 @@ class ResBlock2d(nn.Module):
 
 
 class UpBlock2d(nn.Module):
-  """Nearest x2 upsample -> conv -> BN -> ReLU."""
+  """Nearest x2 upsample -> conv -> BN -> ReLU. `packed=f`: the input is plain, the upsampled
+  map and the output are width-packed by f ([B,2h,2w/f,f*C], nn/conv.py)."""
 
   features: int
   kernel_size: int = 3
@@ -157,17 +184,21 @@ class UpBlock2d(nn.Module):
   train: bool = False
   bn_axis_name: Any = None
   dtype: Any = None
+  packed: int = 0
 
   @nn.compact
   def __call__(self, x):
-    out = upsample_nearest2x(x)
-    out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype)(out)
-    out = BatchNorm(not self.train, axis_name=self.bn_axis_name, name="norm")(out)
+    f = self.packed
+    out = upsample_nearest2x_packed(x, f) if f else upsample_nearest2x(x)
+    out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
+               packed_input=f)(out)
+    out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=f, name="norm")(out)
     return nn.relu(out)
 
 
 class DownBlock2d(nn.Module):
-  """conv -> BN -> ReLU -> 2x2 average pool."""
+  """conv -> BN -> ReLU -> 2x2 average pool. `packed=f`: the input is width-packed by f, the
+  output by f/2 (f = 2: plain), see `avg_pool2x_packed`."""
 
   features: int
   kernel_size: int = 3
@@ -175,16 +206,19 @@ class DownBlock2d(nn.Module):
   train: bool = False
   bn_axis_name: Any = None
   dtype: Any = None
+  packed: int = 0
 
   @nn.compact
   def __call__(self, x):
-    out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype)(x)
-    out = BatchNorm(not self.train, axis_name=self.bn_axis_name, name="norm")(out)
-    return avg_pool2x(nn.relu(out))
+    f = self.packed
+    out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
+               packed_input=f)(x)
+    out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=f, name="norm")(out)
+    return avg_pool2x_packed(nn.relu(out), f) if f else avg_pool2x(nn.relu(out))
 
 
 class SameBlock2d(nn.Module):
-  """conv -> BN -> ReLU at constant resolution."""
+  """conv -> BN -> ReLU at constant resolution. `packed=f`: input and output width-packed by f."""
 
   features: int
   kernel_size: int = 3
@@ -192,11 +226,14 @@ class SameBlock2d(nn.Module):
   train: bool = False
   bn_axis_name: Any = None
   dtype: Any = None
+  packed: int = 0
 
   @nn.compact
   def __call__(self, x):
-    out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype)(x)
-    out = BatchNorm(not self.train, axis_name=self.bn_axis_name, name="norm")(out)
+    out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
+               packed_input=self.packed)(x)
+    out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=self.packed,
+                    name="norm")(out)
     return nn.relu(out)
 
 

@@ -25,6 +25,9 @@ MXU work but far fuller tiles. The TPU compiler's cycle estimates for one conv, 
 gradients, 8 x 256 x 256 on v5e (benchmarks/tpu_conv_packing.py): 7x7 64->3 3.8x faster at f=4,
 7x7 3->64 2.5x, 3x3 3->64 1.5x, 3x3 64->64 1.5x at f=2; 3x3 64->128 1.03x and 128->64 0.8x,
 so the rule (`pack_factor`) packs only convs whose input and output both have <= 64 channels.
+A single packed conv pays a relayout in and out; chains of layers that stay packed end to end
+(`chain_pack_factor`: VGG's first block, the generator's full-resolution ends) do not, and win
+even where a single conv would lose (forward-only programs: `chains_only()`).
 
 Parameters are `kernel` [kh, kw, Cin, Cout] and `bias` [Cout] exactly as in `nn.Conv`, so
 parameter trees, checkpoints and converters are unchanged; both paths compute the same function
@@ -51,19 +54,36 @@ _TARGET_BACKEND: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "conv_target_backend", default=None)
 
 
-# Off inside `no_packing()`: the AOT report lowers the plain program once to count the model's
-# own FLOPs (a packed kernel's zeros are MXU work, not model FLOPs).
-_PACKING: contextvars.ContextVar[bool] = contextvars.ContextVar("conv_packing", default=True)
+# What 'auto' may pack: "all" (default), "chains" (`chains_only()`: packed chains only, no
+# single packed convs) or "none" (`no_packing()`: the AOT report lowers the plain program once to
+# count the model's own FLOPs, as a packed kernel's zeros are MXU work, not model FLOPs).
+_PACKING: contextvars.ContextVar[str] = contextvars.ContextVar("conv_packing", default="all")
+
+
+_PACKING_ORDER = ("none", "chains", "all")
 
 
 @contextlib.contextmanager
-def no_packing() -> Iterator[None]:
-  """Trace every conv unpacked inside the block (`pack_factor` 'auto' returns 0)."""
-  token = _PACKING.set(False)
+def _packing(mode: str) -> Iterator[None]:
+  """Restricts 'auto' packing to `mode` inside the block; nested blocks keep the stricter one
+  (a render call's `chains_only()` inside the AOT report's `no_packing()` packs nothing)."""
+  token = _PACKING.set(min(mode, _PACKING.get(), key=_PACKING_ORDER.index))
   try:
     yield
   finally:
     _PACKING.reset(token)
+
+
+def no_packing() -> contextlib.AbstractContextManager:
+  """Trace every conv unpacked inside the block (`pack_factor` 'auto' returns 0)."""
+  return _packing("none")
+
+
+def chains_only() -> contextlib.AbstractContextManager:
+  """Inside the block 'auto' packs only the chains kept packed end to end (`chain_pack_factor`),
+  no single conv with a relayout in and out: the better program when nothing is differentiated
+  (BENCHMARKS.md, "Width-packed narrow convolutions on TPU")."""
+  return _packing("chains")
 
 
 def _backend() -> str:
@@ -143,6 +163,15 @@ def packed_conv(xp: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, i
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def _auto_packs(chain: bool) -> bool:
+  """'auto' packs on a TPU target, outside `no_packing()`, unless OSMNET_TPU_CONV_PACKING=0;
+  a conv outside a packed chain not inside `chains_only()` or with =chains."""
+  env, mode = os.environ.get("OSMNET_TPU_CONV_PACKING", "1"), _PACKING.get()
+  if _backend() != "tpu" or mode == "none" or env == "0":
+    return False
+  return chain or (mode == "all" and env != "chains")
+
+
 def pack_factor(impl: str, cin: int, cout: int, width: int, kw: int,
                 padding: Sequence[tuple[int, int]], chain: bool = False) -> int:
   """Pixels per packed column for `width_packed_conv`, or 0 for the plain conv.
@@ -156,13 +185,28 @@ def pack_factor(impl: str, cin: int, cout: int, width: int, kw: int,
   packed chains."""
   if impl not in ("auto", "packed") or max(cin, cout) > 64:
     return 0
-  env = os.environ.get("OSMNET_TPU_CONV_PACKING", "1")
-  if impl == "auto" and (_backend() != "tpu"
-                         or not _PACKING.get() or env == "0" or (env == "chains" and not chain)):
+  if impl == "auto" and not _auto_packs(chain):
     return 0
   f = 4 if min(cin, cout) <= 16 else 2
   (_, _), (pl, pr) = padding
   return f if width % f == 0 and pl + pr == kw - 1 else 0
+
+
+def chain_pack_factor(pack: str, width: int, channels: int = 64) -> int:
+  """Pixels per packed column for a chain of layers kept width-packed end to end (0: unpacked).
+
+  A chain (VGG's first block; the generator's full-resolution ends) packs once at its input and
+  unpacks at a pooling or its output, so no relayout sits between its layers. Always f = 2:
+  `channels` (the chain's narrow layers, <= 64) then fill up to 128 lanes. 'auto': on a TPU
+  target, by `pack_factor`'s rule (OSMNET_TPU_CONV_PACKING=chains keeps chains);
+  'on': on any backend (tests); 'off': never. Needs an even width."""
+  if pack not in ("auto", "on", "off"):
+    raise ValueError(f"pack={pack!r}: use 'auto', 'on' or 'off'")
+  if pack == "off" or width % 2:
+    return 0
+  if pack == "on":
+    return 2
+  return 2 if channels <= 64 and _auto_packs(chain=True) else 0
 
 
 def use_im2col(impl: str, height: int, width: int) -> bool:
