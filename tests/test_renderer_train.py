@@ -1,15 +1,28 @@
-"""Renderer train step: single device vs jit over a 2x2 ('data', 'fsdp') mesh vs jit over a
-('data',) mesh vs pmap on 4 simulated CPU devices give the same parameters, BatchNorm statistics,
-Adam states and losses after 2 steps (float64; params/stats within 1e-8, Adam states and losses
-within 1e-9; see the note in the worker about float32 and Adam).
+"""The renderer train step in every layout, on 4 simulated CPU devices (float64).
 
-The comparison runs in a subprocess so the simulated device count cannot clash with other test
-modules that already initialised JAX.
+After 2 steps of the trimmed 32 px renderer, the jit step over the meshes data=4 (pure data
+parallelism), data=1 x fsdp=4 and data=2 x fsdp=2 (params and Adam moments split over 'fsdp' by
+`sharding.fsdp_spec`), and the `jax.pmap` form of the same step, give the same params, BatchNorm
+statistics, Adam states and losses as one device with the full batch (params/stats within 1e-8,
+Adam states and losses within 1e-9) and as each other. The FSDP params really are split (shard
+shapes of a conv kernel and of its Adam moments, the fraction of sharded elements, all-gathers in
+the compiled step), each jit step compiles once and donates its state, and an orbax checkpoint of
+the sharded state restores into the FSDP layout (and into another fsdp size) unchanged, and
+trains on without recompiling.
+
+float64 so that the comparison is tight: in float32 the layouts agree to rounding (losses ~1e-7
+relative) but Adam's first steps (update ~ lr * g / |g|) turn rounding noise in near-zero
+gradients (e.g. conv biases right before a BatchNorm, whose true gradient is 0) into +-lr
+differences, so float32 params could only agree to 2 * lr * steps.
+
+The worker runs in a subprocess so its device count cannot clash with other test modules.
+(One worker for all layouts: each float64 compile of the step is ~40 s on 2 cores.)
 """
 
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -18,6 +31,14 @@ from conftest import run_worker
 
 N_DEV = 4
 STEPS = 2
+# generator.bottleneck.r0.conv1: a [3, 3, 32, 32] kernel in the trimmed config; c_out splits.
+KERNEL = ("generator", "bottleneck", "r0", "conv1", "kernel")
+
+
+def _get(tree, path):
+  for k in path:
+    tree = tree[k]
+  return tree
 
 
 def small_renderer_config():
@@ -41,107 +62,179 @@ def _worker():
   import jax  # pylint: disable=g-import-not-at-top
 
   jax.config.update("jax_num_cpu_devices", N_DEV)
-  # float64 so that the comparison is tight: in float32 the three layouts agree to rounding
-  # (losses ~1e-7 relative) but Adam's first steps (update ~ lr * g / |g|) turn rounding noise in
-  # near-zero gradients (e.g. conv biases right before a BatchNorm, whose true gradient is 0)
-  # into +-lr differences, so float32 params can only agree to 2 * lr * steps.
-  jax.config.update("jax_enable_x64", True)
+  jax.config.update("jax_enable_x64", True)  # see the module docstring
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding  # pylint: disable=g-import-not-at-top
-  from jax.sharding import PartitionSpec as P
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
-  from osmnet_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
+  from osmnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.runtime import sharding
   from osmnet_jax.stages import renderer_step as rs  # pylint: disable=g-import-not-at-top
 
   assert jax.device_count() == N_DEV, jax.devices()
-  cfg = small_renderer_config()
-  stage = rs.RendererStage(cfg, dtype=jnp.float64)
+  stage = rs.RendererStage(small_renderer_config(), dtype=jnp.float64)
   state0 = stage.init_state(jax.random.PRNGKey(0), 32)
   state0 = jax.tree.map(
       lambda x: np.asarray(x, np.float64 if np.issubdtype(x.dtype, np.floating) else x.dtype),
-      state0,
-  )
+      state0)
   rng = np.random.RandomState(0)
-  # Smooth-ish uint8 frames: random low-res colour fields upsampled.
-  def frames():
-    low = rng.rand(8, 4, 4, 3)
-    return (np.kron(low, np.ones((1, 8, 8, 1))) * 255).astype(np.uint8)
+
+  def frames():  # [4, 32, 32, 3] uint8 (one sample per device): 4x4 colour fields upsampled
+    return (np.kron(rng.rand(4, 4, 4, 3), np.ones((1, 8, 8, 1))) * 255).astype(np.uint8)
 
   batches = [{"source": frames(), "driving": frames()} for _ in range(STEPS)]
   keys = [jax.random.PRNGKey(10 + i) for i in range(STEPS)]
+  host = lambda t: jax.tree.map(np.asarray, t)
+  out, times = {}, {}
 
-  times = {}
-
-  def run(step_name, step, put_state, put_batch, get):
-    t = time.time()
-    state = put_state(state0)
+  def run(step, state, put_batch=lambda b: b, get=host):
     hist = []
     for b, k in zip(batches, keys):
       state, m = step(state, put_batch(b), k)
       hist.append(get(m))
-      times.setdefault(step_name, []).append(round(time.time() - t, 1))
-    return get(state), hist
+    return state, hist
 
-  single = run("single", jax.jit(stage.train_step), lambda s: jax.tree.map(jnp.asarray, s),
-               lambda b: b, lambda t: jax.tree.map(np.asarray, t))
+  t = time.time()
+  single = run(jax.jit(stage.train_step), jax.tree.map(jnp.asarray, state0))
+  single = (host(single[0]), single[1])
+  times["single"] = round(time.time() - t, 1)
 
-  mesh = jax.make_mesh((2, 2), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
-  repl = NamedSharding(mesh, P())
-  bsh = NamedSharding(mesh, P(("data", "fsdp")))
-  meshed = run("mesh", stage.make_jit_step(mesh), lambda s: jax.device_put(s, repl),
-               lambda b: jax.device_put(b, bsh), lambda t: jax.tree.map(np.asarray, t))
+  meshed = {}
+  for data, fsdp in ((4, 1), (1, 4), (2, 2)):
+    name = f"data{data}_fsdp{fsdp}"
+    t = time.time()
+    mesh = sharding.make_mesh(data, fsdp)
+    sh = stage.state_shardings(mesh, state0)
+    step = stage.make_jit_step(mesh, sh)
+    state_in = jax.device_put(state0, sh)
+    first_leaf = _get(state_in.params, KERNEL)
+    hlo = step.lower(state_in, batches[0], keys[0]).compile().as_text()
+    state, hist = run(step, state_in)
+    kernel, mu = _get(state.params, KERNEL), _get(state.opt_state["generator"][0].mu, KERNEL[1:])
+    out[name] = {
+        "shard_shape": list(kernel.addressable_shards[0].data.shape),
+        "spec": list(kernel.sharding.spec),
+        "mu_shard_shape": list(mu.addressable_shards[0].data.shape),
+        "params_sharded": sharding.sharded_fraction(state.params),
+        "opt_sharded": sharding.sharded_fraction(state.opt_state),
+        "stats_sharded": sharding.sharded_fraction(state.batch_stats),
+        "all_gathers": hlo.count(" all-gather("),
+        "cache_size": step._cache_size(),  # pylint: disable=protected-access
+        "donated": first_leaf.is_deleted(),
+    }
+    meshed[name] = (mesh, step, state, hist)
+    times[name] = round(time.time() - t, 1)
 
-  mesh1 = jax.make_mesh((N_DEV,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-  meshed_data = run(
-      "mesh_data", stage.make_jit_step(mesh1),
-      lambda s: jax.device_put(s, NamedSharding(mesh1, P())),
-      lambda b: jax.device_put(b, NamedSharding(mesh1, P("data"))),
-      lambda t: jax.tree.map(np.asarray, t),
-  )
-
-  pmapped = run(
-      "pmap",
-      stage.make_pmap_step(),
-      sharding.replicate,
-      sharding.shard_batch,
-      lambda t: jax.tree.map(lambda x: np.asarray(x)[0], t),
-  )
+  # The pmap form of the same step: state replicated per device, batch split on a leading axis,
+  # BatchNorm statistics averaged over the devices (lax.pmean).
+  t = time.time()
+  first = lambda t: jax.tree.map(lambda x: np.asarray(x)[0], t)
+  pm_state, pm_hist = run(stage.make_pmap_step(), sharding.replicate(state0),
+                          sharding.shard_batch, first)
+  pmapped = (first(pm_state), pm_hist)
+  times["pmap"] = round(time.time() - t, 1)
 
   def maxdiff(a, b):
     return float(max(jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), a, b))))
 
-  out = {}
-  for name, (st, hist) in (("mesh", meshed), ("mesh_data", meshed_data), ("pmap", pmapped)):
-    out[name] = {
-        "params": maxdiff(st.params, single[0].params),
-        "batch_stats": maxdiff(st.batch_stats, single[0].batch_stats),
-        "opt_state": maxdiff(st.opt_state, single[0].opt_state),
-        "losses": maxdiff(hist, single[1]),
-        "step": int(st.step),
-    }
+  ref_dp = host(meshed["data4_fsdp1"][2]), meshed["data4_fsdp1"][3]
+  for name, (_, _, st, hist) in meshed.items():
+    st = host(st)
+    for ref_name, (ref, ref_hist) in (("single", single), ("dp", ref_dp)):
+      out[name][ref_name] = {
+          "params": maxdiff(st.params, ref.params),
+          "batch_stats": maxdiff(st.batch_stats, ref.batch_stats),
+          "opt_state": maxdiff(st.opt_state, ref.opt_state),
+          "losses": maxdiff(hist, ref_hist),
+          "step": int(st.step),
+      }
+  out["pmap"] = {ref_name: {
+      "params": maxdiff(pmapped[0].params, ref.params),
+      "batch_stats": maxdiff(pmapped[0].batch_stats, ref.batch_stats),
+      "opt_state": maxdiff(pmapped[0].opt_state, ref.opt_state),
+      "losses": maxdiff(pmapped[1], ref_hist),
+      "step": int(pmapped[0].step),
+  } for ref_name, (ref, ref_hist) in (("single", single), ("dp", ref_dp))}
   out["moved"] = maxdiff(single[0].params, state0.params)
   out["losses"] = [{k: float(v) for k, v in h.items()} for h in single[1]]
-  out["seconds"] = time.time() - t0
+
+  # Checkpoint round trip of the FSDP state, saved as train.py does (without the frozen VGG).
+  t = time.time()
+  mesh4, step4, st4, _ = meshed["data1_fsdp4"]
+  saved = st4.replace(loss_params={})
+  with tempfile.TemporaryDirectory() as d:
+    ck = checkpointing.Checkpointer(d)
+    ck.save(STEPS, saved, {"step": STEPS}, force=True)
+    ck.wait()
+    restored, meta = ck.restore(saved)
+    mesh22 = meshed["data2_fsdp2"][0]
+    target22 = jax.device_put(saved, stage.state_shardings(mesh22, saved))
+    resharded, _ = ck.restore(target22)
+    ck.close()
+  r_kernel = _get(restored.params, KERNEL)
+  out["restore"] = {
+      "meta_step": meta["step"],
+      "diff": maxdiff(host(restored), host(saved)),
+      "same_shardings": all(a.sharding == b.sharding for a, b in
+                            zip(jax.tree.leaves(restored), jax.tree.leaves(saved))),
+      "shard_shape": list(r_kernel.addressable_shards[0].data.shape),
+      "spec_is_fsdp": r_kernel.sharding.spec == P(None, None, None, "fsdp"),
+      "resharded_diff": maxdiff(host(resharded), host(saved)),
+      "resharded_shard_shape": list(
+          _get(resharded.params, KERNEL).addressable_shards[0].data.shape),
+  }
+  # The restored state (+ the backbone) feeds the compiled FSDP step as is: no recompilation.
+  cont, m = step4(restored.replace(loss_params=st4.loss_params), batches[0], keys[0])
+  out["restore"]["continued_step"] = int(cont.step)
+  out["restore"]["continued_finite"] = bool(np.isfinite(float(m["total"])))
+  out["restore"]["cache_size"] = step4._cache_size()  # pylint: disable=protected-access
+  times["checkpoint"] = round(time.time() - t, 1)
   out["times"] = times
+  out["seconds"] = round(time.time() - t0, 1)
   print("RESULT " + json.dumps(out))
 
 
-def test_jit_mesh_pmap_single_device_agree():
-  # Cheap XLA:CPU codegen: compile time dominates this test; all three layouts use the same flags.
+def test_jit_fsdp_and_pmap_steps_match_single_device():
   res = run_worker(__file__)
   print(res)
-  # Parameters moved (Adam at lr 2e-4 for 3 steps: ~6e-4) and every loss is finite.
-  assert res["moved"] > 3e-4
+  assert res["moved"] > 3e-4  # Adam at lr 2e-4 moved the params
   for h in res["losses"]:
     assert set(h) >= {"perceptual", "equivariance_value", "equivariance_jacobian", "total"}
     assert all(np.isfinite(v) for v in h.values())
-  for name in ("mesh", "mesh_data", "pmap"):
-    r = res[name]
+  for ref in ("single", "dp"):
+    r = res["pmap"][ref]
     assert r["step"] == STEPS
-    assert r["params"] < 1e-8, (name, r)
-    assert r["batch_stats"] < 1e-8, (name, r)
-    assert r["opt_state"] < 1e-9, (name, r)
-    assert r["losses"] < 1e-9, (name, r)
+    assert r["params"] < 1e-8 and r["batch_stats"] < 1e-8, ("pmap", ref, r)
+    assert r["opt_state"] < 1e-9 and r["losses"] < 1e-9, ("pmap", ref, r)
+  for name, fsdp in (("data4_fsdp1", 1), ("data1_fsdp4", 4), ("data2_fsdp2", 2)):
+    r = res[name]
+    for ref in ("single", "dp"):
+      assert r[ref]["step"] == STEPS
+      assert r[ref]["params"] < 1e-8, (name, ref, r[ref])
+      assert r[ref]["batch_stats"] < 1e-8, (name, ref, r[ref])
+      assert r[ref]["opt_state"] < 1e-9, (name, ref, r[ref])
+      assert r[ref]["losses"] < 1e-9, (name, ref, r[ref])
+    # The [3, 3, 32, 32] kernel and its Adam first moment hold 32 / fsdp output channels per
+    # device after the steps (the output layout is the FSDP one, not a replicated fallback).
+    assert r["shard_shape"] == [3, 3, 32, 32 // fsdp], r
+    assert r["mu_shard_shape"] == [3, 3, 32, 32 // fsdp], r
+    assert r["stats_sharded"] == 0.0  # BatchNorm statistics stay replicated
+    assert r["cache_size"] == 1 and r["donated"], r
+    if fsdp == 1:
+      assert r["spec"] == [] and r["params_sharded"] == 0.0 and r["opt_sharded"] == 0.0
+    else:
+      assert r["spec"] == [None, None, None, "fsdp"], r
+      # Most of the weights (all but biases, norms and tiny heads) and of Adam's moments.
+      assert r["params_sharded"] > 0.8 and r["opt_sharded"] > 0.8, r
+      # XLA gathers the split weights where they are used (pure DP has 4 all-gathers of
+      # batch-split activations; FSDP ~70 in this model).
+      assert r["all_gathers"] >= res["data4_fsdp1"]["all_gathers"] + 20, r
+  c = res["restore"]
+  assert c["meta_step"] == STEPS
+  assert c["diff"] == 0.0 and c["same_shardings"] and c["spec_is_fsdp"], c
+  assert c["shard_shape"] == [3, 3, 32, 8], c
+  assert c["resharded_diff"] == 0.0 and c["resharded_shard_shape"] == [3, 3, 32, 16], c
+  assert c["continued_step"] == STEPS + 1 and c["continued_finite"], c
+  assert c["cache_size"] == 1, c
 
 
 if __name__ == "__main__" and sys.argv[-1] == "worker":
