@@ -171,7 +171,6 @@ class ExpressionStage(common.CompiledSteps):
         self.tx, state.params, state.opt_state, grads, metrics, axis_name)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-
   @functools.partial(jax.jit, static_argnums=0)
   def predict(self, params, renderer_vars, batch) -> dict:
     """Eval forward: landmarks in crop pixels [B,T,68,2], predicted and detected driving kp."""

@@ -171,7 +171,6 @@ class MotionStage(common.CompiledSteps):
     return MotionState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Residual spread sigma_k and the stage runner.
 

@@ -324,4 +324,3 @@ class RendererStage(common.CompiledSteps):
     (d_loss, d_stats), dgrads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         state.params["discriminator"])
     return d_loss, d_stats, dgrads
-
