@@ -106,10 +106,10 @@ class OcclusionAwareGenerator(nn.Module):
   @nn.nowrap
   def full_resolution_pack(self, shape: tuple[int, ...]) -> int:
     """Pixels per packed column of the full-resolution ends for a source of `shape` (0: plain).
-    Needs a down block (its pooling unpacks), an even height and width, and <= 64 channels
-    there (block_expansion)."""
+    Needs a down block (its pooling unpacks) and an even height; `chain_pack_factor` checks the
+    width and the channels there (block_expansion <= 64)."""
     _, h, w, _ = shape
-    if self.num_down_blocks < 1 or h % 2 or self.block_expansion > 64:
+    if self.num_down_blocks < 1 or h % 2:
       return 0
     return conv_lib.chain_pack_factor(self.pack, w, self.block_expansion)
 

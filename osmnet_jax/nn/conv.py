@@ -199,14 +199,12 @@ def chain_pack_factor(pack: str, width: int, channels: int = 64) -> int:
   unpacks at a pooling or its output, so no relayout sits between its layers. Always f = 2:
   `channels` (the chain's narrow layers, <= 64) then fill up to 128 lanes. 'auto': on a TPU
   target, by `pack_factor`'s rule (OSMNET_TPU_CONV_PACKING=chains keeps chains);
-  'on': on any backend (tests); 'off': never. Needs an even width."""
+  'on': on any backend (tests); 'off': never. Needs an even width and channels <= 64."""
   if pack not in ("auto", "on", "off"):
     raise ValueError(f"pack={pack!r}: use 'auto', 'on' or 'off'")
-  if pack == "off" or width % 2:
+  if pack == "off" or width % 2 or channels > 64:
     return 0
-  if pack == "on":
-    return 2
-  return 2 if channels <= 64 and _auto_packs(chain=True) else 0
+  return 2 if pack == "on" or _auto_packs(chain=True) else 0
 
 
 def use_im2col(impl: str, height: int, width: int) -> bool:
