@@ -43,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--stages", default="renderer,motion,expression,generate")
   p.add_argument("--modes", default="dp,fsdp")
   p.add_argument("--max-batch", type=int, default=1024, help="upper end of the search")
+  p.add_argument("--search-from", type=int, default=1,
+                 help="first batch the search compiles (a size known to fit skips the small "
+                      "probes; each probe is a full compile)")
   return p.parse_args(argv)
 
 
@@ -70,7 +73,8 @@ def main(argv=None) -> int:
   for stage in stages:
     print(f"[aot] {stage} on {args.topology} ({target.num_devices} devices) ...", flush=True)
     st = search.stage_report(target, cfg, stage, modes, args.batch_per_chip, args.max_batch,
-                             log=lambda m: print(f"[aot]   {m}", flush=True))
+                             log=lambda m: print(f"[aot]   {m}", flush=True),
+                             search_from=args.search_from)
     summary["stages"][stage] = st
     if not st["fits"]:
       not_fitting.append(stage)

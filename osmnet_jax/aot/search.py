@@ -69,10 +69,30 @@ class Prober:
     return int(math.floor(b2 + (hbm - m2) / slope))
 
 
+def next_probe(lo: int, hi: int, limit: int, guess: int | None) -> int:
+  """The next batch to compile, strictly between lo (largest fitting so far, 0 = none) and hi
+  (smallest refused, limit + 1 = none yet).
+
+  The memory guess goes first: a guess above lo is probed as it is; a guess at or below lo
+  says lo is (nearly) the answer, so the smallest step that would settle it (lo + lo/16) is
+  probed. Without a usable guess: double until something is refused, then bisect."""
+  step = max(1, lo // 16)
+  if guess is not None and lo > 0:
+    nb = guess if guess > lo else lo + step
+    if lo < nb < hi:
+      return nb
+  if hi > limit:
+    return max(lo + 1, min(limit, 2 * lo))
+  return max(lo + 1, (lo + hi) // 2)
+
+
 def max_batch(probe: Prober, hbm: int, limit: int, start: int = 1) -> int:
-  """Largest b in [1, limit] with probe.fits(b) (within 1/16), or 0 if batch 1 does not fit."""
+  """Largest b in [1, limit] with probe.fits(b) (within 1/16), or 0 if batch 1 does not fit.
+
+  ``start`` is the first batch compiled: one known to fit (or near the answer) saves the small
+  probes, each a full compile (minutes for a paper-size program)."""
   lo, hi = 0, limit + 1
-  b = start
+  b = max(1, min(start, limit))
   for _ in range(MAX_PROBES):
     if probe.fits(b):
       lo = max(lo, b)
@@ -80,18 +100,7 @@ def max_batch(probe: Prober, hbm: int, limit: int, start: int = 1) -> int:
       hi = min(hi, b)
     if hi - lo <= max(1, lo // 16) or lo >= limit:
       break
-    g = probe.guess(hbm)
-    if g is not None and lo < g < hi:
-      nb = g if g > lo else lo + max(1, lo // 16)
-    elif hi > limit:
-      nb = min(limit, max(2 * lo, 1))
-    else:
-      nb = (lo + hi) // 2
-    if nb <= lo or nb >= hi:
-      nb = (lo + hi) // 2
-    if nb == b:
-      break
-    b = nb
+    b = next_probe(lo, hi, limit, probe.guess(hbm))
   return lo
 
 
@@ -122,7 +131,7 @@ def _throughput(rec: dict) -> float:
 
 
 def stage_report(target, cfg, stage: str, modes: list[str], batch_per_chip: int,
-                 limit: int, log: Callable[[str], None] = print) -> dict:
+                 limit: int, log: Callable[[str], None] = print, search_from: int = 1) -> dict:
   """{'fits', 'bytes_per_device', ..., 'max_batch_per_chip', 'mode' (best), 'modes': {...}}."""
   hbm = int(target.chip.hbm_bytes)
   per_mode = {}
@@ -132,7 +141,7 @@ def stage_report(target, cfg, stage: str, modes: list[str], batch_per_chip: int,
       b, max_b = batch_per_chip, None
       rec = probe(b)
     else:
-      max_b = max_batch(probe, hbm, limit)
+      max_b = max_batch(probe, hbm, limit, search_from)
       b = max(max_b, 1)
       rec = probe(b)
     rec = dict(_with_cpu_flops(target, probe, b, rec))
