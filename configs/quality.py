@@ -27,7 +27,10 @@ One caution, measured: the two 0.5 scale factors alone, at 64 px and the default
 did worse than the default of that day (visible roll 0.36x against 0.62x). That run's flow had
 stalled with its motion mask on the identity over the face (weight 0.37 at the landmarks), the
 failure that the default's mask_background term now prevents (BENCHMARKS.md "The stall is the
-dense-motion mask"); the 0.5 maps were not re-measured with it.
+dense-motion mask"). Re-measured with today's default at 64 px (BENCHMARKS.md "A finer flow"):
+the 32 x 32 flow alone does not carry more pitch (r 0.51 / 0.46 in seeds 0 / 1), passes the
+seed the default fails and fails the one it passes. Here it stays, for 128 px frames, where a
+16 x 16 flow cell is 8 px.
 """
 from configs import default
 
