@@ -230,6 +230,13 @@ def get_config() -> ml_collections.ConfigDict:
   e.kp_temporal_layers = 1
   e.kp_head_depth = 2
   e.kp_jacobian = True
+  # [ours] learned: the KeypointPredictor sees the whole pose. geometric: it sees yaw, pitch and
+  # the expression only; each frame's roll, position and scale move its keypoints by an exact
+  # image-plane similarity (models/keypoint_predictor.py). pose_mean / pose_std: filled from the
+  # dataset by the stage (geometric only).
+  e.inplane_pose = "learned"
+  e.pose_mean = ()
+  e.pose_std = ()
   e.w_landmark = 1.0                  # loss weights: stages/expression.py docstring
   e.mouth_weight = 5.0                # weight of iBUG 48-67 in the landmark L1 (others 1)
   e.w_kp_value = 1.0

@@ -117,6 +117,10 @@ def _motion(cfg, mesh: Mesh, b: int, mode: str) -> Program:
 
 def _expression(cfg, mesh: Mesh, b: int, mode: str) -> Program:
   ecfg = cfg.expression
+  if ecfg.get("inplane_pose", "learned") == "geometric" and not ecfg.get("pose_mean"):
+    # No dataset here; the pose statistics are constants of the program, not its shape.
+    ecfg = ecfg.copy_and_resolve_references()
+    ecfg.pose_mean, ecfg.pose_std = (0.0,) * 5 + (1.0,), (1.0,) * 6
   rcfg = renderer_train.model_config(cfg.renderer)
   size = image_size(cfg)
   stage = expression_stage.ExpressionStage(ecfg, rcfg)

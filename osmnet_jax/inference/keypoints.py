@@ -6,6 +6,8 @@
   #        pose [B,T,6] normalised
   # kp_src {'value' [B,K,2], 'jacobian' [B,K,2,2]}: the frozen renderer's KPDetector(source)
   # kp     {'value' [B,T,K,2], 'jacobian' [B,T,K,2,2]}: KeypointPredictor(kp_src, expression, pose)
+  #        (models/keypoint_predictor.predict: with the in-plane pose moved geometrically when
+  #        cfg.inplane_pose='geometric')
 
 The ExpressionEncoder and the KeypointPredictor are per-frame layers plus SAME-padded temporal
 convs with no positional input, so one pass over a whole sequence equals the training-time
@@ -36,7 +38,8 @@ def make_keypoints_fn(expression_cfg, renderer_cfg):
     out = encoder.apply({"params": params["expression"]}, batch["mel"].astype(jnp.float32),
                         source, src_lm, pose, train=False)
     kp_src = detector.apply(renderer_variables["kp_detector"], source)
-    kp = predictor.apply({"params": params["keypoints"]}, kp_src, out["expression"], pose)
+    kp = kp_lib.predict(predictor, params["keypoints"], kp_src, out["expression"], pose,
+                        expression_cfg)
     return kp_src, kp
 
   return fn

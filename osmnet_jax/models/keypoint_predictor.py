@@ -69,6 +69,78 @@ class KeypointPredictor(nn.Module):
     return {"value": out_value, "jacobian": out_jac}
 
 
+# ----------------------------------------------------------------------------------------------
+# In-plane head pose applied geometrically [ours] (cfg.expression.inplane_pose = "geometric").
+#
+# The renderer shows the full roll when its keypoints turn exactly with the head: source
+# keypoints moved by each frame's image-plane similarity read r 0.95 at 1.11x on the pixels,
+# where the detector's own keypoints (the predictor's distillation targets) read r 0.83 at 0.80x
+# (BENCHMARKS.md "A finer flow"). So in this mode the predictor sees the pose with roll, tx, ty
+# and scale at the dataset mean (normalised 0) and learns only expression, yaw and pitch; the
+# frame's roll, position and scale move its keypoints and Jacobians by the similarity below.
+
+INPLANE_MODES = ("learned", "geometric")
+INPLANE = slice(2, 6)  # roll, tx, ty, scale of face/geometry.POSE_NAMES
+
+
+def inplane_similarity(pose: jax.Array, mean, std) -> tuple[jax.Array, jax.Array]:
+  """Normalised poses [..., 6] -> (A [..., 2, 2], b [..., 2]): n -> A n + b takes a face at the
+  dataset's mean roll, position and scale to the pose's, in [-1, 1] crop coordinates.
+
+  face/geometry.py projects n = t + s F Rz(roll) P(Ry Rx X) with F = diag(1, -1), so for the
+  same yaw and pitch n_t = t_t + (s_t / s_m) Rz(-(roll_t - roll_m)) (n_m - t_m): exact for
+  in-plane motion; yaw and pitch are the predictor's to learn."""
+  mean = jnp.asarray(mean, pose.dtype)
+  std = jnp.asarray(std, pose.dtype)
+  raw = pose * std + mean
+  theta = -(raw[..., 2] - mean[2])
+  s = raw[..., 5] / mean[5]
+  c, sn = jnp.cos(theta), jnp.sin(theta)
+  a = s[..., None, None] * jnp.stack([jnp.stack([c, -sn], -1), jnp.stack([sn, c], -1)], -2)
+  b = raw[..., 3:5] - jnp.einsum("...ij,j->...i", a, mean[3:5])
+  return a, b
+
+
+def without_inplane(pose: jax.Array) -> jax.Array:
+  """Normalised poses [..., 6] with roll, tx, ty, scale at the dataset mean (0)."""
+  return jnp.asarray(pose).at[..., INPLANE].set(0.0)
+
+
+def move_keypoints(kp: dict, a: jax.Array, b: jax.Array) -> dict:
+  """kp {'value' [B,T,K,2], 'jacobian' [B,T,K,2,2]}, a [B,T,2,2], b [B,T,2] -> the keypoints
+  moved by n -> a n + b (a Jacobian is a local linear map: a J)."""
+  hi = jax.lax.Precision.HIGHEST
+  value = jnp.einsum("btij,btkj->btki", a, kp["value"], precision=hi) + b[:, :, None]
+  jac = jnp.einsum("btij,btkjl->btkil", a, kp["jacobian"], precision=hi)
+  return {"value": value, "jacobian": jac}
+
+
+def pose_stats_of(ecfg) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """(mean [6], std [6]) that ``inplane_pose="geometric"`` reads from cfg.expression; the
+  expression stage copies them from the dataset (stages/expression.with_pose_stats)."""
+  mean, std = tuple(ecfg.get("pose_mean", ())), tuple(ecfg.get("pose_std", ()))
+  if len(mean) != 6 or len(std) != 6 or not mean[5] > 0:
+    raise ValueError("expression.inplane_pose='geometric' needs the dataset's pose statistics "
+                     f"in expression.pose_mean / pose_std (6 numbers each, mean scale > 0), got "
+                     f"{mean!r} / {std!r}; the expression stage fills them from the dataset")
+  return mean, std
+
+
+def predict(predictor: KeypointPredictor, params, kp_src: dict, expression: jax.Array,
+            pose: jax.Array, ecfg) -> dict:
+  """Driving keypoints as the stages and generation compute them, per ``ecfg.inplane_pose``:
+  'learned' (the predictor sees the whole pose) or 'geometric' (see above)."""
+  mode = ecfg.get("inplane_pose", "learned")
+  if mode == "learned":
+    return predictor.apply({"params": params}, kp_src, expression, pose)
+  if mode != "geometric":
+    raise ValueError(f"expression.inplane_pose={mode!r}: one of {INPLANE_MODES}")
+  mean, std = pose_stats_of(ecfg)
+  kp = predictor.apply({"params": params}, kp_src, expression, without_inplane(pose))
+  a, b = inplane_similarity(jnp.asarray(pose, jnp.float32), mean, std)
+  return move_keypoints(kp, a, b)
+
+
 def from_config(ecfg) -> KeypointPredictor:
   """cfg.expression -> KeypointPredictor (see stages/expression.expression_config)."""
   return KeypointPredictor(hidden=ecfg.kp_hidden, temporal_layers=ecfg.kp_temporal_layers,

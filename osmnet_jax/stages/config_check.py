@@ -41,6 +41,7 @@ def check(cfg) -> None:
   """Raises ConfigError listing every invalid field of the stages ``cfg.stages`` runs."""
   from osmnet_jax import renderer
   from osmnet_jax.models import expression as expression_lib
+  from osmnet_jax.models import keypoint_predictor as kp_lib
   from osmnet_jax.stages import motion
 
   errors: list[str] = []
@@ -92,6 +93,7 @@ def check(cfg) -> None:
   if "expression" in stages:
     _stage_b(errors, cfg, "expression", min_frames=1)
     _one_of(errors, cfg, "expression.identity", expression_lib.IDENTITY_MODES)
+    _one_of(errors, cfg, "expression.inplane_pose", kp_lib.INPLANE_MODES)
     _one_of(errors, cfg, "expression.renderer_source", ("auto", "init"))
     _int_at_least(errors, cfg, "expression.eval_passes", 1)
     _int_at_least(errors, cfg, "expression.eval_batch", 1)

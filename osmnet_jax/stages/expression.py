@@ -124,7 +124,8 @@ class ExpressionStage(common.CompiledSteps):
     out = self.encoder.apply({"params": params["expression"]}, batch["mel"].astype(self.dtype),
                              source, src_lm, pose, train=train)
     kp_src = self.detect(renderer_vars, source)  # [B,K,2], [B,K,2,2]
-    kp = self.kp_predictor.apply({"params": params["keypoints"]}, kp_src, out["expression"], pose)
+    kp = kp_lib.predict(self.kp_predictor, params["keypoints"], kp_src, out["expression"], pose,
+                        self.cfg)
     return {"landmarks": out["landmarks"], "expression": out["expression"], "kp_src": kp_src,
             "kp": kp, "source": source}
 
@@ -239,6 +240,7 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
   renderer_variables = jax.device_get(
       {k: renderer_variables[k] for k in ("kp_detector", "generator")})
   logging.info("expression: renderer variables from %s", source)
+  ecfg = with_pose_stats(ecfg, builder)
   stage = ExpressionStage(ecfg, rcfg)
   ckdir = workdir_lib.checkpoint_dir(workdir, "expression")
   # What a loader needs to rebuild the restore target.
@@ -254,6 +256,20 @@ def run_expression(cfg, builder, mesh, workdir: str, writer, renderer_variables:
                "%.3f px (copy-source %.3f px)", result["step"], result["train_seconds"],
                ev["mouth_open_corr"], ev["landmark_l1_px"], ev["copy_source_landmark_l1_px"])
   return result
+
+
+def with_pose_stats(ecfg, builder):
+  """cfg.expression with the dataset's pose mean/std that ``inplane_pose="geometric"`` needs
+  (saved with the checkpoint's expression_config.json, so generation reads the same)."""
+  if ecfg.get("inplane_pose", "learned") != "geometric":
+    return ecfg
+  from osmnet_jax.input import pipeline as input_pipeline  # tf.data: only for training
+
+  mean, std = input_pipeline.pose_stats(builder)
+  ecfg = ecfg.copy_and_resolve_references()
+  ecfg.pose_mean = tuple(float(x) for x in mean)
+  ecfg.pose_std = tuple(float(x) for x in std)
+  return ecfg
 
 
 def fit_and_evaluate(name: str, stage: ExpressionStage, state: ExpressionState, cfg, builder,
