@@ -138,3 +138,21 @@ def test_stage_training_and_generation_use_the_same_keypoints(tiny_synth, monkey
   monkeypatch.setattr(joint_stage.workdir_lib, "load_expression", lambda *a, **k: Base())
   with pytest.raises(ValueError, match="inplane_pose='geometric'.*'learned'"):
     joint_stage.run_joint(cfg, tiny_synth, None, "W", None)
+
+
+def test_ceiling_benchmark_recovers_a_known_similarity():
+  """benchmarks/inplane_keypoint_ceiling.py's fit: the landmarks of a face turned, scaled and
+  shifted give back that similarity."""
+  import os
+  import sys
+
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "benchmarks"))
+  import inplane_keypoint_ceiling as ceiling
+
+  pts = (fg.project(fg.MEAN_FACE, np.array([0.1, -0.05, 0.0, 0.0, 0.05, 0.6]), 2)[0] - 0.5)
+  th, s, b = 0.15, 1.07, np.array([0.03, -0.02])
+  a = s * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+  got_a, got_b = ceiling.similarity(pts[ceiling.RIGID], pts[ceiling.RIGID] @ a.T + b)
+  np.testing.assert_allclose(got_a, a, atol=1e-9)
+  np.testing.assert_allclose(got_b, b, atol=1e-9)
