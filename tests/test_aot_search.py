@@ -55,6 +55,27 @@ def test_compiler_refuses_below_the_memory_line():
   assert len(p.calls) <= search.MAX_PROBES
 
 
+def test_compiler_squeeze_near_the_limit_does_not_throw_the_guess():
+  """The vox256 renderer on v5e: linear to 44 per chip (14.81 GiB), then the compiler squeezes
+  (48: 14.91 GiB) and refuses above ~52. The guess uses the widest span of fitting probes."""
+
+  class Squeeze(FakeProbe):
+    def __call__(self, b):
+      if b not in self.results:
+        self.calls.append(b)
+        nbytes = (1.16 + 0.3375 * min(b, 44) + 0.025 * max(b - 44, 0)) * GIB
+        self.results[b] = {"fits": b <= 52, "bytes_per_device": nbytes}
+      return self.results[b]
+
+  p = Squeeze(0.0, 0.0)
+  got = search.max_batch(p, HBM, limit=1024, start=16)
+  assert 52 - 52 // 16 <= got <= 52
+  # Squeezed probes move the line a little each time, so this takes the whole probe budget;
+  # a line through the last two probes guessed 91 at the first squeezed probe.
+  assert len(p.calls) <= search.MAX_PROBES, p.calls
+  assert max(p.calls) < 60, p.calls
+
+
 def test_nothing_fits_and_limit():
   assert search.max_batch(FakeProbe(17 * GIB, GIB), HBM, limit=64) == 0
   # Everything fits up to the limit: the search stops at the limit, never beyond it.
