@@ -2,6 +2,9 @@
 keypoints by an exact image-plane similarity; the KeypointPredictor learns the rest."""
 from __future__ import annotations
 
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +18,11 @@ from osmnet_jax.stages import expression as es
 from osmnet_jax.stages import joint as joint_stage
 from tests.test_expression import B, S, T, random_batch, tiny_expression_config
 
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCHMARKS)
+import inplane_keypoint_ceiling as ceiling  # noqa: E402
+import renderer_motion_chain as rmc  # noqa: E402
+
 # synth_talk/64px's pose statistics (yaw, pitch, roll, tx, ty, scale).
 MEAN = (-0.001, 0.010, -0.0004, 0.003, 0.069, 0.637)
 STD = (0.175, 0.107, 0.075, 0.035, 0.032, 0.033)
@@ -25,10 +33,9 @@ def _normalise(raw):
 
 
 def _angle(p, q):
-  """Rotation (radians, image y down, so > 0 is clockwise on screen) of the least-squares
-  similarity p -> q, point sets [N, 2]."""
-  p0, q0 = p - p.mean(0), q - q.mean(0)
-  return np.arctan2((p0[:, 0] * q0[:, 1] - p0[:, 1] * q0[:, 0]).sum(), (p0 * q0).sum())
+  """Radians (image y down, so > 0 is clockwise on screen) of the similarity p -> q: the
+  chain benchmark's Procrustes angle."""
+  return np.radians(rmc.procrustes_angle(p, q))
 
 
 def test_similarity_is_the_projection_for_in_plane_motion():
@@ -143,13 +150,6 @@ def test_stage_training_and_generation_use_the_same_keypoints(tiny_synth, monkey
 def test_ceiling_benchmark_recovers_a_known_similarity():
   """benchmarks/inplane_keypoint_ceiling.py's fit: the landmarks of a face turned, scaled and
   shifted give back that similarity."""
-  import os
-  import sys
-
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                  "benchmarks"))
-  import inplane_keypoint_ceiling as ceiling
-
   pts = (fg.project(fg.MEAN_FACE, np.array([0.1, -0.05, 0.0, 0.0, 0.05, 0.6]), 2)[0] - 0.5)
   th, s, b = 0.15, 1.07, np.array([0.03, -0.02])
   a = s * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])

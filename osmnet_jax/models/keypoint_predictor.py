@@ -73,11 +73,12 @@ class KeypointPredictor(nn.Module):
 # In-plane head pose applied geometrically [ours] (cfg.expression.inplane_pose = "geometric").
 #
 # The renderer shows the full roll when its keypoints turn exactly with the head: source
-# keypoints moved by each frame's image-plane similarity read r 0.95 at 1.11x on the pixels,
-# where the detector's own keypoints (the predictor's distillation targets) read r 0.83 at 0.80x
-# (BENCHMARKS.md "A finer flow"). So in this mode the predictor sees the pose with roll, tx, ty
-# and scale at the dataset mean (normalised 0) and learns only expression, yaw and pitch; the
-# frame's roll, position and scale move its keypoints and Jacobians by the similarity below.
+# keypoints moved by each frame's image-plane similarity read r 0.95 at 1.11-1.16x on the
+# pixels, where the detector's own keypoints (the predictor's distillation targets) read r
+# 0.83-0.88 at 0.80-0.87x (BENCHMARKS.md "The renderer can show the whole roll"). So in this
+# mode the predictor sees the pose with roll, tx, ty and scale at the dataset mean (normalised
+# 0) and learns only expression, yaw and pitch; the frame's roll, position and scale move its
+# keypoints and Jacobians by the similarity below.
 
 INPLANE_MODES = ("learned", "geometric")
 INPLANE = slice(2, 6)  # roll, tx, ty, scale of face/geometry.POSE_NAMES

@@ -51,12 +51,12 @@ def run_joint(cfg, builder, mesh, workdir: str, writer) -> dict:
     raise ValueError(f"joint: the dataset's frames are {size} px but {base.checkpoint_dir} was "
                      f"trained at {base.image_size} px")
   ecfg = joint_expression_config(cfg)
-  mode = ecfg.get("inplane_pose", "learned")
-  if base.cfg.get("inplane_pose", "learned") != mode:
+  mode, trained = ecfg.get("inplane_pose", "learned"), base.cfg.get("inplane_pose", "learned")
+  if trained != mode:
     raise ValueError(f"joint: config.expression.inplane_pose={mode!r} but "
-                     f"{base.checkpoint_dir} was trained with "
-                     f"{base.cfg.get('inplane_pose', 'learned')!r}; the joint stage fine-tunes "
-                     "those params, so use the same value (or retrain the expression stage)")
+                     f"{base.checkpoint_dir} was trained with {trained!r}; the joint stage "
+                     "fine-tunes those params, so use the same value (or retrain the expression "
+                     "stage)")
   ecfg = expression_stage.with_pose_stats(ecfg, builder)
   stage = expression_stage.ExpressionStage(ecfg, base.renderer_cfg)
   ckdir = workdir_lib.checkpoint_dir(workdir, "joint")
