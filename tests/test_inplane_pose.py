@@ -115,7 +115,7 @@ def test_stage_training_and_generation_use_the_same_keypoints(tiny_synth, monkey
   keypoint function agree; a step trains; joint refuses a checkpoint of the other mode."""
   from osmnet_jax.input import pipeline as input_pipeline
 
-  base = tiny_expression_config(inplane_pose="geometric")
+  base = tiny_expression_config(inplane_pose="geometric", pose_mean=(), pose_std=())
   ecfg = es.with_pose_stats(base, tiny_synth)
   mean, std = input_pipeline.pose_stats(tiny_synth)
   np.testing.assert_allclose(ecfg.pose_mean, mean, rtol=1e-6)
@@ -134,7 +134,7 @@ def test_stage_training_and_generation_use_the_same_keypoints(tiny_synth, monkey
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
 
   class Base:  # what workdir.load_expression returns, trained in the learned mode
-    cfg = tiny_expression_config()
+    cfg = tiny_expression_config(inplane_pose="learned")
     checkpoint_dir = "W/checkpoints/expression"
     image_size = int(tiny_synth.info.features["frames"].shape[1])
 
@@ -145,6 +145,67 @@ def test_stage_training_and_generation_use_the_same_keypoints(tiny_synth, monkey
   monkeypatch.setattr(joint_stage.workdir_lib, "load_expression", lambda *a, **k: Base())
   with pytest.raises(ValueError, match="inplane_pose='geometric'.*'learned'"):
     joint_stage.run_joint(cfg, tiny_synth, None, "W", None)
+
+
+def test_canonical_frames_sample_each_frame_at_the_similarity():
+  """C(n) = F(a n + b): on frames whose channels are the pixel-centre coordinates x and y
+  (bilinear sampling reproduces a linear function exactly), C holds a n + b inside the image."""
+  h = w = 16
+  xs = (2.0 * np.arange(w) + 1.0) / w - 1.0
+  grid = np.stack(np.meshgrid(xs, xs), -1)  # [H,W,2] (x, y)
+  img = np.concatenate([grid, np.zeros_like(grid[..., :1])], -1).astype(np.float32)
+  frames = jnp.asarray(np.broadcast_to(img, (B, T, h, w, 3)))
+  pose = np.random.RandomState(3).randn(B, T, 6).astype(np.float32)  # ~1 std of each
+  a, b = kp_lib.inplane_similarity(jnp.asarray(pose), MEAN, STD)
+  out = np.asarray(kp_lib.canonical_frames(frames, a, b))
+  want = np.einsum("btij,hwj->bthwi", np.asarray(a), grid) + np.asarray(b)[:, :, None, None]
+  inside = np.all(np.abs(want) <= 1.0 - 1.0 / w, -1)  # between the outer pixel centres
+  assert inside.mean() > 0.5
+  np.testing.assert_allclose(out[..., :2][inside], want[inside], atol=1e-5)
+  # At the mean in-plane pose nothing moves.
+  a0, b0 = kp_lib.inplane_similarity(jnp.zeros((B, T, 6)), MEAN, STD)
+  np.testing.assert_allclose(np.asarray(kp_lib.canonical_frames(frames, a0, b0)), frames,
+                             atol=1e-6)
+
+
+def test_canonical_kp_targets():
+  """kp_target='canonical': the targets are the detector's keypoints of the canonical frames
+  moved back by the similarity; at the mean in-plane pose they are the frame's own; a step
+  trains; config_check refuses it with the learned mode."""
+  from configs import default
+  from osmnet_jax.stages import config_check
+
+  cfg = tiny_expression_config(inplane_pose="geometric", pose_mean=MEAN, pose_std=STD,
+                               kp_target="canonical")
+  rcfg = renderer.tiny_config()
+  stage = es.ExpressionStage(cfg, rcfg)
+  rvars = renderer.init(jax.random.PRNGKey(7), rcfg, S, False)
+  batch = random_batch(seed=4)
+  frames = jnp.asarray(batch["frames"], jnp.float32) / 255.0
+  plain = stage.detect(rvars, frames)
+  pose = np.asarray(batch["pose"]).copy()
+  pose[..., 2:] = 0.0  # yaw and pitch only: the similarity is the identity
+  same = stage.kp_targets(rvars, frames, jnp.asarray(pose))
+  for x, y in zip(jax.tree.leaves(plain), jax.tree.leaves(same)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+  moved = stage.kp_targets(rvars, frames, jnp.asarray(batch["pose"]))
+  a, b = kp_lib.inplane_similarity(jnp.asarray(batch["pose"]), MEAN, STD)
+  want = kp_lib.move_keypoints(stage.detect(rvars, kp_lib.canonical_frames(frames, a, b)), a, b)
+  for x, y in zip(jax.tree.leaves(moved), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+  assert np.abs(np.asarray(moved["value"]) - np.asarray(plain["value"])).max() > 1e-3
+  state = stage.init_state(jax.random.PRNGKey(0), rvars, S)
+  _, metrics = jax.jit(stage.train_step)(state, batch, jax.random.PRNGKey(1))
+  assert np.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0
+
+  full = default.get_config()
+  full.expression.kp_target = "canonical"
+  full.expression.inplane_pose = "learned"
+  with pytest.raises(config_check.ConfigError, match="kp_target='canonical' needs"):
+    config_check.check(full)
+  full.expression.kp_target = "canon"
+  with pytest.raises(config_check.ConfigError, match="kp_target"):
+    config_check.check(full)
 
 
 def test_ceiling_benchmark_recovers_a_known_similarity():

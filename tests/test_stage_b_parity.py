@@ -196,8 +196,15 @@ def frozen_renderer(rcfg):
   return kp_t.eval(), {k: variables[k] for k in ("kp_detector", "generator")}
 
 
-def test_expression_stage_parity():
+# Dataset-like pose statistics for the geometric mode (yaw, pitch, roll rad; tx, ty; scale).
+POSE_MEAN, POSE_STD = (0.01, -0.02, 0.03, 0.02, -0.01, 0.8), (0.1, 0.08, 0.06, 0.03, 0.04, 0.05)
+
+
+@pytest.mark.parametrize("inplane_pose", ["learned", "geometric"])
+def test_expression_stage_parity(inplane_pose):
   c, rcfg = tiny_expression_cfg(), renderer.tiny_config()
+  c.inplane_pose = inplane_pose
+  c.pose_mean, c.pose_std = POSE_MEAN, POSE_STD
   kp_t, rvars = frozen_renderer(rcfg)
   stage = es.ExpressionStage(c, rcfg)
   params = random_params(lambda: stage.init_params(jax.random.PRNGKey(0), S), 1)

@@ -6,7 +6,7 @@ Mirrors, value for value:
   osmnet_jax/models/motion_space.py   OSMNetMotion (MotionSpace with the QR bases, AudioToMotion,
                                       ImageIdentityEncoder) and stages/motion.py's osmnet loss
   osmnet_jax/models/expression.py     ExpressionEncoder (+ landmark loss)
-  osmnet_jax/models/keypoint_predictor.py KeypointPredictor
+  osmnet_jax/models/keypoint_predictor.py KeypointPredictor and predict (both inplane_pose modes)
   osmnet_jax/stages/expression.py     ExpressionStage.loss (w_rec = 0; the frozen KPDetector
                                       is tests/torch_fomm.py's)
 Module attribute names equal the Flax submodule names (``Conv_0``, ``enc_blocks_0``, ...), so
@@ -406,6 +406,26 @@ class KeypointPredictor(nn.Module):
     return {"value": out_value, "jacobian": out_jac}
 
 
+def predict_keypoints(predictor: KeypointPredictor, kp_src, expression, pose, ecfg):
+  """keypoint_predictor.predict: 'learned' feeds the whole pose; 'geometric' feeds roll, tx, ty,
+  scale at the dataset mean (normalised 0) and moves the keypoints [B,T,K,2] and Jacobians
+  [B,T,K,2,2] by the similarity n -> a n + b that takes the mean in-plane pose to the frame's."""
+  mode = ecfg.get("inplane_pose", "learned")
+  if mode == "learned":
+    return predictor(kp_src, expression, pose)
+  assert mode == "geometric", mode
+  mean = torch.tensor(ecfg.pose_mean, dtype=pose.dtype)
+  std = torch.tensor(ecfg.pose_std, dtype=pose.dtype)
+  kp = predictor(kp_src, expression, torch.cat([pose[..., :2], torch.zeros_like(pose[..., 2:])], -1))
+  raw = pose * std + mean  # [B,T,6] yaw, pitch, roll, tx, ty, scale
+  theta, s = -(raw[..., 2] - mean[2]), raw[..., 5] / mean[5]
+  c, sn = torch.cos(theta), torch.sin(theta)
+  a = s[..., None, None] * torch.stack([torch.stack([c, -sn], -1), torch.stack([sn, c], -1)], -2)
+  b = raw[..., 3:5] - a @ mean[3:5]
+  value = (a[:, :, None] @ kp["value"][..., None])[..., 0] + b[:, :, None]
+  return {"value": value, "jacobian": a[:, :, None] @ kp["jacobian"]}
+
+
 class ExpressionModels(nn.Module):
   """{'expression', 'keypoints'}: the stage's trainable params tree as one torch module."""
 
@@ -445,7 +465,7 @@ def expression_loss(models: ExpressionModels, kp_detector, batch: dict, ecfg, dt
   pose = batch["pose"].to(dtype)
   out = models.expression(batch["mel"].to(dtype), source, src_lm, pose)
   kp_src = detect(kp_detector, source)
-  kp = models.keypoints(kp_src, out["expression"], pose)
+  kp = predict_keypoints(models.keypoints, kp_src, out["expression"], pose, ecfg)
   lm_true = normalise_landmarks(batch["landmarks"].to(dtype), size)
   lm = landmark_loss(out["landmarks"], lm_true, ecfg.mouth_weight)
   kp_true = detect(kp_detector, batch["frames"].to(dtype) / 255.0)  # [B,T,K,2], [B,T,K,2,2]

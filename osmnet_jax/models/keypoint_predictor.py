@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from osmnet_jax.models.expression import TemporalConvBlock
 from osmnet_jax.nn import precision
+from osmnet_jax.nn.grid_sample import grid_sample
 
 
 class KeypointPredictor(nn.Module):
@@ -81,6 +82,7 @@ class KeypointPredictor(nn.Module):
 # keypoints and Jacobians by the similarity below.
 
 INPLANE_MODES = ("learned", "geometric")
+KP_TARGETS = ("frame", "canonical")  # cfg.expression.kp_target: see canonical_frames
 INPLANE = slice(2, 6)  # roll, tx, ty, scale of face/geometry.POSE_NAMES
 
 
@@ -114,6 +116,26 @@ def move_keypoints(kp: dict, a: jax.Array, b: jax.Array) -> dict:
   value = jnp.einsum("btij,btkj->btki", a, kp["value"], precision=hi) + b[:, :, None]
   jac = jnp.einsum("btij,btkjl->btkil", a, kp["jacobian"], precision=hi)
   return {"value": value, "jacobian": jac}
+
+
+def canonical_frames(frames: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+  """frames [B,T,H,W,C], similarity (a [B,T,2,2], b [B,T,2]) -> each frame moved to the dataset's
+  mean roll, position and scale: C(n) = F(a n + b), bilinear, border-padded.
+
+  The detector of these frames gives the predictor's distillation targets under
+  ``kp_target="canonical"``: the frame it reads has no in-plane motion left, so its keypoints
+  need not turn (the detector under-turns: BENCHMARKS.md "The renderer can show the whole roll"),
+  and the similarity put back on them turns exactly. n is in the landmarks' [-1, 1] convention
+  (pixel centres at (2 i + 1) / W - 1), which grid_sample reads."""
+  bsz, t, h, w, c = frames.shape
+  xs = (2.0 * jnp.arange(w, dtype=jnp.float32) + 1.0) / w - 1.0
+  ys = (2.0 * jnp.arange(h, dtype=jnp.float32) + 1.0) / h - 1.0
+  grid = jnp.stack(jnp.meshgrid(xs, ys), -1)  # [H,W,2] (x, y)
+  hi = jax.lax.Precision.HIGHEST
+  g = jnp.einsum("btij,hwj->bthwi", a.astype(jnp.float32), grid, precision=hi)
+  g = g + b.astype(jnp.float32)[:, :, None, None]  # [B,T,H,W,2]
+  out = grid_sample(frames.reshape(bsz * t, h, w, c), g.reshape(bsz * t, h, w, 2), "border")
+  return out.reshape(frames.shape).astype(frames.dtype)
 
 
 def pose_stats_of(ecfg) -> tuple[tuple[float, ...], tuple[float, ...]]:

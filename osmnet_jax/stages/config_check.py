@@ -94,6 +94,11 @@ def check(cfg) -> None:
     _stage_b(errors, cfg, "expression", min_frames=1)
     _one_of(errors, cfg, "expression.identity", expression_lib.IDENTITY_MODES)
     _one_of(errors, cfg, "expression.inplane_pose", kp_lib.INPLANE_MODES)
+    _one_of(errors, cfg, "expression.kp_target", kp_lib.KP_TARGETS)
+    if (cfg.expression.get("kp_target", "frame") == "canonical"
+        and cfg.expression.get("inplane_pose", "learned") != "geometric"):
+      errors.append("expression.kp_target='canonical' needs expression.inplane_pose='geometric' "
+                    f"(got {cfg.expression.get('inplane_pose', 'learned')!r})")
     _one_of(errors, cfg, "expression.renderer_source", ("auto", "init"))
     _int_at_least(errors, cfg, "expression.eval_passes", 1)
     _int_at_least(errors, cfg, "expression.eval_batch", 1)

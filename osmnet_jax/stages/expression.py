@@ -129,6 +129,22 @@ class ExpressionStage(common.CompiledSteps):
     return {"landmarks": out["landmarks"], "expression": out["expression"], "kp_src": kp_src,
             "kp": kp, "source": source}
 
+  def kp_targets(self, renderer_vars, frames, pose) -> dict:
+    """The predictor's distillation targets [B,T,K,2], [B,T,K,2,2]: the frozen detector's
+    keypoints of each frame (kp_target "frame"), or under inplane_pose "geometric" with
+    kp_target "canonical" [ours] those of the frame moved to the mean in-plane pose, moved back
+    by the frame's exact similarity (models/keypoint_predictor.canonical_frames)."""
+    c = self.cfg
+    if c.get("kp_target", "frame") == "frame":
+      return self.detect(renderer_vars, frames)
+    if c.get("inplane_pose", "learned") != "geometric":
+      raise ValueError("expression.kp_target='canonical' needs expression.inplane_pose="
+                       f"'geometric', got {c.get('inplane_pose', 'learned')!r}")
+    mean, std = kp_lib.pose_stats_of(c)
+    a, b = kp_lib.inplane_similarity(pose.astype(jnp.float32), mean, std)
+    kp = self.detect(renderer_vars, kp_lib.canonical_frames(frames, a, b))
+    return kp_lib.move_keypoints(kp, a, b)
+
   def loss(self, params, renderer_vars, batch):
     """(scalar loss, metrics) on one (local) batch; pure. The renderer gets no gradient."""
     c = self.cfg
@@ -138,7 +154,7 @@ class ExpressionStage(common.CompiledSteps):
     lm_true = expression_lib.normalise_landmarks(batch["landmarks"].astype(self.dtype), size)
     lm_loss = expression_lib.landmark_loss(out["landmarks"], lm_true, c.mouth_weight)
     frames = batch["frames"].astype(self.dtype) / 255.0  # [B,T,H,W,3]
-    kp_true = jax.lax.stop_gradient(self.detect(renderer_vars, frames))  # [B,T,K,2], [B,T,K,2,2]
+    kp_true = jax.lax.stop_gradient(self.kp_targets(renderer_vars, frames, batch["pose"]))
     kp_v = jnp.mean(jnp.abs(out["kp"]["value"] - kp_true["value"]))
     kp_j = jnp.mean(jnp.abs(out["kp"]["jacobian"] - kp_true["jacobian"]))
     loss = c.w_landmark * lm_loss + c.w_kp_value * kp_v + c.w_kp_jacobian * kp_j
