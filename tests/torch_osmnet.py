@@ -416,7 +416,8 @@ def predict_keypoints(predictor: KeypointPredictor, kp_src, expression, pose, ec
   assert mode == "geometric", mode
   mean = torch.tensor(ecfg.pose_mean, dtype=pose.dtype)
   std = torch.tensor(ecfg.pose_std, dtype=pose.dtype)
-  kp = predictor(kp_src, expression, torch.cat([pose[..., :2], torch.zeros_like(pose[..., 2:])], -1))
+  no_inplane = torch.cat([pose[..., :2], torch.zeros_like(pose[..., 2:])], -1)
+  kp = predictor(kp_src, expression, no_inplane)
   raw = pose * std + mean  # [B,T,6] yaw, pitch, roll, tx, ty, scale
   theta, s = -(raw[..., 2] - mean[2]), raw[..., 5] / mean[5]
   c, sn = torch.cos(theta), torch.sin(theta)
