@@ -242,7 +242,8 @@ def get_config() -> ml_collections.ConfigDict:
   # [ours] The predictor's distillation targets. frame: the frozen detector's keypoints of each
   # frame. canonical (geometric only): those of the frame moved to the dataset's mean roll,
   # position and scale, moved back by the exact similarity (models/keypoint_predictor.py
-  # canonical_frames), so the targets turn as much as the similarity does.
+  # canonical_frames), so the targets turn as much as the similarity does. Measured on seed 0:
+  # no gain (BENCHMARKS.md "kp_target=\"canonical\""), so off.
   e.kp_target = "frame"
   e.pose_mean = ()
   e.pose_std = ()
