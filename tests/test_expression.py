@@ -22,15 +22,19 @@ from osmnet_jax.stages import renderer_step as rs
 B, T, S = 2, 4, 32
 
 
+# synth_talk/64px's pose statistics (yaw, pitch, roll, tx, ty, scale).
+POSE_MEAN = (-0.001, 0.010, -0.0004, 0.003, 0.069, 0.637)
+POSE_STD = (0.175, 0.107, 0.075, 0.035, 0.032, 0.033)
+
+
 def tiny_expression_config(**kw) -> ml_collections.ConfigDict:
   c = default.get_config().expression
   c.update(dict(num_frames=T, batch_size=B, audio_dim=16, audio_channels=(4, 8), identity_dim=16,
                 identity_channels=(4, 8), expression_dim=16, temporal_layers=1,
                 landmark_hidden=32, kp_hidden=32, warmup_steps=1, num_steps=10,
-                # synth_talk/64px's pose statistics, which the default inplane_pose="geometric"
-                # reads (the stage fills them from the dataset; these tests build it directly)
-                pose_mean=(-0.001, 0.010, -0.0004, 0.003, 0.069, 0.637),
-                pose_std=(0.175, 0.107, 0.075, 0.035, 0.032, 0.033)))
+                # the default inplane_pose="geometric" reads them (the stage fills them from
+                # the dataset; these tests build it directly)
+                pose_mean=POSE_MEAN, pose_std=POSE_STD))
   c.update(kw)
   return c
 

@@ -16,16 +16,14 @@ from osmnet_jax.inference import keypoints as keypoints_lib
 from osmnet_jax.models import keypoint_predictor as kp_lib
 from osmnet_jax.stages import expression as es
 from osmnet_jax.stages import joint as joint_stage
-from tests.test_expression import B, S, T, random_batch, tiny_expression_config
+from tests.test_expression import POSE_MEAN, POSE_STD, B, S, T, random_batch, tiny_expression_config
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 sys.path.insert(0, BENCHMARKS)
 import inplane_keypoint_ceiling as ceiling  # noqa: E402
 import renderer_motion_chain as rmc  # noqa: E402
 
-# synth_talk/64px's pose statistics (yaw, pitch, roll, tx, ty, scale).
-MEAN = (-0.001, 0.010, -0.0004, 0.003, 0.069, 0.637)
-STD = (0.175, 0.107, 0.075, 0.035, 0.032, 0.033)
+MEAN, STD = POSE_MEAN, POSE_STD  # synth_talk/64px's pose statistics
 
 
 def _normalise(raw):

@@ -460,6 +460,8 @@ def expression_loss(models: ExpressionModels, kp_detector, batch: dict, ecfg, dt
   landmarks in crop pixels), the input_pipeline layout."""
   if ecfg.w_rec:
     raise NotImplementedError("the mirror covers w_rec = 0 (the default) only")
+  if ecfg.get("kp_target", "frame") != "frame":
+    raise NotImplementedError("the mirror covers kp_target='frame' (the default) only")
   source = batch["source"].to(dtype) / 255.0  # [B,H,W,3]
   size = source.shape[1]
   src_lm = normalise_landmarks(batch["source_landmarks"].to(dtype), size)

@@ -27,12 +27,11 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from osmnet_jax.models.dense_motion import DenseMotionNetwork
 from osmnet_jax.nn import conv as conv_lib
 from osmnet_jax.nn.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, conv
-from osmnet_jax.nn.grid_sample import grid_sample, resize_bilinear
+from osmnet_jax.nn.grid_sample import grid_sample, pixel_centre_grid, resize_bilinear
 from osmnet_jax.nn.keypoints import make_coordinate_grid
 
 
@@ -58,10 +57,7 @@ def deform_pixels(x: jax.Array, deformation: jax.Array) -> jax.Array:
   disp = deformation - make_coordinate_grid(dh, dw, deformation.dtype)[None]
   if (dh, dw) != (h, w):
     disp = resize_bilinear(disp, (h, w))
-  cx = (2.0 * jnp.arange(w, dtype=disp.dtype) + 1.0) / w - 1.0  # pixel centres
-  cy = (2.0 * jnp.arange(h, dtype=disp.dtype) + 1.0) / h - 1.0
-  grid = jnp.stack(jnp.broadcast_arrays(cx[None, :], cy[:, None]), -1)  # [H,W,2] (x, y)
-  return grid_sample(x, grid[None] + disp)
+  return grid_sample(x, pixel_centre_grid(h, w, disp.dtype)[None] + disp)
 
 
 class Bottleneck(nn.Module):

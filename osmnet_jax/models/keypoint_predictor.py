@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from osmnet_jax.models.expression import TemporalConvBlock
 from osmnet_jax.nn import precision
-from osmnet_jax.nn.grid_sample import grid_sample
+from osmnet_jax.nn.grid_sample import grid_sample, pixel_centre_grid
 
 
 class KeypointPredictor(nn.Module):
@@ -128,9 +128,7 @@ def canonical_frames(frames: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array
   and the similarity put back on them turns exactly. n is in the landmarks' [-1, 1] convention
   (pixel centres at (2 i + 1) / W - 1), which grid_sample reads."""
   bsz, t, h, w, c = frames.shape
-  xs = (2.0 * jnp.arange(w, dtype=jnp.float32) + 1.0) / w - 1.0
-  ys = (2.0 * jnp.arange(h, dtype=jnp.float32) + 1.0) / h - 1.0
-  grid = jnp.stack(jnp.meshgrid(xs, ys), -1)  # [H,W,2] (x, y)
+  grid = pixel_centre_grid(h, w)  # [H,W,2] (x, y)
   hi = jax.lax.Precision.HIGHEST
   g = jnp.einsum("btij,hwj->bthwi", a.astype(jnp.float32), grid, precision=hi)
   g = g + b.astype(jnp.float32)[:, :, None, None]  # [B,T,H,W,2]

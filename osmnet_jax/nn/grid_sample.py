@@ -41,6 +41,14 @@ def _reflect(coord: jax.Array, size: int) -> jax.Array:
   return jnp.clip(out, 0.0, size - 1.0)
 
 
+def pixel_centre_grid(height: int, width: int, dtype=jnp.float32) -> jax.Array:
+  """[H, W, 2] grid of (x, y) at the pixel centres in grid_sample's convention:
+  x = (2 j + 1) / W - 1 (sampling x at it returns x unchanged)."""
+  cx = (2.0 * jnp.arange(width, dtype=dtype) + 1.0) / width - 1.0
+  cy = (2.0 * jnp.arange(height, dtype=dtype) + 1.0) / height - 1.0
+  return jnp.stack(jnp.broadcast_arrays(cx[None, :], cy[:, None]), -1)
+
+
 def grid_sample(
     x: jax.Array, grid: jax.Array, padding_mode: PaddingMode = "zeros"
 ) -> jax.Array:
