@@ -30,9 +30,10 @@ def vox256_config() -> ml_collections.ConfigDict:
   c.num_channels = 3
   c.estimate_jacobian = True
   # [ours] Not FOMM fields (converters ignore them). compute_dtype "bfloat16": the hourglasses and
-  # the generator's blocks compute in bf16 with float32 params; heads, softmax, warps, losses and
-  # Adam stay float32 (models/*.py say why). remat: recompute the hourglass blocks in the
-  # backward pass instead of storing their activations (less memory, ~1 more forward).
+  # the generator's blocks compute in bf16 with float32 params, and so does the frozen perceptual
+  # VGG; heads, softmax, warps, the losses' sums and Adam stay float32 (models/*.py say why).
+  # remat: recompute the hourglass blocks in the backward pass instead of storing their
+  # activations (less memory, ~1 more forward).
   c.compute_dtype = "float32"
   c.remat = False
   c.kp_detector = ml_collections.ConfigDict(

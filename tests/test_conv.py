@@ -241,14 +241,37 @@ def test_antialias_matmul_equals_depthwise_conv(scale, size):
                              jax.grad(lambda x: jnp.sum(ref(x) * cot))(x), atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["cpu", "tpu"])
 @pytest.mark.parametrize("h,w", [(8, 8), (7, 9)])
-def test_max_pool2x_matches_reduce_window(h, w):
+def test_max_pool2x_matches_reduce_window(h, w, backend):
+  """Both paths (strided maxima on the CPU, reduce-window traced for a TPU) are nn.max_pool,
+  values and gradients."""
   x = jnp.asarray(np.random.RandomState(3).randn(2, h, w, 4).astype(np.float32))
   ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-  np.testing.assert_array_equal(vgg.max_pool2x(x), ref(x))
   cot = jnp.asarray(np.random.RandomState(4).randn(*ref(x).shape).astype(np.float32))
-  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(vgg.max_pool2x(x) * cot))(x),
-                             jax.grad(lambda x: jnp.sum(ref(x) * cot))(x), atol=1e-6)
+  with conv_lib.target_backend(backend):
+    out = vgg.max_pool2x(x)
+    grad = jax.grad(lambda x: jnp.sum(vgg.max_pool2x(x) * cot))(x)
+    # A fresh function: jit's trace cache does not see target_backend.
+    text = jax.jit(lambda x: vgg.max_pool2x(x)).lower(x).as_text()
+  assert ("reduce_window" in text) == (backend == "tpu")
+  np.testing.assert_array_equal(out, ref(x))
+  np.testing.assert_allclose(grad, jax.grad(lambda x: jnp.sum(ref(x) * cot))(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("h", [8, 7])
+def test_packed_max_pool2x_is_the_pool_of_the_unpacked_map(h):
+  """VGG's first-block pool on pixel pairs packed into channels ([B, H, W/2, 2C]) gives the
+  unpacked map's max pool, values and gradients (with respect to the packed input)."""
+  r = np.random.RandomState(5)
+  x = jnp.asarray(r.randn(2, h, 8, 3).astype(np.float32))  # unpacked [B, H, W, C]
+  pack = lambda x: x.reshape(x.shape[0], x.shape[1], x.shape[2] // 2, 2 * x.shape[3])
+  np.testing.assert_array_equal(vgg.packed_max_pool2x(pack(x), 2), vgg.max_pool2x(x))
+  cot = jnp.asarray(r.randn(2, h // 2, 4, 3).astype(np.float32))
+  g_packed = jax.grad(lambda x: jnp.sum(vgg.packed_max_pool2x(pack(x), 2) * cot))(x)
+  g_plain = jax.grad(lambda x: jnp.sum(vgg.max_pool2x(x) * cot))(x)
+  np.testing.assert_allclose(g_packed, g_plain, atol=1e-6)
+  assert float(jnp.abs(g_plain).sum()) > 0
 
 
 def test_target_backend_decides_the_path_when_tracing_for_another_platform():

@@ -42,6 +42,11 @@ def make_backbone(kind: str, num_outputs: int, vgg19_path: str = ""):
   return module, {"params": params}
 
 
+def _f32(x: jax.Array) -> jax.Array:
+  """x in float32; float32 x untouched (not even a same-dtype convert in the trace)."""
+  return x if x.dtype == jnp.float32 else x.astype(jnp.float32)
+
+
 def perceptual_loss(
     module: vgg_lib.VGG,
     variables: dict,
@@ -65,5 +70,6 @@ def perceptual_loss(
     fx = module.apply(variables, pyr_pred[pyramid_key(s)])
     fy = module.apply(variables, pyr_real[pyramid_key(s)])
     for w, a, b in zip(weights, fx, fy):
-      total = total + w * jnp.mean(jnp.abs(a - jax.lax.stop_gradient(b)))
+      # bf16 features (a bf16 backbone) are differenced and averaged in float32.
+      total = total + w * jnp.mean(jnp.abs(_f32(a) - jax.lax.stop_gradient(_f32(b))))
   return total

@@ -17,6 +17,7 @@ import functools
 import inspect
 import os
 import pickle
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -44,18 +45,39 @@ LPIPS_SCALE = (0.458, 0.448, 0.450)
 
 
 def max_pool2x(x: jax.Array) -> jax.Array:
-  """`nn.MaxPool2d(2)` (floor for odd sizes) as the max of four strided views.
+  """`nn.MaxPool2d(2)` (floor for odd sizes): [B,H,W,C] -> [B,H/2,W/2,C].
 
-  [B,H,W,C] -> [B,H/2,W/2,C], the same values as `nn.max_pool(x, (2, 2), strides=(2, 2))`.
-  XLA:CPU runs reduce-window and its select-and-scatter gradient as separate slow loops (a
-  reshape + `max` is no better: its gradient counts ties with a compare, a convert and a sum);
-  elementwise maxima and their select gradients fuse into one loop each way (BENCHMARKS.md has
-  the renderer step timings). Gradient ties (equal maxima in a window) only occur at ReLU zeros
-  here, where the upstream gradient is zero.
+  On a TPU target a reduce-window, whose gradient is XLA's select-and-scatter: one pass each
+  way (GPU targets take the same path, XLA's native pooling there; not measured on a GPU).
+  XLA:CPU runs reduce-window and select-and-scatter as separate slow loops (a reshape + `max` is
+  no better: its gradient counts ties with a compare, a convert and a sum), so on the CPU it is
+  the max of four strided views, whose elementwise maxima and select gradients fuse into one
+  loop each way (BENCHMARKS.md has the renderer step timings); on TPU that form's gradient (a
+  multiply per `max`, strided views scattered back) cost 1.2 ms more of the 17.9 ms perceptual
+  loss at vox256 (BENCHMARKS.md "The perceptual VGG in bf16"). Gradient ties (equal maxima in a
+  window) only occur at ReLU zeros here, where the upstream gradient is zero.
   """
+  if conv_lib.traced_backend() != "cpu":
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1),
+                                 (1, 2, 2, 1), "VALID")
   h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
   return jnp.maximum(jnp.maximum(x[:, 0:h:2, 0:w:2], x[:, 0:h:2, 1:w:2]),
                      jnp.maximum(x[:, 1:h:2, 0:w:2], x[:, 1:h:2, 1:w:2]))
+
+
+def packed_max_pool2x(x: jax.Array, f: int) -> jax.Array:
+  """`max_pool2x` of a width-packed map ([B, H, W/f, f*C], f pixels per column; the TPU layout
+  of VGG's first block) -> the unpacked [B, H/2, W/2, C].
+
+  Row pairs first, as a reduce-window on the packed map (select-and-scatter back), then the
+  max over the f pixels of a column on the half-height map: its gradient (a multiply per
+  `max`) then touches half the bytes. The other order (pixels, then rows, both elementwise
+  maxima) cost 2.3 ms more of the 16.7 ms perceptual loss at vox256 on v5e (BENCHMARKS.md "The
+  perceptual VGG in bf16").
+  """
+  c = x.shape[-1] // f
+  x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 1, 1), (1, 2, 1, 1), "VALID")
+  return functools.reduce(jnp.maximum, [x[..., r * c:(r + 1) * c] for r in range(f)])
 
 
 def pack_first_block(pack: str, width: int) -> int:
@@ -72,12 +94,18 @@ class VGG(nn.Module):
   (nn/conv.py); its max-pool unpacks. `any_pixel_order=True` lets the features of that block
   come out packed (the same numbers, pixel pairs in the channel axis), for consumers that only
   reduce over all elements, like the perceptual L1; otherwise they are unpacked.
+
+  `dtype` is the convs' compute dtype (None: float32, the params'). bfloat16 follows the
+  renderer's `compute_dtype`: the frozen backbone is most of the step's convolutions at 256 px,
+  and in float32 every feature map costs twice the bytes (BENCHMARKS.md "The perceptual VGG in
+  bf16"). The input normalisation stays float32; the features come out in `dtype`.
   """
 
   kind: str = "vgg19"  # 'vgg19' | 'lpips_vgg16'
   num_outputs: int = 5
   pack: str = "auto"  # 'auto' | 'on' | 'off' (see pack_first_block)
   any_pixel_order: bool = False
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> list[jax.Array]:
@@ -90,6 +118,8 @@ class VGG(nn.Module):
       layers = VGG_LAYERS["vgg16"]
     else:
       raise ValueError(f"unknown VGG kind {self.kind!r}")
+    if self.dtype is not None:
+      x = x.astype(self.dtype)
     wanted = FEATURE_CONVS[self.kind][: self.num_outputs]
     f = pack_first_block(self.pack, x.shape[2])
     if f:  # [B, H, W, 3] -> [B, H, W/f, 3f]
@@ -97,17 +127,15 @@ class VGG(nn.Module):
     outs, j = [], 0
     for v in layers:
       if v == "M":
-        if f:  # max over the f pixels of a packed column, then over row pairs: unpacked
-          c = x.shape[-1] // f
-          x = functools.reduce(jnp.maximum, [x[..., r * c:(r + 1) * c] for r in range(f)])
-          h = x.shape[1] // 2 * 2
-          x = jnp.maximum(x[:, 0:h:2], x[:, 1:h:2])
+        if f:  # packed columns in, unpacked out
+          x = packed_max_pool2x(x, f)
           f = 0
         else:
           x = max_pool2x(x)
         continue
       # `Conv`: nn.Conv's params; a matmul on the 2x2..8x8 maps of the deep levels (nn/conv.py).
-      x = nn.relu(Conv(v, (3, 3), padding=((1, 1), (1, 1)), packed_input=f, name=f"conv{j}")(x))
+      x = nn.relu(Conv(v, (3, 3), padding=((1, 1), (1, 1)), packed_input=f, dtype=self.dtype,
+                         name=f"conv{j}")(x))
       if j in wanted:
         outs.append(x if not f or self.any_pixel_order else
                     x.reshape(x.shape[0], x.shape[1], x.shape[2] * f, x.shape[3] // f))

@@ -86,7 +86,7 @@ def chains_only() -> contextlib.AbstractContextManager:
   return _packing("chains")
 
 
-def _backend() -> str:
+def traced_backend() -> str:
   """The platform traced for: `target_backend`'s, else the default backend."""
   return _TARGET_BACKEND.get() or jax.default_backend()
 
@@ -167,7 +167,7 @@ def _auto_packs(chain: bool) -> bool:
   """'auto' packs on a TPU target, outside `no_packing()`, unless OSMNET_TPU_CONV_PACKING=0;
   a conv outside a packed chain not inside `chains_only()` or with =chains."""
   env, mode = os.environ.get("OSMNET_TPU_CONV_PACKING", "1"), _PACKING.get()
-  if _backend() != "tpu" or mode == "none" or env == "0":
+  if traced_backend() != "tpu" or mode == "none" or env == "0":
     return False
   return chain or (mode == "all" and env != "chains")
 
@@ -217,7 +217,7 @@ def use_im2col(impl: str, height: int, width: int) -> bool:
     return False
   if impl != "auto":
     raise ValueError(f"conv impl must be 'auto', 'xla', 'im2col' or 'packed', got {impl!r}")
-  return height * width <= IM2COL_MAX_PIXELS and _backend() == "cpu"
+  return height * width <= IM2COL_MAX_PIXELS and traced_backend() == "cpu"
 
 
 class Conv(nn.Module):

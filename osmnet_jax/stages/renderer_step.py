@@ -78,6 +78,11 @@ class RendererStage(common.CompiledSteps):
     if backbone is None and n_layers and sum(t.loss_weights.perceptual):
       backbone = perceptual.make_backbone(t.perceptual_backbone, n_layers, t.get("vgg19_path", ""))
     self.vgg, self._vgg_vars = backbone if backbone is not None else (None, {})
+    vgg_dtype = renderer.compute_dtype(cfg)
+    if self.vgg is not None and vgg_dtype is not None and self.vgg.dtype is None:
+      # The frozen backbone computes in the renderer's dtype: in float32 it was ~a third of a
+      # bf16 256 px step's convolutions (BENCHMARKS.md "The perceptual VGG in bf16").
+      self.vgg = self.vgg.clone(dtype=vgg_dtype)
 
   # --------------------------------------------------------------------------------------------
   def init_state(self, rng: jax.Array, image_size: int) -> RendererState:
