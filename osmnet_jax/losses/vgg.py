@@ -54,8 +54,8 @@ def max_pool2x(x: jax.Array) -> jax.Array:
   the max of four strided views, whose elementwise maxima and select gradients fuse into one
   loop each way (BENCHMARKS.md has the renderer step timings); on TPU that form's gradient (a
   multiply per `max`, strided views scattered back) cost 1.2 ms more of the 17.9 ms perceptual
-  loss at vox256 (BENCHMARKS.md "The perceptual VGG in bf16"). Gradient ties (equal maxima in a
-  window) only occur at ReLU zeros here, where the upstream gradient is zero.
+  loss at vox256 (BENCHMARKS.md "The perceptual VGG in bf16, and TPU pooling"). Gradient ties
+  (equal maxima in a window) only occur at ReLU zeros here, where the upstream gradient is zero.
   """
   if conv_lib.traced_backend() != "cpu":
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1),
@@ -73,7 +73,7 @@ def packed_max_pool2x(x: jax.Array, f: int) -> jax.Array:
   max over the f pixels of a column on the half-height map: its gradient (a multiply per
   `max`) then touches half the bytes. The other order (pixels, then rows, both elementwise
   maxima) cost 2.3 ms more of the 16.7 ms perceptual loss at vox256 on v5e (BENCHMARKS.md "The
-  perceptual VGG in bf16").
+  perceptual VGG in bf16, and TPU pooling").
   """
   c = x.shape[-1] // f
   x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 1, 1), (1, 2, 1, 1), "VALID")
@@ -96,9 +96,10 @@ class VGG(nn.Module):
   reduce over all elements, like the perceptual L1; otherwise they are unpacked.
 
   `dtype` is the convs' compute dtype (None: float32, the params'). bfloat16 follows the
-  renderer's `compute_dtype`: the frozen backbone is most of the step's convolutions at 256 px,
-  and in float32 every feature map costs twice the bytes (BENCHMARKS.md "The perceptual VGG in
-  bf16"). The input normalisation stays float32; the features come out in `dtype`.
+  renderer's `compute_dtype`: the frozen backbone is about half of the vox256 step's
+  convolutions, and in float32 every feature map costs twice the bytes (BENCHMARKS.md "The
+  perceptual VGG in bf16, and TPU pooling"). The input normalisation stays float32; the
+  features come out in `dtype`.
   """
 
   kind: str = "vgg19"  # 'vgg19' | 'lpips_vgg16'

@@ -80,8 +80,9 @@ class RendererStage(common.CompiledSteps):
     self.vgg, self._vgg_vars = backbone if backbone is not None else (None, {})
     vgg_dtype = renderer.compute_dtype(cfg)
     if self.vgg is not None and vgg_dtype is not None and self.vgg.dtype is None:
-      # The frozen backbone computes in the renderer's dtype: in float32 it was ~a third of a
-      # bf16 256 px step's convolutions (BENCHMARKS.md "The perceptual VGG in bf16").
+      # The frozen backbone computes in the renderer's dtype: in float32 it was about half of
+      # the vox256 step's convolutions, all in float32 (BENCHMARKS.md "The perceptual VGG in
+      # bf16, and TPU pooling").
       self.vgg = self.vgg.clone(dtype=vgg_dtype)
 
   # --------------------------------------------------------------------------------------------
