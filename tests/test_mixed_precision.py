@@ -199,12 +199,13 @@ def test_bf16_step_computes_convolutions_in_bf16(worker_result):
   # of the shipped VGG16 need conv0..conv3).
   from osmnet_jax.losses import vgg as vgg_lib  # pylint: disable=g-import-not-at-top
 
-  n_vgg_convs = vgg_lib.FEATURE_CONVS["lpips_vgg16"][len(cfg.train.loss_weights.perceptual) - 1] + 1
+  wanted = vgg_lib.FEATURE_CONVS[cfg.train.perceptual_backbone]
+  n_vgg_convs = wanted[len(cfg.train.loss_weights.perceptual) - 1] + 1
   n_vgg = 2 * len(cfg.train.scales) * n_vgg_convs
   # Forward block convs plus at least their kernel-gradient convs, and the VGG's forward (and
   # the prediction chain's input gradients) run in bf16: 89 measured; heads and anti-aliasing
-  # stay float32 (27 measured; 116 in all = 44 XLA convolutions + 72 im2col matmuls,
-  # 2026-12-04; before the VGG followed the compute dtype: 65 bf16, 51 float32).
+  # stay float32 (27 measured; 116 in all = 44 XLA convolutions + 72 im2col matmuls; before
+  # the VGG followed the compute dtype: 65 bf16, 51 float32).
   assert bf16["convs"].count("bf16") >= 2 * n_fwd + n_vgg + n_vgg // 2, bf16["convs"]
   assert bf16["convs"].count("f32") > 0
   assert len(bf16["convs"]) == len(f32["convs"])  # same graph, other dtypes
@@ -220,7 +221,7 @@ def test_bf16_step_matches_float32_within_tolerance(worker_result):
   c = worker_result["compare"]
   # Losses (2 steps). Measured 2026-11-23: total 1.1e-3 / 1.8e-3, perceptual <= 1.6e-3,
   # equivariance terms <= 1.9e-2 (L1 means of keypoint differences, which cancel in part).
-  # 2026-12-04, with the perceptual VGG in bf16 too: total 7e-4 / 1.3e-3, perceptual <= 1e-3.
+  # With the perceptual VGG in bf16 too: total 7e-4 / 1.3e-3, perceptual <= 1e-3.
   # Tolerances: ~3x the measurement.
   for step in c["loss_rel"]:
     assert step["total"] < 5e-3, step

@@ -205,8 +205,9 @@ def test_jit_fsdp_and_pmap_steps_match_single_device():
     assert r["step"] == STEPS
     assert r["params"] < 1e-8 and r["batch_stats"] < 1e-8, ("pmap", ref, r)
     # Losses: at most a few float32 ulps of the largest loss (the same update; the reported
-    # sums were bit-identical until 2026-12-04, when an unrelated edit of losses/perceptual.py
-    # that leaves its jaxpr unchanged moved one loss by 1 ulp, 7.6e-6 at ~100, on XLA:CPU).
+    # sums were once bit-identical, until an edit of losses/perceptual.py that leaves its jaxpr
+    # unchanged moved one loss by 1 ulp on XLA:CPU: BENCHMARKS.md "The perceptual VGG in bf16,
+    # and TPU pooling").
     ulp = float(np.spacing(np.float32(max(abs(v) for h in res["losses"] for v in h.values()))))
     assert r["opt_state"] < 1e-9 and r["losses"] <= 4 * ulp, ("pmap", ref, r, ulp)
   for name, fsdp in (("data4_fsdp1", 1), ("data1_fsdp4", 4), ("data2_fsdp2", 2)):

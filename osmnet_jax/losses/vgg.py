@@ -53,9 +53,9 @@ def max_pool2x(x: jax.Array) -> jax.Array:
   no better: its gradient counts ties with a compare, a convert and a sum), so on the CPU it is
   the max of four strided views, whose elementwise maxima and select gradients fuse into one
   loop each way (BENCHMARKS.md has the renderer step timings); on TPU that form's gradient (a
-  multiply per `max`, strided views scattered back) cost 1.2 ms more of the 17.9 ms perceptual
-  loss at vox256 (BENCHMARKS.md "The perceptual VGG in bf16, and TPU pooling"). Gradient ties
-  (equal maxima in a window) only occur at ReLU zeros here, where the upstream gradient is zero.
+  multiply per `max`, strided views scattered back) is the slower one (BENCHMARKS.md "The
+  perceptual VGG in bf16, and TPU pooling"). Gradient ties (equal maxima in a window) only occur
+  at ReLU zeros here, where the upstream gradient is zero.
   """
   if conv_lib.traced_backend() != "cpu":
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1),
@@ -72,8 +72,7 @@ def packed_max_pool2x(x: jax.Array, f: int) -> jax.Array:
   Row pairs first, as a reduce-window on the packed map (select-and-scatter back), then the
   max over the f pixels of a column on the half-height map: its gradient (a multiply per
   `max`) then touches half the bytes. The other order (pixels, then rows, both elementwise
-  maxima) cost 2.3 ms more of the 16.7 ms perceptual loss at vox256 on v5e (BENCHMARKS.md "The
-  perceptual VGG in bf16, and TPU pooling").
+  maxima) was slower on v5e (BENCHMARKS.md "The perceptual VGG in bf16, and TPU pooling").
   """
   c = x.shape[-1] // f
   x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 1, 1), (1, 2, 1, 1), "VALID")
