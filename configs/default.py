@@ -23,8 +23,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch_size = 8                    # global batch of the data check and renderer stage
   c.parallel = "jit"                  # jit (Mesh + NamedSharding) | pmap
   # data: -1 = every device; fsdp > 1 splits the renderer's params and Adam moments over that
-  # axis (jit only).
-  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  # axis (jit only). shard_optimizer: Adam's moments split over every device, params replicated
+  # (ZeRO-1; jit only): 1/n of the optimizer's memory and update work per device, for an
+  # all-gather of the new params each step (BENCHMARKS.md "ZeRO-1").
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "shard_optimizer": False})
   c.data_check_steps = 50             # batches timed by the "data" stage
   c.log_every = 10                    # renderer / data: metrics fetched every n steps
 

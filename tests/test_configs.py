@@ -68,6 +68,18 @@ def test_check_lists_every_bad_field():
   assert "config.expression.remat='yes'" in msg
 
 
+def test_shard_optimizer_needs_a_bool_and_jit():
+  c = default.get_config()
+  c.mesh = ml_collections.ConfigDict({**c.mesh.to_dict(), "shard_optimizer": "yes"})
+  with pytest.raises(config_check.ConfigError, match=r"config.mesh.shard_optimizer='yes'"):
+    config_check.check(c)
+  c.mesh = ml_collections.ConfigDict({**c.mesh.to_dict(), "shard_optimizer": True})
+  config_check.check(c)  # jit: fine
+  c.parallel = "pmap"
+  with pytest.raises(config_check.ConfigError, match=r"shard_optimizer=True needs .*'jit'"):
+    config_check.check(c)
+
+
 def test_landmark_terms_are_on_by_default_and_off_in_fomm_configs():
   on = default.get_config().renderer.train.loss_weights
   assert on.keypoint_anchor > 0 and on.flow_anchor > 0 and on.mouth > 0 and on.heatmap_peak > 0

@@ -2,13 +2,15 @@
 
 After 2 steps of the trimmed 32 px renderer, the jit step over the meshes data=4 (pure data
 parallelism), data=1 x fsdp=4 and data=2 x fsdp=2 (params and Adam moments split over 'fsdp' by
-`sharding.fsdp_spec`), and the `jax.pmap` form of the same step, give the same params, BatchNorm
+`sharding.fsdp_spec`), data=4 with only the Adam moments split over the 4 devices (ZeRO-1,
+config.mesh.shard_optimizer; params replicated), and the `jax.pmap` form of the same step, give
+the same params, BatchNorm
 statistics, Adam states and losses as one device with the full batch (params/stats within 1e-8,
 Adam states and losses within 1e-9) and as each other. The FSDP params really are split (shard
 shapes of a conv kernel and of its Adam moments, the fraction of sharded elements, all-gathers in
 the compiled step), each jit step compiles once and donates its state, and an orbax checkpoint of
-the sharded state restores into the FSDP layout (and into another fsdp size) unchanged, and
-trains on without recompiling.
+the sharded state restores into the FSDP layout (and into another fsdp size, and into the ZeRO-1
+layout) unchanged, and trains on without recompiling.
 
 float64 so that the comparison is tight: in float32 the layouts agree to rounding (losses ~1e-7
 relative) but Adam's first steps (update ~ lr * g / |g|) turn rounding noise in near-zero
@@ -99,11 +101,11 @@ def _worker():
   times["single"] = round(time.time() - t, 1)
 
   meshed = {}
-  for data, fsdp in ((4, 1), (1, 4), (2, 2)):
-    name = f"data{data}_fsdp{fsdp}"
+  for data, fsdp, zero1 in ((4, 1, False), (1, 4, False), (2, 2, False), (4, 1, True)):
+    name = f"data{data}_fsdp{fsdp}" + ("_zero1" if zero1 else "")
     t = time.time()
     mesh = sharding.make_mesh(data, fsdp)
-    sh = stage.state_shardings(mesh, state0)
+    sh = stage.state_shardings(mesh, state0, shard_optimizer=zero1)
     step = stage.make_jit_step(mesh, sh)
     state_in = jax.device_put(state0, sh)
     first_leaf = _get(state_in.params, KERNEL)
@@ -118,6 +120,7 @@ def _worker():
         "opt_sharded": sharding.sharded_fraction(state.opt_state),
         "stats_sharded": sharding.sharded_fraction(state.batch_stats),
         "all_gathers": hlo.count(" all-gather("),
+        "mu_spec": list(mu.sharding.spec),
         "cache_size": step._cache_size(),  # pylint: disable=protected-access
         "donated": first_leaf.is_deleted(),
     }
@@ -169,6 +172,10 @@ def _worker():
     mesh22 = meshed["data2_fsdp2"][0]
     target22 = jax.device_put(saved, stage.state_shardings(mesh22, saved))
     resharded, _ = ck.restore(target22)
+    # Turning ZeRO-1 on in a resumed run: the FSDP checkpoint restores into its layout.
+    mesh_z, step_z = meshed["data4_fsdp1_zero1"][:2]
+    target_z = jax.device_put(saved, stage.state_shardings(mesh_z, saved, shard_optimizer=True))
+    as_zero1, _ = ck.restore(target_z)
     ck.close()
   r_kernel = _get(restored.params, KERNEL)
   out["restore"] = {
@@ -187,6 +194,14 @@ def _worker():
   out["restore"]["continued_step"] = int(cont.step)
   out["restore"]["continued_finite"] = bool(np.isfinite(float(m["total"])))
   out["restore"]["cache_size"] = step4._cache_size()  # pylint: disable=protected-access
+  out["restore"]["zero1_diff"] = maxdiff(host(as_zero1), host(saved))
+  out["restore"]["zero1_mu_shard_shape"] = list(
+      _get(as_zero1.opt_state["generator"][0].mu, KERNEL[1:]).addressable_shards[0].data.shape)
+  # (st4's backbone was donated to the FSDP step above; the ZeRO-1 run's own is unused.)
+  backbone_z = meshed["data4_fsdp1_zero1"][2].loss_params
+  cont_z, m_z = step_z(as_zero1.replace(loss_params=backbone_z), batches[0], keys[0])
+  out["restore"]["zero1_continued"] = [int(cont_z.step), bool(np.isfinite(float(m_z["total"])))]
+  out["restore"]["zero1_cache_size"] = step_z._cache_size()  # pylint: disable=protected-access
   times["checkpoint"] = round(time.time() - t, 1)
   out["times"] = times
   out["seconds"] = round(time.time() - t0, 1)
@@ -210,7 +225,7 @@ def test_jit_fsdp_and_pmap_steps_match_single_device():
     # and TPU pooling").
     ulp = float(np.spacing(np.float32(max(abs(v) for h in res["losses"] for v in h.values()))))
     assert r["opt_state"] < 1e-9 and r["losses"] <= 4 * ulp, ("pmap", ref, r, ulp)
-  for name, fsdp in (("data4_fsdp1", 1), ("data1_fsdp4", 4), ("data2_fsdp2", 2)):
+  for name in ("data4_fsdp1", "data1_fsdp4", "data2_fsdp2", "data4_fsdp1_zero1"):
     r = res[name]
     for ref in ("single", "dp"):
       assert r[ref]["step"] == STEPS
@@ -218,6 +233,8 @@ def test_jit_fsdp_and_pmap_steps_match_single_device():
       assert r[ref]["batch_stats"] < 1e-8, (name, ref, r[ref])
       assert r[ref]["opt_state"] < 1e-9, (name, ref, r[ref])
       assert r[ref]["losses"] < 1e-9, (name, ref, r[ref])
+  for name, fsdp in (("data4_fsdp1", 1), ("data1_fsdp4", 4), ("data2_fsdp2", 2)):
+    r = res[name]
     # The [3, 3, 32, 32] kernel and its Adam first moment hold 32 / fsdp output channels per
     # device after the steps (the output layout is the FSDP one, not a replicated fallback).
     assert r["shard_shape"] == [3, 3, 32, 32 // fsdp], r
@@ -233,6 +250,17 @@ def test_jit_fsdp_and_pmap_steps_match_single_device():
       # XLA gathers the split weights where they are used (pure DP has 4 all-gathers of
       # batch-split activations; FSDP ~70 in this model).
       assert r["all_gathers"] >= res["data4_fsdp1"]["all_gathers"] + 20, r
+  # ZeRO-1: params replicated, the [3, 3, 32, 32] kernel's Adam moment split over all 4 devices
+  # (c_out), as are most of the optimizer's elements; the update is the DP one (checked above
+  # against the single device and DP with the same bounds). Its new params are gathered from
+  # the devices' slices.
+  z = res["data4_fsdp1_zero1"]
+  assert z["shard_shape"] == [3, 3, 32, 32] and z["params_sharded"] == 0.0, z
+  assert z["mu_shard_shape"] == [3, 3, 32, 8] and z["mu_spec"] == [None, None, None,
+                                                                   ["data", "fsdp"]], z
+  assert z["opt_sharded"] > 0.8 and z["stats_sharded"] == 0.0, z
+  assert z["all_gathers"] >= res["data4_fsdp1"]["all_gathers"] + 20, z
+  assert z["cache_size"] == 1 and z["donated"], z
   c = res["restore"]
   assert c["meta_step"] == STEPS
   assert c["diff"] == 0.0 and c["same_shardings"] and c["spec_is_fsdp"], c
@@ -240,6 +268,8 @@ def test_jit_fsdp_and_pmap_steps_match_single_device():
   assert c["resharded_diff"] == 0.0 and c["resharded_shard_shape"] == [3, 3, 32, 16], c
   assert c["continued_step"] == STEPS + 1 and c["continued_finite"], c
   assert c["cache_size"] == 1, c
+  assert c["zero1_diff"] == 0.0 and c["zero1_mu_shard_shape"] == [3, 3, 32, 8], c
+  assert c["zero1_continued"] == [STEPS + 1, True] and c["zero1_cache_size"] == 1, c
 
 
 if __name__ == "__main__" and sys.argv[-1] == "worker":

@@ -1,10 +1,11 @@
 r"""Compile every stage for a TPU pod or GPU cluster you do not have, and price it.
 
   python -m osmnet_jax.aot --config configs/vox256.py --topology tpu:v5e:4x4 [--out DIR]
-      [--batch-per-chip N] [--stages renderer,motion,expression,generate] [--modes dp,fsdp]
+      [--batch-per-chip N] [--stages renderer,motion,expression,generate] [--modes dp,fsdp,zero1]
   python -m osmnet_jax.aot --config configs/vox256.py --topology cuda:h100:1x4x8
 
-For each stage's train step and generate's render call, in DP and FSDP layouts: per-device
+For each stage's train step and generate's render call, in DP and FSDP layouts (and ZeRO-1 on
+request: DP with the Adam moments split over the chips): per-device
 memory against HBM, FLOPs, collectives with their bytes, a roofline step time, predicted MFU and
 (without --batch-per-chip) the largest per-chip batch that fits. --out DIR writes DIR/aot.md
 and DIR/aot.json. Exit status 3 (and a message naming the stage) when --batch-per-chip N does
@@ -41,7 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="check this per-chip batch only (exit 3 if it does not fit); default: "
                       "search the largest that fits")
   p.add_argument("--stages", default="renderer,motion,expression,generate")
-  p.add_argument("--modes", default="dp,fsdp")
+  p.add_argument("--modes", default="dp,fsdp",
+                 help="layouts to compile: dp (state replicated), fsdp (params and Adam moments "
+                      "split), zero1 (only the Adam moments split: config.mesh.shard_optimizer)")
   p.add_argument("--max-batch", type=int, default=1024, help="upper end of the search")
   p.add_argument("--search-from", type=int, default=1,
                  help="first batch the search compiles (a size known to fit skips the small "

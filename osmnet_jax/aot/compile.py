@@ -6,8 +6,10 @@
 Nothing here allocates parameters: states are `jax.eval_shape`s of the stages' own `init_state`
 and batches are ShapeDtypeStructs, so a 256-px renderer for 256 chips costs no host memory.
 Layouts: "dp" keeps the state replicated (the stages' default); "fsdp" puts every mesh device on
-the 'fsdp' axis and splits params and Adam moments with `runtime.sharding.fsdp_shardings`
-(the renderer through its own `state_shardings`). The batch is split over all devices either way.
+the 'fsdp' axis and splits params and Adam moments with `runtime.sharding.fsdp_shardings`;
+"zero1" is dp with only the Adam moments split over every device
+(`runtime.sharding.optimizer_shardings`: config.mesh.shard_optimizer). The batch is split over
+all devices in each.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from osmnet_jax.stages import renderer as renderer_train
 from osmnet_jax.stages import renderer_step
 
 STAGES = ("renderer", "motion", "expression", "generate")
-MODES = ("dp", "fsdp")
+MODES = ("dp", "fsdp", "zero1")
 _RNG = jax.ShapeDtypeStruct((2,), jnp.uint32)  # jax.random.PRNGKey(s)
 
 
@@ -55,13 +57,21 @@ def image_size(cfg) -> int:
 
 
 def make_mesh(devices: list, mode: str) -> Mesh:
-  """('data', 'fsdp') mesh: dp -> (n, 1), fsdp -> (1, n)."""
+  """('data', 'fsdp') mesh: dp, zero1 -> (n, 1), fsdp -> (1, n)."""
   if mode not in MODES:
     raise ValueError(f"mode {mode!r}: use one of {MODES}")
   n = len(devices)
-  shape = (n, 1) if mode == "dp" else (1, n)
+  shape = (1, n) if mode == "fsdp" else (n, 1)
   auto = (jax.sharding.AxisType.Auto,) * 2
   return Mesh(np.asarray(devices).reshape(shape), sharding.BATCH_AXES, axis_types=auto)
+
+
+def _jit_step(stage, mesh: Mesh, state, mode: str):
+  """The stage's jit step in the layout of `mode` (dp: the state replicated)."""
+  if mode == "dp":
+    return stage.make_jit_step(mesh)
+  return stage.make_jit_step(mesh, stage.state_shardings(mesh, state,
+                                                         shard_optimizer=mode == "zero1"))
 
 
 def _sds(shape, dtype) -> jax.ShapeDtypeStruct:
@@ -93,8 +103,7 @@ def _renderer(cfg, mesh: Mesh, b: int, mode: str) -> Program:
   stage = renderer_stage(cfg)
   mcfg = stage.cfg
   state = jax.eval_shape(lambda: stage.init_state(jax.random.PRNGKey(0), size))
-  state_sh = stage.state_shardings(mesh, state) if mode == "fsdp" else None
-  fn = stage.make_jit_step(mesh, state_sh)
+  fn = _jit_step(stage, mesh, state, mode)
   img = _sds((b, size, size, 3), jnp.uint8)
   marks = _sds((b, 68, 2), jnp.float32)  # read only by the landmark terms (renderer_step)
   batch = {"source": img, "driving": img, "source_landmarks": marks, "driving_landmarks": marks}
@@ -106,7 +115,7 @@ def _motion(cfg, mesh: Mesh, b: int, mode: str) -> Program:
   mcfg = cfg.motion
   stage = motion_stage.MotionStage(mcfg)
   state = jax.eval_shape(stage.init_state, jax.random.PRNGKey(0))
-  fn = stage.make_jit_step(mesh, stage.state_shardings(mesh, state) if mode == "fsdp" else None)
+  fn = _jit_step(stage, mesh, state, mode)
   t = mcfg.num_frames
   batch = {"mel": _sds((b, t, 20, 80), jnp.float32), "pose": _sds((b, t, 6), jnp.float32)}
   if stage.uses_source:
@@ -131,7 +140,7 @@ def _expression(cfg, mesh: Mesh, b: int, mode: str) -> Program:
     return stage.init_state(rng, rvars, size)
 
   state = jax.eval_shape(init)
-  fn = stage.make_jit_step(mesh, stage.state_shardings(mesh, state) if mode == "fsdp" else None)
+  fn = _jit_step(stage, mesh, state, mode)
   t, n_lm = ecfg.num_frames, fg.NUM_LANDMARKS
   batch = {"frames": _sds((b, t, size, size, 3), jnp.uint8),
            "source": _sds((b, size, size, 3), jnp.uint8),
@@ -148,14 +157,14 @@ def _expression(cfg, mesh: Mesh, b: int, mode: str) -> Program:
 def _generate(cfg, mesh: Mesh, b: int, mode: str) -> Program:
   """generate's render call (`inference.render.render_frames`): one source, a chunk
   of `b` driving keypoint sets -> uint8 frames; the chunk is split over the mesh. Inference
-  has no optimizer state: 'fsdp' splits the generator's weights the same way."""
+  has no optimizer state: 'fsdp' splits the generator's weights the same way, 'zero1' is 'dp'."""
   from osmnet_jax.inference import render as render_lib
 
   rcfg = renderer_train.model_config(cfg.renderer)
   size, k = image_size(cfg), rcfg.num_kp
   rvars = jax.eval_shape(lambda: renderer.init(jax.random.PRNGKey(0), rcfg, size))
   repl = NamedSharding(mesh, P())
-  rvars_sh = repl if mode == "dp" else sharding.fsdp_shardings(rvars, mesh)
+  rvars_sh = sharding.fsdp_shardings(rvars, mesh) if mode == "fsdp" else repl
   frames_sh = sharding.batch_sharding(mesh)
 
   render = functools.partial(render_lib.render_frames, renderer_cfg=rcfg, uint8=True)

@@ -4,8 +4,13 @@ The mesh has two axes: ``data`` (pure data parallelism) and ``fsdp`` (data paral
 parameters may also be sharded). The batch is sharded over both; parameters are replicated
 unless a stage asks for FSDP (``fsdp_shardings``: each large parameter and its optimizer moments
 split over ``fsdp``; XLA then all-gathers the weights where they are used and reduce-scatters
-their gradients). Axis types are ``Auto`` so plain ``jax.jit`` with NamedShardings propagates
-shardings (jax.make_mesh defaults to Explicit since 0.7).
+their gradients). ``optimizer_shardings`` splits only the optimizer state, over every device
+(ZeRO stage 1): each device holds and updates 1/n of the Adam moments and computes 1/n of the new
+params, which are then all-gathered. XLA still all-reduces the whole gradient before slicing it
+(it does not form a reduce-scatter here), so the network carries DP's all-reduce plus that
+all-gather (BENCHMARKS.md "ZeRO-1").
+Axis types are ``Auto`` so plain ``jax.jit`` with NamedShardings propagates shardings
+(jax.make_mesh defaults to Explicit since 0.7).
 """
 from __future__ import annotations
 
@@ -50,10 +55,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def fsdp_spec(shape: tuple[int, ...], n: int, min_size: int = FSDP_MIN_SIZE) -> P:
-  """The FSDP layout of one array of ``shape`` over an ``fsdp`` axis of size ``n``.
+def fsdp_spec(shape: tuple[int, ...], n: int, min_size: int = FSDP_MIN_SIZE,
+              axis: str | tuple[str, ...] = FSDP_AXIS) -> P:
+  """The FSDP layout of one array of ``shape`` over mesh ``axis`` (a name, or a tuple of names
+  read as one axis) of size ``n``.
 
-  Its largest dimension divisible by ``n`` is split over ``fsdp`` (ties: the last such
+  Its largest dimension divisible by ``n`` is split over ``axis`` (ties: the last such
   dimension, i.e. a conv kernel [kh, kw, c_in, c_out] splits c_out when c_in == c_out);
   replicated (``P()``) when ``n == 1``, the array has fewer than ``min_size`` elements, or no
   dimension divides.
@@ -64,17 +71,26 @@ def fsdp_spec(shape: tuple[int, ...], n: int, min_size: int = FSDP_MIN_SIZE) -> 
   for i, d in enumerate(shape):
     if d % n == 0 and (best is None or d >= shape[best]):
       best = i
-  return P() if best is None else P(*([None] * best), FSDP_AXIS)
+  return P() if best is None else P(*([None] * best), axis)
 
 
-def fsdp_shardings(tree, mesh: Mesh, min_size: int = FSDP_MIN_SIZE):
+def fsdp_shardings(tree, mesh: Mesh, min_size: int = FSDP_MIN_SIZE,
+                   axes: tuple[str, ...] = (FSDP_AXIS,)):
   """NamedShardings for every leaf of ``tree`` (arrays or ShapeDtypeStructs) by ``fsdp_spec``
-  over the mesh's ``fsdp`` axis (all replicated on a mesh without one or with fsdp=1). Applied to
-  params and to an optax state alike: Adam's mu/nu have the params' shapes and get the same
-  layout, its scalar counts stay replicated."""
-  n = dict(mesh.shape).get(FSDP_AXIS, 1)
-  return jax.tree.map(
-      lambda x: NamedSharding(mesh, fsdp_spec(tuple(getattr(x, "shape", ())), n, min_size)), tree)
+  over the mesh's ``axes`` taken together (default 'fsdp'; all replicated when the mesh has none
+  of them or they have size 1). Applied to params and to an optax state alike: Adam's mu/nu
+  have the params' shapes and get the same layout, its scalar counts stay replicated."""
+  present = tuple(a for a in axes if a in mesh.axis_names)
+  n = math.prod(dict(mesh.shape)[a] for a in present)
+  axis = present[0] if len(present) == 1 else present
+  return jax.tree.map(lambda x: NamedSharding(
+      mesh, fsdp_spec(tuple(getattr(x, "shape", ())), n, min_size, axis)), tree)
+
+
+def optimizer_shardings(tree, mesh: Mesh, min_size: int = FSDP_MIN_SIZE):
+  """ZeRO-1 layout of an optimizer state ``tree``: each moment split over every device of the
+  mesh ('data' and 'fsdp' together) by ``fsdp_spec``; step counts and small leaves replicated."""
+  return fsdp_shardings(tree, mesh, min_size, axes=BATCH_AXES)
 
 
 def sharded_fraction(tree) -> float:

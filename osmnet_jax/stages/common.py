@@ -40,26 +40,36 @@ def make_jit_step(train_step: Callable, mesh: Mesh, state_sharding: Any = None) 
 
 
 def fsdp_state_shardings(mesh: Mesh, state: Any, split: tuple[str, ...] = ("params", "opt_state"),
-                         min_size: int = sharding.FSDP_MIN_SIZE) -> Any:
+                         min_size: int = sharding.FSDP_MIN_SIZE,
+                         shard_optimizer: bool = False) -> Any:
   """FSDP layout of a stage's state dataclass (arrays or ShapeDtypeStructs): the ``split``
   fields (params and their Adam moments) by ``sharding.fsdp_shardings`` over the mesh's 'fsdp'
   axis (leaves under ``min_size`` elements replicated), every other field (step, BatchNorm
   statistics, a frozen renderer or perceptual backbone) replicated. All replicated when the
-  mesh has no 'fsdp' axis or it is 1."""
+  mesh has no 'fsdp' axis or it is 1. ``shard_optimizer`` (ZeRO-1) instead splits the optimizer
+  state over every device of the mesh (``sharding.optimizer_shardings``), whatever 'fsdp' is."""
   repl = NamedSharding(mesh, P())
+
+  def layout(k, v):
+    if k == "opt_state" and shard_optimizer:
+      return sharding.optimizer_shardings(v, mesh, min_size)
+    if k in split:
+      return sharding.fsdp_shardings(v, mesh, min_size)
+    return jax.tree.map(lambda _: repl, v)
+
   fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
-  return type(state)(**{k: (sharding.fsdp_shardings(v, mesh, min_size) if k in split
-                            else jax.tree.map(lambda _: repl, v)) for k, v in fields.items()})
+  return type(state)(**{k: layout(k, v) for k, v in fields.items()})
 
 
 class CompiledSteps:
   """The compiled forms of a stage's pure ``self.train_step`` (renderer, motion, expression)."""
 
-  def state_shardings(self, mesh: Mesh, state: Any,
-                      min_size: int = sharding.FSDP_MIN_SIZE) -> Any:
+  def state_shardings(self, mesh: Mesh, state: Any, min_size: int = sharding.FSDP_MIN_SIZE,
+                      shard_optimizer: bool = False) -> Any:
     """FSDP layout of ``state`` on ``mesh`` (``fsdp_state_shardings``: params and Adam moments
-    split over 'fsdp', the rest replicated; all replicated when fsdp is 1)."""
-    return fsdp_state_shardings(mesh, state, min_size=min_size)
+    split over 'fsdp', the rest replicated; all replicated when fsdp is 1). With
+    ``shard_optimizer`` the Adam moments are split over every device instead (ZeRO-1)."""
+    return fsdp_state_shardings(mesh, state, min_size=min_size, shard_optimizer=shard_optimizer)
 
   def make_jit_step(self, mesh: Mesh, state_sharding: Any = None) -> Callable:
     """``make_jit_step`` of this step: state replicated, or laid out by ``state_sharding``
@@ -69,6 +79,17 @@ class CompiledSteps:
   def make_pmap_step(self) -> Callable:
     """``make_pmap_step`` of this step (state from ``sharding.replicate``)."""
     return make_pmap_step(self.train_step)
+
+
+def state_layout(stage: CompiledSteps, cfg, mesh: Mesh, state: Any) -> Any:
+  """The jit step's state layout that train.py's ``cfg`` asks for (None under pmap):
+  config.mesh.fsdp > 1 splits params and Adam moments over 'fsdp' (replicated at 1);
+  config.mesh.shard_optimizer splits the Adam moments over every device (ZeRO-1). Checkpoints
+  restore straight into it (the restore target carries its shardings)."""
+  if cfg.parallel != "jit":
+    return None
+  return stage.state_shardings(mesh, state,
+                               shard_optimizer=bool(cfg.mesh.get("shard_optimizer", False)))
 
 
 def make_pmap_step(train_step: Callable) -> Callable:

@@ -50,6 +50,12 @@ def check(cfg) -> None:
   if unknown or not stages:
     errors.append(f"config.stages={stages!r}: use a non-empty sequence of {STAGES}")
   _one_of(errors, cfg, "parallel", PARALLEL)
+  zero1 = cfg.mesh.get("shard_optimizer", False)
+  if not isinstance(zero1, bool):
+    errors.append(f"config.mesh.shard_optimizer={zero1!r}: must be True or False")
+  elif zero1 and cfg.parallel != "jit":
+    errors.append("config.mesh.shard_optimizer=True needs config.parallel='jit' (a pmap step "
+                  "keeps a whole replica of the state on every device)")
   _one_of(errors, cfg, "data.name", DATASETS)
   _int_at_least(errors, cfg, "batch_size", 1)
   _int_at_least(errors, cfg, "log_every", 1)

@@ -300,9 +300,8 @@ def fit_and_evaluate(name: str, stage: ExpressionStage, state: ExpressionState, 
   ecfg = stage.cfg
   make_iterator = common.make_iterator_factory(cfg, builder, mesh, "train", ecfg.batch_size,
                                                ecfg.num_frames, keys=BATCH_KEYS)
-  # config.mesh.fsdp > 1 splits params and Adam moments over 'fsdp'; the frozen renderer
-  # stays replicated (it is read whole by every frame's keypoint detection).
-  state_sh = stage.state_shardings(mesh, state) if cfg.parallel == "jit" else None
+  # The frozen renderer stays replicated (every frame's keypoint detection reads it whole).
+  state_sh = common.state_layout(stage, cfg, mesh, state)  # FSDP / ZeRO-1 / replicated
   t0 = time.perf_counter()
   state, last = common.fit(
       name=name, train_step=stage.train_step, state=state, mesh=mesh, parallel=cfg.parallel,

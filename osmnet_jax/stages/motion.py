@@ -247,8 +247,7 @@ def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
       keys=stage.batch_keys(), augment=False)  # frames/landmarks never reach the devices
   name = os.path.basename(ckdir)
   state = stage.init_state(init_rng)
-  # config.mesh.fsdp > 1 splits params and Adam moments over 'fsdp' (replicated at 1).
-  state_sh = stage.state_shardings(mesh, state) if cfg.parallel == "jit" else None
+  state_sh = common.state_layout(stage, cfg, mesh, state)  # FSDP / ZeRO-1 / replicated
   t0 = time.perf_counter()
   state, last = common.fit(
       name=name, train_step=stage.train_step, state=state, mesh=mesh,

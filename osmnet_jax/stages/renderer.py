@@ -58,9 +58,7 @@ def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
   stage = renderer_stage.RendererStage(mcfg)
   rng = jax.random.PRNGKey(cfg.seed)
   state = stage.init_state(jax.random.fold_in(rng, 0), size)
-  # config.mesh.fsdp > 1 splits params and Adam moments over the 'fsdp' axis (replicated at 1);
-  # checkpoints restore straight into this layout (the restore target carries its shardings).
-  state_sh = stage.state_shardings(mesh, state) if cfg.parallel == "jit" else None
+  state_sh = common.state_layout(stage, cfg, mesh, state)  # FSDP / ZeRO-1 / replicated
   # Checkpoints leave out the frozen perceptual backbone: it is rebuilt from its source.
   backbone = state.loss_params
   make_iterator = common.make_iterator_factory(cfg, builder, mesh, "train", cfg.batch_size,
