@@ -14,13 +14,24 @@ Under `jax.pmap` / `shard_map` pass `axis_name` so batch statistics are averaged
 Mixed precision: with bf16 inputs the batch mean/variance, the running statistics and the
 normalisation itself are float32 (a bf16 mean of a large spatial batch loses most of its digits,
 and the running averages accumulate it over steps); only the output is cast back to bf16.
+
+Gradient: on accelerator targets (`nn/conv.traced_backend()` != 'cpu') the train-mode gradient
+is the closed form, a custom VJP: dx = scale/sigma * (dy - mean(dy) - x_hat * mean(dy * x_hat)),
+d_bias = sum(dy), d_scale = sum(dy * x_hat): two sums that XLA fuses into one pass over dy and x,
+where autodiff of the two-pass statistics reduces the map more often (measured on v5e:
+BENCHMARKS.md "BatchNorm's closed-form gradient on accelerators"). The CPU keeps autodiff, so
+the CPU programs (and the FOMM parity tests) are unchanged; `closed_form_grad=True` forces it
+anywhere (tests/test_batch_norm_vjp.py).
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from osmnet_jax.nn import conv as conv_lib
 
 
 class BatchNorm(nn.Module):
@@ -31,6 +42,7 @@ class BatchNorm(nn.Module):
   epsilon: float = 1e-5
   axis_name: Any = None
   packed: int = 0  # > 0: x is width-packed by this factor (see the module docstring)
+  closed_form_grad: bool | None = None  # None: on accelerator targets only (module docstring)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -57,6 +69,18 @@ class BatchNorm(nn.Module):
     # tests/test_mixed_precision.py).
     # A no-op for float32/float64 inputs (cdt == x.dtype), so that path is unchanged.
     cdt = jnp.promote_types(x.dtype, jnp.float32)  # bf16 -> f32; f64 stays f64
+    closed = self.closed_form_grad
+    if closed is None:
+      closed = conv_lib.traced_backend() != "cpu"
+    if closed and not self.use_running_average and not self.is_initializing():
+      y, mean, var = _train_norm(x, scale, bias, f, self.axis_name, self.epsilon)
+      n = x.size // c
+      if self.axis_name is not None:
+        n = n * jax.lax.psum(1, self.axis_name)
+      unbiased = var * (n / jnp.maximum(n - 1, 1))
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+      return y
     xf = x.astype(cdt)
     if self.use_running_average:
       mean, var = ra_mean.value, ra_var.value
@@ -80,3 +104,75 @@ class BatchNorm(nn.Module):
     # would cancel catastrophically in bf16 (8-bit mantissa) whenever |mean| >> std.
     y = (xf - tile(mean).astype(cdt)) * tile(inv).astype(cdt) + tile(bias).astype(cdt)
     return y.astype(x.dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# Train-mode normalisation with the closed-form gradient (accelerator targets).
+def _fold(v, f: int, c: int, op):
+  """[f*C] per-lane values of a width-packed map -> [C] per channel (`op`: jnp.mean / jnp.sum)."""
+  return v if f == 1 else op(v.reshape(f, c), axis=0)
+
+
+def _tile(v, f: int):
+  """[C] -> [f*C]: lane r*C + c reads channel c."""
+  return v if f == 1 else jnp.tile(v, f)
+
+
+def _stats(x, f: int, axis_name):
+  """Two-pass float32 batch statistics of x [..., f*C] -> (xf, mean [C], biased var [C])."""
+  c = x.shape[-1] // f
+  axes = tuple(range(x.ndim - 1))
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = _fold(jnp.mean(xf, axis=axes), f, c, jnp.mean)
+  if axis_name is not None:
+    mean = jax.lax.pmean(mean, axis_name)
+  var = _fold(jnp.mean(jnp.square(xf - _tile(mean, f)), axis=axes), f, c, jnp.mean)
+  if axis_name is not None:
+    var = jax.lax.pmean(var, axis_name)
+  return xf, mean, var
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _train_norm(x, scale, bias, f: int, axis_name, eps: float):
+  """(y in x.dtype, batch mean [C], biased batch var [C]); the same forward as the module's
+  autodiff path. Only y carries a gradient: mean/var feed the running averages, which are not
+  differentiated (their cotangents are ignored)."""
+  return _train_norm_fwd(x, scale, bias, f, axis_name, eps)[0]
+
+
+def _train_norm_fwd(x, scale, bias, f, axis_name, eps):
+  xf, mean, var = _stats(x, f, axis_name)
+  inv = jax.lax.rsqrt(var + eps)
+  cdt = xf.dtype
+  y = (xf - _tile(mean, f).astype(cdt)) * _tile(inv * scale, f).astype(cdt) \
+      + _tile(bias, f).astype(cdt)
+  return (y.astype(x.dtype), mean, var), (x, mean, inv, scale)
+
+
+def _train_norm_bwd(f, axis_name, eps, res, cts):
+  del eps
+  x, mean, inv, scale = res
+  dy = cts[0]
+  c = x.shape[-1] // f
+  axes = tuple(range(x.ndim - 1))
+  cdt = jnp.promote_types(x.dtype, jnp.float32)
+  dyf = dy.astype(cdt)
+  xhat = (x.astype(cdt) - _tile(mean, f).astype(cdt)) * _tile(inv, f).astype(cdt)
+  # One pass over dy and x for both sums (XLA fuses the two reductions). These local sums are
+  # this device's d_bias and d_scale (the train step averages gradients over devices); dx needs
+  # the batch's, as the statistics are the batch's (psum over `axis_name`).
+  d_bias = _fold(jnp.sum(dyf, axis=axes), f, c, jnp.sum)
+  d_scale = _fold(jnp.sum(dyf * xhat, axis=axes), f, c, jnp.sum)
+  sum_dy, sum_dy_xhat, n = d_bias, d_scale, x.size // c
+  if axis_name is not None:
+    sum_dy = jax.lax.psum(sum_dy, axis_name)
+    sum_dy_xhat = jax.lax.psum(sum_dy_xhat, axis_name)
+    n = n * jax.lax.psum(1, axis_name)
+  gain = _tile(scale * inv, f).astype(cdt)
+  mean_dy = _tile(sum_dy / n, f).astype(cdt)
+  mean_dy_xhat = _tile(sum_dy_xhat / n, f).astype(cdt)
+  dx = gain * (dyf - mean_dy - xhat * mean_dy_xhat)
+  return dx.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(scale.dtype)
+
+
+_train_norm.defvjp(_train_norm_fwd, _train_norm_bwd)

@@ -1,0 +1,121 @@
+"""nn/batch_norm.BatchNorm's closed-form train-mode gradient (the custom VJP accelerator targets
+trace) against autodiff of the same forward: the same output and running statistics, the same
+gradients (float64: to rounding; bf16: no worse than autodiff against a float64 reference), plain
+and width-packed maps, and with batch statistics averaged over a named axis (vmap stands in for
+pmap's devices). The CPU traces autodiff unless asked; a TPU target traces the custom VJP."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from osmnet_jax.nn import batch_norm as bn_lib
+from osmnet_jax.nn import conv as conv_lib
+
+C = 6
+
+
+def _weights(shape):
+  """The cotangent of y: fixed random values, exact in bf16 (so every dtype sees the same)."""
+  rs = np.random.RandomState(1)
+  return np.asarray(jnp.asarray(rs.randn(*shape), jnp.bfloat16).astype(jnp.float32))
+
+
+def _run(x, closed: bool, packed: int = 0, axis_name=None, w=None):
+  """(y, new running stats, grads of sum(y * w) wrt (x, scale, bias))."""
+  m = bn_lib.BatchNorm(use_running_average=False, packed=packed, axis_name=axis_name,
+                       closed_form_grad=closed)
+  dtype = jnp.promote_types(x.dtype, jnp.float32)
+  rs = np.random.RandomState(2)
+  params = {"scale": jnp.asarray(1 + 0.3 * rs.randn(C), dtype),
+            "bias": jnp.asarray(0.2 * rs.randn(C), dtype)}
+  stats = {"mean": jnp.zeros((C,), dtype), "var": jnp.ones((C,), dtype)}
+  w = jnp.asarray(_weights(x.shape) if w is None else w, x.dtype)
+
+  def loss(x, p):
+    y, upd = m.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"])
+    return jnp.sum((y * w).astype(dtype)), (y, upd["batch_stats"])
+
+  (_, (y, new_stats)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, params)
+  return y, new_stats, grads
+
+
+def _maps(dtype, shape=(4, 5, 8, C), mean=3.0):
+  rs = np.random.RandomState(0)
+  return jnp.asarray(mean + rs.randn(*shape) * np.linspace(0.5, 2, shape[-1]), dtype)
+
+
+def _max_rel(a, b):
+  """Largest |a - b| / max |b| over the leaves (numpy float64)."""
+  f64 = lambda t: np.asarray(jnp.asarray(t, jnp.float32) if t.dtype == jnp.bfloat16 else t,
+                             np.float64)
+  return max(float(np.abs(f64(u) - f64(v)).max() / (np.abs(f64(v)).max() + 1e-30))
+             for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("packed", [0, 2])
+def test_closed_form_matches_autodiff_in_float64(packed):
+  with jax.enable_x64():
+    x = _maps(jnp.float64, shape=(4, 5, 8, C * max(packed, 1)))
+    if packed:  # a packed map holds C channels in f lanes each
+      x = x.at[..., C:].set(x[..., :C] * 0.5 - 1.0)
+    ya, sa, ga = _run(x, closed=False, packed=packed)
+    yc, sc, gc = _run(x, closed=True, packed=packed)
+    assert _max_rel(yc, ya) < 1e-14 and _max_rel(sc, sa) < 1e-14
+    assert _max_rel(gc, ga) < 1e-12, (gc, ga)
+    # The gradient is not trivial: all three parts move, and sum(dx) over the batch is 0.
+    assert all(float(jnp.abs(g).max()) > 1e-2 for g in jax.tree.leaves(gc))
+    dx = gc[0].reshape(-1, max(packed, 1), C).sum(axis=(0, 1))
+    assert float(jnp.abs(dx).max()) < 1e-10
+
+
+def test_closed_form_bf16_is_as_accurate_as_autodiff():
+  x = _maps(jnp.bfloat16, shape=(8, 16, 16, C))
+  with jax.enable_x64():
+    _, _, ref = _run(x.astype(jnp.float64), closed=False)
+  ya, _, ga = _run(x, closed=False)
+  yc, _, gc = _run(x, closed=True)
+  assert yc.dtype == jnp.bfloat16 and gc[0].dtype == jnp.bfloat16
+  assert float(jnp.abs(yc.astype(jnp.float32) - ya.astype(jnp.float32)).max()) == 0.0
+  err_a, err_c = _max_rel(ga[0], ref[0]), _max_rel(gc[0], ref[0])
+  assert err_c <= 1.5 * err_a + 1e-3, (err_c, err_a)  # dx: bf16 rounding of the result only
+  # d_scale, d_bias: float32 sums of the same bf16 products either way.
+  assert _max_rel(gc[1], ref[1]) <= 1.5 * _max_rel(ga[1], ref[1]) + 1e-6, (gc[1], ga[1], ref[1])
+
+
+def test_closed_form_with_statistics_over_a_named_axis():
+  """4 'devices' of 2 examples (vmap with an axis name, as pmap's) = one batch of 8."""
+  with jax.enable_x64():
+    x = _maps(jnp.float64, shape=(8, 5, 8, C))
+    w = jnp.asarray(_weights(x.shape), jnp.float64)
+    y_all, s_all, g_all = _run(x, closed=False, w=w)
+    split = lambda a: a.reshape(4, 2, *a.shape[1:])
+    for closed in (False, True):
+      y, s, g = jax.vmap(lambda xs, ws, c=closed: _run(xs, closed=c, axis_name="b", w=ws),
+                         axis_name="b")(split(x), split(w))
+      assert _max_rel(y.reshape(x.shape), y_all) < 1e-13
+      assert _max_rel(jax.tree.map(lambda v: v[0], s), s_all) < 1e-13
+      # dx per example; the weighted sum is over each device's shard, so the params' gradients
+      # are the devices' partial sums (pmean/psum of grads is the train step's job).
+      assert _max_rel(g[0].reshape(x.shape), g_all[0]) < 1e-12, closed
+      assert _max_rel(jax.tree.map(lambda v: v.sum(0), g[1]), g_all[1]) < 1e-12, closed
+
+
+def test_the_cpu_traces_autodiff_and_a_tpu_target_the_custom_vjp():
+  m = bn_lib.BatchNorm(use_running_average=False)
+  x = _maps(jnp.float32)
+  v = m.init(jax.random.PRNGKey(0), x)
+
+  def jaxpr():  # the forward's: a custom VJP shows as a custom_vjp_call there
+    f = lambda p, x: m.apply({"params": p, "batch_stats": v["batch_stats"]}, x,
+                             mutable=["batch_stats"])[0].sum()
+    return str(jax.make_jaxpr(f)(v["params"], x))
+
+  assert "custom_vjp" not in jaxpr()
+  with conv_lib.target_backend("tpu"):
+    assert "custom_vjp" in jaxpr()
+  # Eval mode (running statistics) has nothing to gain and keeps autodiff on every target.
+  ev = bn_lib.BatchNorm(use_running_average=True)
+  with conv_lib.target_backend("tpu"):
+    assert "custom_vjp" not in str(jax.make_jaxpr(lambda x: ev.apply(v, x).sum())(x))
