@@ -176,8 +176,8 @@ def test_render_call_packs_only_chains_on_tpu():
   # The same call without its packing rule: every narrow conv packed.
   unruled = lambda v, s, a, b: render_lib.render_clip(v, cfg, s, a, jax.tree.map(
       lambda x: x[None], b))[0]
-  # A fresh function per lowering: JAX caches a function's trace, and the packing rule is
-  # read at trace time.
+  # A fresh function per lowering: `chains_only` (unlike `target_backend`) does not clear JAX's
+  # trace caches, and the packing rule is read at trace time.
   lower = lambda f: jax.jit(lambda *a: f(*a)).lower(v, src, kp(1), kp(2)).as_text()
   with conv_lib.target_backend("tpu"):
     tpu = lower(render)
@@ -252,7 +252,6 @@ def test_max_pool2x_matches_reduce_window(h, w, backend):
   with conv_lib.target_backend(backend):
     out = vgg.max_pool2x(x)
     grad = jax.grad(lambda x: jnp.sum(vgg.max_pool2x(x) * cot))(x)
-    # A fresh function: jit's trace cache does not see target_backend.
     text = jax.jit(lambda x: vgg.max_pool2x(x)).lower(x).as_text()
   assert ("reduce_window" in text) == (backend == "tpu")
   np.testing.assert_array_equal(out, ref(x))
@@ -289,3 +288,18 @@ def test_target_backend_decides_the_path_when_tracing_for_another_platform():
     hlo = jax.jit(lambda p, x: mod.apply(p, x)).lower(p, x).as_text()  # fresh trace
   assert "convolution" not in hlo
   assert conv_lib.use_im2col("auto", 2, 2) == (jax.default_backend() == "cpu")
+
+
+def test_target_backend_retraces_an_already_traced_function():
+  """JAX's trace caches do not key on `target_backend`: entering and leaving the block clears
+  them, so one jitted function lowers for the host, the target, then the host again."""
+  x = jnp.zeros((2, 8, 8, 16))
+  step = jax.jit(lambda x: vgg.max_pool2x(x))
+  host = step.lower(x).as_text()
+  step(x)  # compiled and cached for the host
+  with conv_lib.target_backend("tpu"):
+    target = step.lower(x).as_text()
+  after = step.lower(x).as_text()
+  # The host pools with strided maxima, a TPU target with a reduce-window (losses/vgg.py).
+  assert "reduce_window" not in host and "reduce_window" in target
+  assert after == host

@@ -93,12 +93,24 @@ def traced_backend() -> str:
 
 @contextlib.contextmanager
 def target_backend(platform: str) -> Iterator[None]:
-  """Trace convs as for `platform` ('cpu', 'tpu', 'cuda', 'gpu') inside the block."""
+  """Trace as for `platform` ('cpu', 'tpu', 'cuda', 'gpu') inside the block: the conv packing
+  and im2col choices here, the generator's packed chains, and the accelerator-only BatchNorm
+  gradient (nn/batch_norm.py) and pools (losses/vgg.py).
+
+  JAX's trace caches (jit, make_jaxpr) do not key on this context variable, so a function traced
+  for the host would be reused inside the block (and a target trace after it): entering and
+  leaving a block that changes the platform clears them (`jax.clear_caches`; later calls
+  re-trace and recompile once)."""
+  changed = platform != traced_backend()
   token = _TARGET_BACKEND.set(platform)
+  if changed:
+    jax.clear_caches()
   try:
     yield
   finally:
     _TARGET_BACKEND.reset(token)
+    if changed:
+      jax.clear_caches()
 
 
 def im2col_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]) -> jax.Array:
