@@ -88,8 +88,8 @@ def state_layout(stage: CompiledSteps, cfg, mesh: Mesh, state: Any) -> Any:
   restore straight into it (the restore target carries its shardings)."""
   if cfg.parallel != "jit":
     return None
-  return stage.state_shardings(mesh, state,
-                               shard_optimizer=bool(cfg.mesh.get("shard_optimizer", False)))
+  zero1 = (cfg.get("mesh") or {}).get("shard_optimizer", False)  # configs without a mesh: off
+  return stage.state_shardings(mesh, state, shard_optimizer=bool(zero1))
 
 
 def make_pmap_step(train_step: Callable) -> Callable:

@@ -50,7 +50,7 @@ def check(cfg) -> None:
   if unknown or not stages:
     errors.append(f"config.stages={stages!r}: use a non-empty sequence of {STAGES}")
   _one_of(errors, cfg, "parallel", PARALLEL)
-  zero1 = cfg.mesh.get("shard_optimizer", False)
+  zero1 = (cfg.get("mesh") or {}).get("shard_optimizer", False)
   if not isinstance(zero1, bool):
     errors.append(f"config.mesh.shard_optimizer={zero1!r}: must be True or False")
   elif zero1 and cfg.parallel != "jit":
