@@ -51,12 +51,6 @@ class BatchNorm(nn.Module):
       raise ValueError(f"BatchNorm packed={f}: {x.shape[-1]} channels is not a multiple")
     c = x.shape[-1] // f
 
-    def fold(v):  # [f*C] per-lane means -> [C] per-channel means (each lane has n/f elements)
-      return v if f == 1 else v.reshape(f, c).mean(axis=0)
-
-    def tile(v):  # [C] -> [f*C], lane r*C + c reads channel c
-      return v if f == 1 else jnp.tile(v, f)
-
     scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
     ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
@@ -72,43 +66,28 @@ class BatchNorm(nn.Module):
     closed = self.closed_form_grad
     if closed is None:
       closed = conv_lib.traced_backend() != "cpu"
-    if closed and not self.use_running_average and not self.is_initializing():
+    training = not self.use_running_average and not self.is_initializing()
+    if training and closed:
       y, mean, var = _train_norm(x, scale, bias, f, self.axis_name, self.epsilon)
+    else:
+      if self.use_running_average:
+        xf, mean, var = x.astype(cdt), ra_mean.value, ra_var.value
+      else:  # autodiff of the statistics (init: no axis to average over yet)
+        xf, mean, var = _stats(x, f, self.axis_name if training else None)
+      y = _normalize(xf, mean, var, scale, bias, f, self.epsilon, x.dtype)
+    if training:  # running averages with the unbiased batch variance, as torch
       n = x.size // c
       if self.axis_name is not None:
         n = n * jax.lax.psum(1, self.axis_name)
       unbiased = var * (n / jnp.maximum(n - 1, 1))
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
-      return y
-    xf = x.astype(cdt)
-    if self.use_running_average:
-      mean, var = ra_mean.value, ra_var.value
-    else:
-      reduce_axes = tuple(range(x.ndim - 1))
-      mean = fold(jnp.mean(xf, axis=reduce_axes))
-      n = x.size // c
-      if self.axis_name is not None and not self.is_initializing():
-        mean = jax.lax.pmean(mean, self.axis_name)
-        n = n * jax.lax.psum(1, self.axis_name)
-      var = fold(jnp.mean(jnp.square(xf - tile(mean)), axis=reduce_axes))
-      if self.axis_name is not None and not self.is_initializing():
-        var = jax.lax.pmean(var, self.axis_name)
-      if not self.is_initializing():
-        unbiased = var * (n / jnp.maximum(n - 1, 1))
-        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
-
-    inv = jax.lax.rsqrt(var + self.epsilon) * scale
-    # Normalise in float32 too and return the input dtype: with bf16 activations x - mean
-    # would cancel catastrophically in bf16 (8-bit mantissa) whenever |mean| >> std.
-    y = (xf - tile(mean).astype(cdt)) * tile(inv).astype(cdt) + tile(bias).astype(cdt)
-    return y.astype(x.dtype)
+    return y
 
 
 # ------------------------------------------------------------------------------------------------
-# Train-mode normalisation with the closed-form gradient (accelerator targets).
-def _fold(v, f: int, c: int, op):
+# Statistics and normalisation (both paths), and the closed-form gradient (accelerator targets).
+def _fold(v, f: int, c: int, op):  # each lane holds n/f of a channel's elements
   """[f*C] per-lane values of a width-packed map -> [C] per channel (`op`: jnp.mean / jnp.sum)."""
   return v if f == 1 else op(v.reshape(f, c), axis=0)
 
@@ -119,7 +98,8 @@ def _tile(v, f: int):
 
 
 def _stats(x, f: int, axis_name):
-  """Two-pass float32 batch statistics of x [..., f*C] -> (xf, mean [C], biased var [C])."""
+  """Two-pass float32 batch statistics of x [..., f*C] -> (xf, mean [C], biased var [C]); xf is
+  the one cast of x that both the statistics and the normalisation read (module comment)."""
   c = x.shape[-1] // f
   axes = tuple(range(x.ndim - 1))
   xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -132,6 +112,16 @@ def _stats(x, f: int, axis_name):
   return xf, mean, var
 
 
+def _normalize(xf, mean, var, scale, bias, f: int, eps: float, dtype):
+  """(xf - mean) / sigma * scale + bias in xf's (>= float32) dtype, returned in `dtype`: with
+  bf16 activations x - mean would cancel catastrophically in bf16 (8-bit mantissa) whenever
+  |mean| >> std."""
+  cdt = xf.dtype
+  inv = jax.lax.rsqrt(var + eps) * scale
+  y = (xf - _tile(mean, f).astype(cdt)) * _tile(inv, f).astype(cdt) + _tile(bias, f).astype(cdt)
+  return y.astype(dtype)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def _train_norm(x, scale, bias, f: int, axis_name, eps: float):
   """(y in x.dtype, batch mean [C], biased batch var [C]); the same forward as the module's
@@ -142,11 +132,8 @@ def _train_norm(x, scale, bias, f: int, axis_name, eps: float):
 
 def _train_norm_fwd(x, scale, bias, f, axis_name, eps):
   xf, mean, var = _stats(x, f, axis_name)
-  inv = jax.lax.rsqrt(var + eps)
-  cdt = xf.dtype
-  y = (xf - _tile(mean, f).astype(cdt)) * _tile(inv * scale, f).astype(cdt) \
-      + _tile(bias, f).astype(cdt)
-  return (y.astype(x.dtype), mean, var), (x, mean, inv, scale)
+  y = _normalize(xf, mean, var, scale, bias, f, eps, x.dtype)
+  return (y, mean, var), (x, mean, jax.lax.rsqrt(var + eps), scale)
 
 
 def _train_norm_bwd(f, axis_name, eps, res, cts):
