@@ -119,3 +119,59 @@ def test_the_cpu_traces_autodiff_and_a_tpu_target_the_custom_vjp():
   ev = bn_lib.BatchNorm(use_running_average=True)
   with conv_lib.target_backend("tpu"):
     assert "custom_vjp" not in str(jax.make_jaxpr(lambda x: ev.apply(v, x).sum())(x))
+
+
+@pytest.mark.parametrize("block", ["same", "down", "up"])
+def test_a_conv_bias_ahead_of_batchnorm_has_a_zero_gradient_on_accelerators(block):
+  """conv -> train-mode BatchNorm: the bias cancels in the norm, so its exact gradient is zero.
+  The CPU's autodiff gives rounding noise around zero; a TPU target holds the bias out of the
+  gradient (an exact zero, no reduction of the map), with the other gradients unchanged."""
+  from osmnet_jax.nn import blocks
+
+  cls = {"same": blocks.SameBlock2d, "down": blocks.DownBlock2d, "up": blocks.UpBlock2d}[block]
+  m = cls(features=4, train=True)
+  x = jnp.asarray(np.random.RandomState(3).randn(2, 8, 8, 3), jnp.float32)
+  v = m.init(jax.random.PRNGKey(0), x)
+  params = jax.tree.map(lambda a: a + 0.3, v["params"])  # a bias far from zero
+  w = jnp.asarray(np.random.RandomState(4).randn(*m.apply(v, x, mutable=["batch_stats"])[0].shape))
+
+  def grads():
+    def loss(p):
+      y = m.apply({"params": p, "batch_stats": v["batch_stats"]}, x, mutable=["batch_stats"])[0]
+      return jnp.sum(y * w)
+    return jax.jit(jax.grad(loss))(params)
+
+  cpu = grads()
+  with conv_lib.target_backend("tpu"):
+    tpu = grads()
+  scale = float(jnp.abs(cpu["conv"]["kernel"]).max())
+  # The premise: autodiff's bias gradient is zero to float32 rounding, not a real signal.
+  assert float(jnp.abs(cpu["conv"]["bias"]).max()) < 1e-5 * scale
+  assert np.all(np.asarray(tpu["conv"]["bias"]) == 0.0)
+  for path in (("conv", "kernel"), ("norm", "scale"), ("norm", "bias")):
+    a, b = cpu[path[0]][path[1]], tpu[path[0]][path[1]]
+    assert float(jnp.abs(a - b).max()) < 1e-5 * float(jnp.abs(a).max()), path
+  # Eval mode differentiates through the running statistics, where the bias does not cancel:
+  # its gradient stays on every target.
+  ev = cls(features=4, train=False)
+  with conv_lib.target_backend("tpu"):
+    g = jax.grad(lambda p: jnp.sum(ev.apply({"params": p, "batch_stats": v["batch_stats"]}, x)
+                                   * w))(params)
+  assert float(jnp.abs(g["conv"]["bias"]).max()) > 1e-3
+
+
+def test_one_pass_statistics_around_the_running_mean_keep_their_digits():
+  """The closed-form path takes its statistics in one pass around the running mean. With
+  |mean| >> std, E[x^2] - E[x]^2 around 0 loses the variance in float32; around a shift near the
+  mean it keeps it, as the two-pass statistics do."""
+  rs = np.random.RandomState(5)
+  x64 = 300.0 + 0.5 * rs.randn(4, 16, 16, C)
+  x = jnp.asarray(x64, jnp.float32)
+  true_var = x64.reshape(-1, C).var(0)
+  _, _, two_pass = bn_lib._stats(x, 1, None)
+  _, mean, near = bn_lib._shifted_stats(x, jnp.full((C,), 299.9, jnp.float32), 1, None)
+  _, _, around_zero = bn_lib._shifted_stats(x, jnp.zeros((C,), jnp.float32), 1, None)
+  rel = lambda v: float(np.max(np.abs(np.asarray(v, np.float64) - true_var) / true_var))
+  assert rel(two_pass) < 1e-4 and rel(near) < 1e-4
+  assert rel(around_zero) > 1e-2  # the cancellation the shift avoids
+  assert float(np.max(np.abs(np.asarray(mean) - x64.reshape(-1, C).mean(0)))) < 1e-4

@@ -5,7 +5,8 @@ Differences from `flax.linen.BatchNorm` that matter for checkpoint/training pari
     `momentum=0.1` (ra <- 0.9 ra + 0.1 batch).
   * the running variance is updated with the *unbiased* batch variance (n / (n - 1)) as torch does,
     while the batch itself is normalised with the biased variance.
-  * the variance is computed two-pass (mean of squared deviations) rather than E[x^2] - E[x]^2.
+  * the variance is computed two-pass (mean of squared deviations) rather than E[x^2] - E[x]^2;
+    on accelerator targets in one pass around the running mean (`_shifted_stats`).
 FOMM's BatchNorm2d is affine=True: a learned `scale` (torch `weight`) and `bias`.
 
 Under `jax.pmap` / `shard_map` pass `axis_name` so batch statistics are averaged over devices
@@ -32,6 +33,12 @@ import jax
 import jax.numpy as jnp
 
 from osmnet_jax.nn import conv as conv_lib
+
+
+def closed_form_default() -> bool:
+  """Whether train-mode BatchNorm takes the closed-form gradient by default: on accelerator
+  targets (the traced platform is not the CPU)."""
+  return conv_lib.traced_backend() != "cpu"
 
 
 class BatchNorm(nn.Module):
@@ -65,10 +72,11 @@ class BatchNorm(nn.Module):
     cdt = jnp.promote_types(x.dtype, jnp.float32)  # bf16 -> f32; f64 stays f64
     closed = self.closed_form_grad
     if closed is None:
-      closed = conv_lib.traced_backend() != "cpu"
+      closed = closed_form_default()
     training = not self.use_running_average and not self.is_initializing()
     if training and closed:
-      y, mean, var = _train_norm(x, scale, bias, f, self.axis_name, self.epsilon)
+      shift = jax.lax.stop_gradient(ra_mean.value)
+      y, mean, var = _train_norm(x, scale, bias, shift, f, self.axis_name, self.epsilon)
     else:
       if self.use_running_average:
         xf, mean, var = x.astype(cdt), ra_mean.value, ra_var.value
@@ -122,23 +130,42 @@ def _normalize(xf, mean, var, scale, bias, f: int, eps: float, dtype):
   return y.astype(dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _train_norm(x, scale, bias, f: int, axis_name, eps: float):
-  """(y in x.dtype, batch mean [C], biased batch var [C]); the same forward as the module's
-  autodiff path. Only y carries a gradient: mean/var feed the running averages, which are not
-  differentiated (their cotangents are ignored)."""
-  return _train_norm_fwd(x, scale, bias, f, axis_name, eps)[0]
+def _shifted_stats(x, shift, f: int, axis_name):
+  """One-pass float32 batch statistics of x [..., f*C] around `shift` [C]: (xf, mean, biased
+  var). sum(x - s) and sum((x - s)^2) come out of one fused reduction over the map, where the
+  two-pass `_stats` reads it twice. The shift is the running mean, which tracks the batch mean,
+  so E[(x-s)^2] - E[x-s]^2 does not cancel as the unshifted E[x^2] - E[x]^2 would when
+  |mean| >> std (at the first steps the shift is 0 and the statistics are those of a freshly
+  initialised conv, mean ~ std)."""
+  c = x.shape[-1] // f
+  axes = tuple(range(x.ndim - 1))
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  d = xf - _tile(shift, f).astype(xf.dtype)
+  m1 = _fold(jnp.mean(d, axis=axes), f, c, jnp.mean)
+  m2 = _fold(jnp.mean(jnp.square(d), axis=axes), f, c, jnp.mean)
+  if axis_name is not None:
+    m1, m2 = jax.lax.pmean((m1, m2), axis_name)
+  return xf, shift + m1, jnp.maximum(m2 - jnp.square(m1), 0.0)
 
 
-def _train_norm_fwd(x, scale, bias, f, axis_name, eps):
-  xf, mean, var = _stats(x, f, axis_name)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _train_norm(x, scale, bias, shift, f: int, axis_name, eps: float):
+  """(y in x.dtype, batch mean [C], biased batch var [C]); the module's forward, with the
+  statistics taken in one pass around `shift` (`_shifted_stats`). Only y carries a gradient:
+  mean/var feed the running averages, which are not differentiated (their cotangents are
+  ignored), and the statistics do not depend on the shift in exact arithmetic."""
+  return _train_norm_fwd(x, scale, bias, shift, f, axis_name, eps)[0]
+
+
+def _train_norm_fwd(x, scale, bias, shift, f, axis_name, eps):
+  xf, mean, var = _shifted_stats(x, shift, f, axis_name)
   y = _normalize(xf, mean, var, scale, bias, f, eps, x.dtype)
-  return (y, mean, var), (x, mean, jax.lax.rsqrt(var + eps), scale)
+  return (y, mean, var), (x, mean, jax.lax.rsqrt(var + eps), scale, shift)
 
 
 def _train_norm_bwd(f, axis_name, eps, res, cts):
   del eps
-  x, mean, inv, scale = res
+  x, mean, inv, scale, shift = res
   dy = cts[0]
   c = x.shape[-1] // f
   axes = tuple(range(x.ndim - 1))
@@ -159,7 +186,8 @@ def _train_norm_bwd(f, axis_name, eps, res, cts):
   mean_dy = _tile(sum_dy / n, f).astype(cdt)
   mean_dy_xhat = _tile(sum_dy_xhat / n, f).astype(cdt)
   dx = gain * (dyf - mean_dy - xhat * mean_dy_xhat)
-  return dx.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(scale.dtype)
+  return (dx.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(scale.dtype),
+          jnp.zeros_like(shift))
 
 
 _train_norm.defvjp(_train_norm_fwd, _train_norm_bwd)

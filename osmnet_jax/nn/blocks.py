@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from osmnet_jax.nn.batch_norm import BatchNorm
+from osmnet_jax.nn.batch_norm import BatchNorm, closed_form_default
 from osmnet_jax.nn.conv import Conv
 
 # torch's default Conv2d init: kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
@@ -44,6 +44,21 @@ def conv(features: int, kernel: int, padding: int, name: str, **kw) -> Conv:
       name=name,
       **kw,
   )
+
+
+def _bias_cancels(train: bool) -> dict:
+  """Conv kwargs for a conv whose output goes straight into BatchNorm.
+
+  In train mode the norm subtracts the batch mean, which moves with the conv's bias, so the output
+  and every loss are independent of that bias: its exact gradient is zero. Autodiff still reduces
+  the whole map for it (sum(dx) of the norm: rounding noise around zero), a full-resolution
+  reduction per block. On accelerator targets, where BatchNorm takes its closed-form gradient
+  (nn/batch_norm.py), the bias is held out of the gradient instead: Adam then leaves it where it
+  is, where PyTorch's Adam moves it by the normalised rounding noise, which changes neither the
+  train-mode output nor, through the running mean that tracks it, the eval output. The CPU keeps
+  autodiff, so the CPU programs and the FOMM parity tests are unchanged. Measured:
+  BENCHMARKS.md "Conv biases ahead of BatchNorm"."""
+  return {"bias_grad": not (train and closed_form_default())}
 
 
 def upsample_nearest2x(x: jax.Array) -> jax.Array:
@@ -191,7 +206,7 @@ class UpBlock2d(nn.Module):
     f = self.packed
     out = upsample_nearest2x_packed(x, f) if f else upsample_nearest2x(x)
     out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
-               packed_input=f)(out)
+               packed_input=f, **_bias_cancels(self.train))(out)
     out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=f, name="norm")(out)
     return nn.relu(out)
 
@@ -212,7 +227,7 @@ class DownBlock2d(nn.Module):
   def __call__(self, x):
     f = self.packed
     out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
-               packed_input=f)(x)
+               packed_input=f, **_bias_cancels(self.train))(x)
     out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=f, name="norm")(out)
     return avg_pool2x_packed(nn.relu(out), f) if f else avg_pool2x(nn.relu(out))
 
@@ -231,7 +246,7 @@ class SameBlock2d(nn.Module):
   @nn.compact
   def __call__(self, x):
     out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
-               packed_input=self.packed)(x)
+               packed_input=self.packed, **_bias_cancels(self.train))(x)
     out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=self.packed,
                     name="norm")(out)
     return nn.relu(out)

@@ -247,6 +247,9 @@ class Conv(nn.Module):
   # > 0: x and the result are width-packed by this factor ([B, H, W/f, f*C], `packed_conv`);
   # the parameters are still the unpacked [kh, kw, Cin, Cout] kernel and [Cout] bias.
   packed_input: int = 0
+  # False: the bias takes no gradient (stop_gradient). For a conv whose output feeds a
+  # train-mode BatchNorm, where the bias cancels exactly (nn/blocks.py `_bias_cancels`).
+  bias_grad: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -260,6 +263,8 @@ class Conv(nn.Module):
                         self.param_dtype)
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
+    if bias is not None and not self.bias_grad:
+      bias = jax.lax.stop_gradient(bias)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     if self.packed_input:
       y = packed_conv(x, kernel, padding, fin)
