@@ -303,3 +303,38 @@ def test_target_backend_retraces_an_already_traced_function():
   # The host pools with strided maxima, a TPU target with a reduce-window (losses/vgg.py).
   assert "reduce_window" not in host and "reduce_window" in target
   assert after == host
+
+
+@pytest.mark.parametrize("packed", [0, 2])
+def test_subpixel_up_block_is_the_upsample_then_conv(packed):
+  """UpBlock2d's sub-pixel form (accelerator targets) computes FOMM's nearest-2x upsample + 3x3
+  conv on the low-resolution map: the same parameters, output and gradients, plain and packed."""
+  from osmnet_jax.nn import blocks
+
+  rs = np.random.RandomState(7)
+  x = jnp.asarray(rs.randn(2, 5, 6, 7), jnp.float32)
+  ref, sub = (blocks.UpBlock2d(features=3, train=True, packed=packed, subpixel=s)
+              for s in (False, True))
+  v = ref.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.map(jnp.shape, sub.init(jax.random.PRNGKey(0), x)) == jax.tree.map(jnp.shape, v)
+  params = jax.tree.map(lambda a: a + 0.1 * jnp.asarray(rs.randn(*a.shape), a.dtype), v["params"])
+  out_shape = ref.apply(v, x, mutable=["batch_stats"])[0].shape
+  assert out_shape == ((2, 10, 6, 6) if packed else (2, 10, 12, 3))
+  w = jnp.asarray(rs.randn(*out_shape), jnp.float32)
+
+  def run(m):
+    def loss(p, x):
+      y, st = m.apply({"params": p, "batch_stats": v["batch_stats"]}, x, mutable=["batch_stats"])
+      return jnp.sum(y * w), (y, st)
+    (_, (y, st)), g = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+    return y, st, g
+
+  for a, b in zip(jax.tree.leaves(run(ref)), jax.tree.leaves(run(sub))):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+  # Accelerator targets take it by default (3x3, padding 1); the CPU keeps FOMM's program.
+  big, small = 64 * 64, 32 * 32
+  assert not blocks._subpixel_default(3, 1, packed, big)
+  with conv_lib.target_backend("tpu"):
+    assert blocks._subpixel_default(3, 1, packed, big)
+    assert not blocks._subpixel_default(5, 2, packed, big)
+    assert not blocks._subpixel_default(3, 1, packed, small)

@@ -189,9 +189,69 @@ class ResBlock2d(nn.Module):
     return out + x
 
 
+# Row (and column) taps of a 3x3 kernel seen by output phase a of a nearest-2x upsampling:
+# output row 2i+a reads upsampled rows 2i+a-1 .. 2i+a+1 = input rows i-1, i, i (a = 0) or
+# i, i, i+1 (a = 1). _PHASE_TAPS[a, new, old]: the 3x3 tap `old` lands on input offset new - 1.
+_PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1], [0, 0, 0]],
+                        [[0, 0, 0], [1, 1, 0], [0, 0, 1]]], np.float32)
+
+
+class SubpixelUpConv(nn.Module):
+  """conv3x3(upsample_nearest2x(x)) computed on the low-resolution map, with `Conv`'s parameters.
+
+  Each of the four output phases (a, b) (row and column parity) is a 3x3 conv of x whose taps are
+  sums of the kernel's (`_PHASE_TAPS`); the four are one conv [3, 3, Cin, 4*Cout] followed by a
+  depth-to-space. Same FLOPs as the upsample-then-conv, but the upsampled map is never written,
+  the gradient needs no 4-to-1 reduction of it, and 4*Cout output lanes fill the MXU where Cout
+  (64 at 256 px) fills half. `packed=2`: the result is width-packed by 2 ([B, 2h, w, 2*Cout],
+  nn/conv.py), whose channel halves are exactly the column phases b."""
+
+  features: int
+  dtype: Any = None
+  packed: int = 0
+  bias_grad: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.packed not in (0, 2):
+      raise ValueError(f"SubpixelUpConv packs by 2 or not at all, got packed={self.packed}")
+    b, h, w, cin = x.shape
+    c = self.features
+    kernel = self.param("kernel", torch_conv_init, (3, 3, cin, c), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (c,), jnp.float32)
+    if not self.bias_grad:
+      bias = jax.lax.stop_gradient(bias)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    taps = jnp.asarray(_PHASE_TAPS, kernel.dtype)
+    phases = jnp.einsum("aph,bqw,hwio->pqioab", taps, taps, kernel)  # [3, 3, Cin, Cout, 2, 2]
+    phases = jnp.moveaxis(phases, 3, 5).reshape(3, 3, cin, 4 * c)  # channel (a, b, c)
+    y = jax.lax.conv_general_dilated(x, phases, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y.reshape(b, h, w, 2, 2 * c) + jnp.tile(bias, 2)  # [B, h, w, a, (b, c)]
+    y = jnp.swapaxes(y, 2, 3).reshape(b, 2 * h, w, 2 * c)  # rows interleaved: packed by 2
+    return y if self.packed else y.reshape(b, 2 * h, 2 * w, c)
+
+
+# The sub-pixel form pays in weights (a 4x wider kernel, and its gradient) what it saves on the
+# upsampled map: it wins on large maps with few channels (the generator's up blocks at vox256),
+# loses on the hourglasses' small maps with up to 1024 channels (BENCHMARKS.md "Sub-pixel up
+# blocks"). Input maps of at least this many pixels take it.
+SUBPIXEL_MIN_PIXELS = 64 * 64
+
+
+def _subpixel_default(kernel_size: int, padding: int, packed: int, pixels: int) -> bool:
+  """UpBlock2d computes its upsample + conv as `SubpixelUpConv` on accelerator targets (3x3,
+  padding 1, packed by 0 or 2, an input map of >= SUBPIXEL_MIN_PIXELS); the CPU keeps FOMM's
+  formulation (the parity tests' program)."""
+  return ((kernel_size, padding) == (3, 1) and packed in (0, 2)
+          and pixels >= SUBPIXEL_MIN_PIXELS and closed_form_default())
+
+
 class UpBlock2d(nn.Module):
   """Nearest x2 upsample -> conv -> BN -> ReLU. `packed=f`: the input is plain, the upsampled
-  map and the output are width-packed by f ([B,2h,2w/f,f*C], nn/conv.py)."""
+  map and the output are width-packed by f ([B,2h,2w/f,f*C], nn/conv.py). `subpixel`: the
+  upsample + conv as `SubpixelUpConv` (same parameters and function; None: on accelerator
+  targets, `_subpixel_default`)."""
 
   features: int
   kernel_size: int = 3
@@ -200,13 +260,23 @@ class UpBlock2d(nn.Module):
   bn_axis_name: Any = None
   dtype: Any = None
   packed: int = 0
+  subpixel: bool | None = None
 
   @nn.compact
   def __call__(self, x):
     f = self.packed
-    out = upsample_nearest2x_packed(x, f) if f else upsample_nearest2x(x)
-    out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
-               packed_input=f, **_bias_cancels(self.train))(out)
+    sub = self.subpixel
+    if sub is None:
+      sub = _subpixel_default(self.kernel_size, self.padding, f, x.shape[1] * x.shape[2])
+    if sub:
+      if (self.kernel_size, self.padding) != (3, 1):
+        raise ValueError("UpBlock2d(subpixel=True) needs kernel_size 3 and padding 1")
+      out = SubpixelUpConv(self.features, self.dtype, f, name="conv",
+                           **_bias_cancels(self.train))(x)
+    else:
+      out = upsample_nearest2x_packed(x, f) if f else upsample_nearest2x(x)
+      out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
+                 packed_input=f, **_bias_cancels(self.train))(out)
     out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=f, name="norm")(out)
     return nn.relu(out)
 
