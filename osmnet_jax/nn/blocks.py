@@ -57,7 +57,7 @@ def _bias_cancels(train: bool) -> dict:
   is, where PyTorch's Adam moves it by the normalised rounding noise, which changes neither the
   train-mode output nor, through the running mean that tracks it, the eval output. The CPU keeps
   autodiff, so the CPU programs and the FOMM parity tests are unchanged. Measured:
-  BENCHMARKS.md "Conv biases ahead of BatchNorm"."""
+  BENCHMARKS.md "Conv biases ahead of BatchNorm, one-pass statistics, ..."."""
   return {"bias_grad": not (train and closed_form_default())}
 
 
@@ -234,8 +234,9 @@ class SubpixelUpConv(nn.Module):
 
 # The sub-pixel form pays in weights (a 4x wider kernel, and its gradient) what it saves on the
 # upsampled map: it wins on large maps with few channels (the generator's up blocks at vox256),
-# loses on the hourglasses' small maps with up to 1024 channels (BENCHMARKS.md "Sub-pixel up
-# blocks"). Input maps of at least this many pixels take it.
+# loses on the hourglasses' small maps with up to 1024 channels (BENCHMARKS.md "Conv biases
+# ahead of BatchNorm, one-pass statistics, sub-pixel up blocks, ..."). Input maps of at least
+# this many pixels take it.
 SUBPIXEL_MIN_PIXELS = 64 * 64
 
 

@@ -144,16 +144,20 @@ def width_packed_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[i
   i.e. packed column j + q at sub-pixel r with q = floor((p + t - left) / f), r = its remainder;
   the packed kernel [kh, qmax - qmin + 1, f*Cin, f*Cout] holds kernel[:, t] at (q - qmin, r, p)
   and zeros elsewhere (a constant 0/1 selection contracted with the kernel, so gradients flow to
-  the real kernel). Needs W % f == 0 and left + right == kw - 1 (output width == W).
-  Returns [B, Ho, W, Cout].
+  the real kernel). Needs W % f == 0 and left + right <= kw - 1. A padding that narrows the map
+  (FOMM's padding-0 keypoint heads) is computed at the same width, the right side padded up to
+  kw - 1 - left, and its extra columns cropped. Returns [B, Ho, Wo, Cout].
   """
   kh, kw, cin, cout = kernel.shape
   b, h, w, _ = x.shape
-  if w % f or padding[1][0] + padding[1][1] != kw - 1:
-    raise ValueError(f"width packing by {f} needs W % f == 0 and a same-width padding; got "
-                     f"W={w}, kernel width {kw}, padding {tuple(padding[1])}")
-  y = packed_conv(x.reshape(b, h, w // f, f * cin), kernel, padding, f)
-  return y.reshape(y.shape[0], y.shape[1], w, cout)
+  (pl, pr) = padding[1]
+  if w % f or pl + pr > kw - 1:
+    raise ValueError(f"width packing by {f} needs W % f == 0 and a padding that does not widen "
+                     f"the map; got W={w}, kernel width {kw}, padding {tuple(padding[1])}")
+  wo = w + pl + pr - kw + 1
+  same = (tuple(padding[0]), (pl, kw - 1 - pl))
+  y = packed_conv(x.reshape(b, h, w // f, f * cin), kernel, same, f)
+  return y.reshape(y.shape[0], y.shape[1], w, cout)[:, :, :wo]
 
 
 def packed_conv(xp: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]],
@@ -189,8 +193,9 @@ def pack_factor(impl: str, cin: int, cout: int, width: int, kw: int,
   """Pixels per packed column for `width_packed_conv`, or 0 for the plain conv.
 
   'auto': on a TPU target only, for convs with <= 64 input and output channels: 4 when one side
-  has <= 16 channels (the 3-channel ends), else 2 (64 -> 64); never when W is not a multiple or
-  the padding changes the width. 'packed' applies the same rule on any backend (tests).
+  has <= 16 channels (the 3-channel ends), else 2 (64 -> 64); never when W is not a multiple, the
+  padding widens the map, or it narrows it by more than W/8. 'packed' applies the same rule on
+  any backend (tests).
   `chain`: the caller keeps the maps packed across several layers (VGG's first block).
   OSMNET_TPU_CONV_PACKING=0 in the environment, or a `no_packing()` block, turns 'auto'
   packing off (A/B comparisons; the AOT report's model-FLOP count); =chains keeps only the
@@ -201,7 +206,10 @@ def pack_factor(impl: str, cin: int, cout: int, width: int, kw: int,
     return 0
   f = 4 if min(cin, cout) <= 16 else 2
   (_, _), (pl, pr) = padding
-  return f if width % f == 0 and pl + pr == kw - 1 else 0
+  # A narrowing padding computes kw - 1 - pl - pr columns more and crops them: at most 1/8 of
+  # the width (FOMM's 7x7 padding-0 keypoint heads at 64 px, not at the tiny configs' 16 px).
+  extra = kw - 1 - pl - pr
+  return f if width % f == 0 and 0 <= extra and 8 * extra <= width else 0
 
 
 def chain_pack_factor(pack: str, width: int, channels: int = 64) -> int:
