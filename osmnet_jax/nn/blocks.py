@@ -183,7 +183,8 @@ class ResBlock2d(nn.Module):
       return BatchNorm(not self.train, axis_name=self.bn_axis_name, name=name)
 
     out = nn.relu(bn("norm1")(x))
-    out = conv(c, self.kernel_size, self.padding, "conv1", dtype=self.dtype)(out)
+    out = conv(c, self.kernel_size, self.padding, "conv1", dtype=self.dtype,
+               **_bias_cancels(self.train))(out)  # norm2 follows
     out = nn.relu(bn("norm2")(out))
     out = conv(c, self.kernel_size, self.padding, "conv2", dtype=self.dtype)(out)
     return out + x
