@@ -45,8 +45,9 @@ def test_the_tpu_traced_renderer_step_is_the_cpu_step():
 
   for k in m_cpu:
     assert abs(float(m_tpu[k]) - float(m_cpu[k])) <= 1e-5 * abs(float(m_cpu[k])), k
+  stats_tpu = _leaves(s_tpu.batch_stats)
   for name, a in _leaves(s_cpu.batch_stats).items():
-    b = _leaves(s_tpu.batch_stats)[name]
+    b = stats_tpu[name]
     assert np.max(np.abs(a - b) / (np.abs(a) + 1e-3)) < 1e-4, name
 
   lr = cfg.train.lr_generator

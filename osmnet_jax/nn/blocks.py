@@ -46,8 +46,8 @@ def conv(features: int, kernel: int, padding: int, name: str, **kw) -> Conv:
   )
 
 
-def _bias_cancels(train: bool) -> dict:
-  """Conv kwargs for a conv whose output goes straight into BatchNorm.
+def _bias_grad(train: bool) -> bool:
+  """`bias_grad` of a conv whose output goes straight into BatchNorm.
 
   In train mode the norm subtracts the batch mean, which moves with the conv's bias, so the output
   and every loss are independent of that bias: its exact gradient is zero. Autodiff still reduces
@@ -58,7 +58,7 @@ def _bias_cancels(train: bool) -> dict:
   train-mode output nor, through the running mean that tracks it, the eval output. The CPU keeps
   autodiff, so the CPU programs and the FOMM parity tests are unchanged. Measured:
   BENCHMARKS.md "Conv biases ahead of BatchNorm, one-pass statistics, ..."."""
-  return {"bias_grad": not (train and closed_form_default())}
+  return not (train and closed_form_default())
 
 
 def upsample_nearest2x(x: jax.Array) -> jax.Array:
@@ -184,7 +184,7 @@ class ResBlock2d(nn.Module):
 
     out = nn.relu(bn("norm1")(x))
     out = conv(c, self.kernel_size, self.padding, "conv1", dtype=self.dtype,
-               **_bias_cancels(self.train))(out)  # norm2 follows
+               bias_grad=_bias_grad(self.train))(out)  # norm2 follows
     out = nn.relu(bn("norm2")(out))
     out = conv(c, self.kernel_size, self.padding, "conv2", dtype=self.dtype)(out)
     return out + x
@@ -274,11 +274,11 @@ class UpBlock2d(nn.Module):
       if (self.kernel_size, self.padding) != (3, 1):
         raise ValueError("UpBlock2d(subpixel=True) needs kernel_size 3 and padding 1")
       out = SubpixelUpConv(self.features, self.dtype, f, name="conv",
-                           **_bias_cancels(self.train))(x)
+                           bias_grad=_bias_grad(self.train))(x)
     else:
       out = upsample_nearest2x_packed(x, f) if f else upsample_nearest2x(x)
       out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
-                 packed_input=f, **_bias_cancels(self.train))(out)
+                 packed_input=f, bias_grad=_bias_grad(self.train))(out)
     out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=f, name="norm")(out)
     return nn.relu(out)
 
@@ -299,7 +299,7 @@ class DownBlock2d(nn.Module):
   def __call__(self, x):
     f = self.packed
     out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
-               packed_input=f, **_bias_cancels(self.train))(x)
+               packed_input=f, bias_grad=_bias_grad(self.train))(x)
     out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=f, name="norm")(out)
     return avg_pool2x_packed(nn.relu(out), f) if f else avg_pool2x(nn.relu(out))
 
@@ -318,7 +318,7 @@ class SameBlock2d(nn.Module):
   @nn.compact
   def __call__(self, x):
     out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
-               packed_input=self.packed, **_bias_cancels(self.train))(x)
+               packed_input=self.packed, bias_grad=_bias_grad(self.train))(x)
     out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=self.packed,
                     name="norm")(out)
     return nn.relu(out)

@@ -256,7 +256,7 @@ class Conv(nn.Module):
   # the parameters are still the unpacked [kh, kw, Cin, Cout] kernel and [Cout] bias.
   packed_input: int = 0
   # False: the bias takes no gradient (stop_gradient). For a conv whose output feeds a
-  # train-mode BatchNorm, where the bias cancels exactly (nn/blocks.py `_bias_cancels`).
+  # train-mode BatchNorm, where the bias cancels exactly (nn/blocks.py `_bias_grad`).
   bias_grad: bool = True
 
   @nn.compact
