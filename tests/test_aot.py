@@ -130,9 +130,9 @@ def test_dp_all_reduces_fsdp_all_gathers(topology="tpu:v5e:2x2"):
 
 def test_zero1_splits_the_optimizer_state(topology="tpu:v5e:2x2"):
   """ZeRO-1 (config.mesh.shard_optimizer; aot --modes zero1), motion stage: each chip holds a
-  quarter of the Adam moments (less argument memory than DP) and the new params come back whole
-  through all-gathers of about the params' bytes. (The gradient stays all-reduced: XLA slices
-  it after the all-reduce; BENCHMARKS.md "ZeRO-1".)"""
+  quarter of the Adam moments (less argument memory than DP), the gradient is reduce-scattered
+  instead of all-reduced (runtime/zero1.py) and the new params come back whole through
+  all-gathers of about the params' bytes."""
   target, prog, compiled = _compile(topology, "motion", "dp")
   dp = report.analyse(target, prog, compiled, None)
   target, prog, compiled = _compile(topology, "motion", "zero1")
@@ -140,6 +140,9 @@ def test_zero1_splits_the_optimizer_state(topology="tpu:v5e:2x2"):
   grad_bytes = dp["collectives"]["all-reduce"]["result_bytes"]  # float32 gradient, whole
   gathered = z1["collectives"].get("all-gather", {}).get("result_bytes", 0)
   assert 0.75 * grad_bytes <= gathered <= 1.25 * grad_bytes, (z1["collectives"], grad_bytes)
+  scattered = z1["collectives"].get("reduce-scatter", {}).get("count", 0)
+  reduced = z1["collectives"].get("all-reduce", {}).get("result_bytes", 0)
+  assert scattered >= 1 and reduced < 0.25 * grad_bytes, (z1["collectives"], grad_bytes)
   # Params + 2 moments replicated in DP; params + 2 quarter moments in ZeRO-1: at least 1/3 less.
   assert z1["memory"]["argument_bytes"] < 0.67 * dp["memory"]["argument_bytes"], (
       z1["memory"], dp["memory"])

@@ -112,3 +112,31 @@ def test_async_reduce_scatter_and_mesh_replica_groups():
   assert ar["group_size"] == 2 and ar["group"] == [0, 4]
   assert ag["group_size"] == 4 and ag["group"] == [0, 1, 2, 3] and ag["result_bytes"] == 32
   assert ag["tensors"] == [(32, 8)]
+
+
+def test_async_collective_fusion_counts_once():
+  """The TPU compiler splits a collective into an async-collective-start fusion, continuation
+  fusions (async_collective_fusion.*) and an async-collective-done fusion, each holding the same
+  all-gather: counting all three tripled ZeRO-1's param all-gather (439 MiB against the params'
+  171 MiB on the vox256 step)."""
+  gather = ("  %ag{i} = f32[3,3,256,256]{{3,2,1,0}} all-gather(%p{i}), replica_groups={{{{0,1,2,3}}}}, "
+            "dimensions={{3}}")
+  hlo = "\n".join([
+      "%fused_computation.1 (p0: f32[3,3,256,64]) -> (f32[3,3,256,64], f32[3,3,256,256]) {",
+      gather.format(i=0), "}",
+      "%async_collective_fusion.2 (p1: f32[3,3,256,64]) -> f32[3,3,256,256] {",
+      gather.format(i=1), "}",
+      "%fused_computation.3 (p2: f32[3,3,256,64]) -> f32[3,3,256,256] {",
+      gather.format(i=2), "}",
+      "ENTRY %main (x: f32[3,3,256,64]) -> f32[3,3,256,256] {",
+      "  %async-collective-start.1 = (f32[3,3,256,64]) fusion(%x), calls=%fused_computation.1",
+      "  %fusion.2 = f32[3,3,256,256] fusion(%async-collective-start.1), "
+      "calls=%async_collective_fusion.2",
+      "  %async-collective-done.1 = f32[3,3,256,256] fusion(%fusion.2), "
+      "calls=%fused_computation.3",
+      "  ROOT %ar = f32[16]{0} all-reduce(%y), replica_groups={{0,1,2,3}}, to_apply=%add",
+      "}",
+  ])
+  cs = report.collectives(hlo, 4)
+  assert [c["op"] for c in cs] == ["all-gather", "all-reduce"], cs
+  assert cs[0]["result_bytes"] == 3 * 3 * 256 * 256 * 4

@@ -78,6 +78,10 @@ def test_shard_optimizer_needs_a_bool_and_jit():
   c.parallel = "pmap"
   with pytest.raises(config_check.ConfigError, match=r"shard_optimizer=True needs .*'jit'"):
     config_check.check(c)
+  c.parallel = "jit"
+  c.mesh.fsdp = 2
+  with pytest.raises(config_check.ConfigError, match=r"shard_optimizer=True with .*fsdp=2"):
+    config_check.check(c)
 
 
 def test_landmark_terms_are_on_by_default_and_off_in_fomm_configs():

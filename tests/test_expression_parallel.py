@@ -1,7 +1,7 @@
 """Expression train step: single device (full batch) vs jit over a 2x2 ('data', 'fsdp') mesh vs
 the FSDP layout (data=1 x fsdp=4: params and Adam moments split by `stage.state_shardings`) vs
-pmap on 4 simulated CPU devices give the same parameters, Adam states and metrics after 2 steps,
-and none of them touches the frozen renderer.
+the ZeRO-1 step (runtime/zero1.py) vs pmap on 4 simulated CPU devices give the same parameters,
+Adam states and metrics after 2 steps, and none of them touches the frozen renderer.
 
 float64 (x64) so the comparison can be tight (1e-9): in float32 the layouts agree to rounding, but
 Adam's first steps (update ~ lr * g / |g|) turn rounding noise in near-zero gradients into +-lr
@@ -85,6 +85,19 @@ def _worker():
 
   fsdp = run(stage.make_jit_step(fmesh, fsh), lambda s: jax.device_put(s, fsh),
              lambda x: jax.device_put(x, sharding.batch_sharding(fmesh)), get_fsdp)
+  # ZeRO-1 (runtime/zero1.py): Adam moments split over the 4 devices, gradient reduce-scattered.
+  zmesh = sharding.make_mesh(data=N_DEV, fsdp=1)
+  zsh = stage.state_shardings(zmesh, jax.tree.map(jnp.asarray, state0), shard_optimizer=True)
+  zero1_split = {}
+
+  def get_zero1(tree):
+    if isinstance(tree, es.ExpressionState):
+      zero1_split["opt"] = sharding.sharded_fraction(tree.opt_state)
+      zero1_split["params"] = sharding.sharded_fraction(tree.params)
+    return host(tree)
+
+  zero1 = run(stage.make_zero1_step(zmesh, zsh), lambda s: jax.device_put(s, zsh),
+              lambda x: jax.device_put(x, sharding.batch_sharding(zmesh)), get_zero1)
   pmapped = run(
       stage.make_pmap_step(), sharding.replicate,
       lambda x: jax.tree.map(lambda a: a.reshape((N_DEV, -1) + a.shape[1:]), x),
@@ -94,7 +107,8 @@ def _worker():
     return float(max(jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), a, b))))
 
   out = {}
-  for name, (st, hist) in (("mesh", meshed), ("fsdp", fsdp), ("pmap", pmapped)):
+  for name, (st, hist) in (("mesh", meshed), ("fsdp", fsdp), ("pmap", pmapped),
+                           ("zero1", zero1)):
     out[name] = {"params": maxdiff(st.params, single[0].params),
                  "opt_state": maxdiff(st.opt_state, single[0].opt_state),
                  "metrics": maxdiff(hist, single[1]),
@@ -105,6 +119,7 @@ def _worker():
   out["metrics"] = [{k: float(v) for k, v in h.items()} for h in single[1]]
   out["dtype"] = str(single[0].params["keypoints"]["out"]["kernel"].dtype)
   out["fsdp_layout"] = fsdp_state
+  out["zero1_layout"] = zero1_split
   out["seconds"] = time.time() - t0
   print("RESULT " + json.dumps(out))
 
@@ -124,7 +139,9 @@ def test_jit_mesh_pmap_single_device_agree():
   assert lay["sharded_fraction"] > 0.5 and lay["opt_sharded_fraction"] > 0.5, lay
   assert lay["renderer_sharded_fraction"] == 0.0, lay
   assert lay["head_0_shard"][-1] * 4 == lay["head_0_shape"][-1], lay
-  for name in ("mesh", "fsdp", "pmap"):
+  # ZeRO-1: the moments split (the same rule), the params whole.
+  assert res["zero1_layout"]["opt"] > 0.5 and res["zero1_layout"]["params"] == 0.0, res
+  for name in ("mesh", "fsdp", "pmap", "zero1"):
     r = res[name]
     assert r["step"] == STEPS
     assert r["params"] < 1e-9, (name, r)

@@ -91,11 +91,12 @@ _EQUIVALENCE = textwrap.dedent("""
     from tests.test_motion_stage import tiny_cfg, _batch
 
     out = {{}}
-    for model in ("osmnet", "noise_sampler"):
+    for name, model, kw in (("osmnet", "osmnet", {{}}), ("noise_sampler", "noise_sampler", {{}}),
+                            ("osmnet_clipped", "osmnet", {{"grad_clip": 1e-3}})):
       # decoder_skip off: with it, one output bias's L1 gradient cancels exactly on this tiny
       # batch and Adam scales the layouts' different rounding residues there up to a sizeable
       # fraction of a step; the layouts' equivalence does not depend on the decoder branch.
-      stage = motion_stage.MotionStage(tiny_cfg(model, lr=1e-3, decoder_skip=False))
+      stage = motion_stage.MotionStage(tiny_cfg(model, lr=1e-3, decoder_skip=False, **kw))
       init = jax.device_get(stage.init_state(jax.random.PRNGKey(0)))
       batches = [_batch(8, seed=s) for s in range(3)]
       rngs = [jax.random.PRNGKey(10 + s) for s in range(3)]
@@ -106,6 +107,12 @@ _EQUIVALENCE = textwrap.dedent("""
       fmesh = sharding.make_mesh(data=1, fsdp=4)
       fsh = stage.state_shardings(fmesh, init)
       fsdp_step = stage.make_jit_step(fmesh, fsh)
+      # ZeRO-1 (runtime/zero1.py): Adam moments split over the 4 devices, gradient
+      # reduce-scattered, global-norm clip on the whole gradient.
+      zmesh = sharding.make_mesh()
+      zsh = stage.state_shardings(zmesh, init, shard_optimizer=True)
+      zero1_step = stage.make_zero1_step(zmesh, zsh)
+      s5 = jax.device_put(init, zsh)
       s1, s2 = init, jax.device_put(init, sharding.replicated(sharding.make_mesh()))
       s3 = sharding.replicate(init)
       s4 = jax.device_put(init, fsh)
@@ -114,17 +121,22 @@ _EQUIVALENCE = textwrap.dedent("""
         s2, m2 = mesh_step(s2, b, r)
         s3, m3 = pmap_step(s3, {{k: v.reshape((4, 2) + v.shape[1:]) for k, v in b.items()}}, r)
         s4, m4 = fsdp_step(s4, jax.device_put(b, sharding.batch_sharding(fmesh)), r)
+        s5, m5 = zero1_step(s5, b, r)
       split = sharding.sharded_fraction(s4.params)
       p1, p2 = jax.device_get(s1.params), jax.device_get(s2.params)
       p3 = jax.device_get(sharding.unreplicate(s3.params))
       diff = lambda a, b: max(float(np.abs(x - y).max())
                               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
       moved = diff(p1, jax.device_get(init.params))
-      out[model] = {{"mesh": diff(p1, p2), "pmap": diff(p1, p3), "moved": moved,
+      out[name] = {{"mesh": diff(p1, p2), "pmap": diff(p1, p3), "moved": moved,
+                   "zero1": diff(p1, jax.device_get(s5.params)),
+                   "zero1_opt_split": sharding.sharded_fraction(s5.opt_state),
+                   "zero1_params_split": sharding.sharded_fraction(s5.params),
+                   "grad_norm": [float(m1["grad_norm"]), float(m5["grad_norm"])],
                     "fsdp": diff(p1, jax.device_get(s4.params)), "fsdp_split": split,
                     "devices": jax.device_count(),
                     "loss": [float(m1["loss"]), float(m2["loss"]), float(np.mean(m3["loss"])),
-                             float(m4["loss"])],
+                             float(m4["loss"]), float(m5["loss"])],
                     "pmap_replicas_equal": diff(jax.tree.map(lambda x: x[0], s3.params),
                                                 jax.tree.map(lambda x: x[3], s3.params))}}
     print("RESULT" + json.dumps(out))
@@ -145,9 +157,16 @@ def test_jit_mesh_pmap_and_single_device_give_the_same_update():
     assert r["pmap"] < 2e-5, (model, r)             # pmap + pmean == 1 device
     assert r["fsdp"] < 2e-5, (model, r)             # params split over 'fsdp' == 1 device
     assert r["fsdp_split"] > 0.3, (model, r)        # ... and really split (0.46 and up)
+    # ZeRO-1 == 1 device, moments split, params whole, the same (clipped) gradient norm.
+    assert r["zero1"] < 2e-5, (model, r)
+    assert r["zero1_opt_split"] > 0.3 and r["zero1_params_split"] == 0.0, (model, r)
+    np.testing.assert_allclose(r["grad_norm"][1], r["grad_norm"][0], rtol=1e-5)
     assert r["pmap_replicas_equal"] == 0.0
     assert np.all(np.isfinite(r["loss"])) and r["loss"][0] > 0
     np.testing.assert_allclose(r["loss"], r["loss"][0], rtol=1e-5)
+  # The clip really acts in that run (the norm is far above 1e-3): ZeRO-1 must apply it to the
+  # whole gradient, not to each device's slice, to match one device.
+  assert res["osmnet_clipped"]["grad_norm"][0] > 100 * 1e-3, res
 
 
 def test_sigma_holdout_splits():

@@ -106,7 +106,7 @@ def _worker():
     t = time.time()
     mesh = sharding.make_mesh(data, fsdp)
     sh = stage.state_shardings(mesh, state0, shard_optimizer=zero1)
-    step = stage.make_jit_step(mesh, sh)
+    step = stage.make_zero1_step(mesh, sh) if zero1 else stage.make_jit_step(mesh, sh)
     state_in = jax.device_put(state0, sh)
     first_leaf = _get(state_in.params, KERNEL)
     hlo = step.lower(state_in, batches[0], keys[0]).compile().as_text()
@@ -120,6 +120,7 @@ def _worker():
         "opt_sharded": sharding.sharded_fraction(state.opt_state),
         "stats_sharded": sharding.sharded_fraction(state.batch_stats),
         "all_gathers": hlo.count(" all-gather("),
+        "reduce_scatters": hlo.count(" reduce-scatter("),
         "mu_spec": list(mu.sharding.spec),
         "cache_size": step._cache_size(),  # pylint: disable=protected-access
         "donated": first_leaf.is_deleted(),
@@ -232,7 +233,8 @@ def test_jit_fsdp_and_pmap_steps_match_single_device():
       assert r[ref]["params"] < 1e-8, (name, ref, r[ref])
       assert r[ref]["batch_stats"] < 1e-8, (name, ref, r[ref])
       assert r[ref]["opt_state"] < 1e-9, (name, ref, r[ref])
-      assert r[ref]["losses"] < 1e-9, (name, ref, r[ref])
+      # The ZeRO-1 step is the pmap program per device (its losses are pmean-ed): the pmap bound.
+      assert r[ref]["losses"] <= (4 * ulp if name.endswith("zero1") else 1e-9), (name, ref, r[ref])
   for name, fsdp in (("data4_fsdp1", 1), ("data1_fsdp4", 4), ("data2_fsdp2", 2)):
     r = res[name]
     # The [3, 3, 32, 32] kernel and its Adam first moment hold 32 / fsdp output channels per
@@ -259,7 +261,11 @@ def test_jit_fsdp_and_pmap_steps_match_single_device():
   assert z["mu_shard_shape"] == [3, 3, 32, 8] and z["mu_spec"] == [None, None, None,
                                                                    ["data", "fsdp"]], z
   assert z["opt_sharded"] > 0.8 and z["stats_sharded"] == 0.0, z
-  assert z["all_gathers"] >= res["data4_fsdp1"]["all_gathers"] + 20, z
+  # The explicit step (runtime/zero1.py) reduce-scatters the split gradients (jit with the
+  # moments' shardings alone all-reduced them whole: BENCHMARKS.md "ZeRO-1") and gathers the
+  # new params (XLA combines both into fewer, larger collectives).
+  assert z["reduce_scatters"] >= 1 and res["data4_fsdp1"]["reduce_scatters"] == 0, z
+  assert z["all_gathers"] > res["data4_fsdp1"]["all_gathers"], z
   assert z["cache_size"] == 1 and z["donated"], z
   c = res["restore"]
   assert c["meta_step"] == STEPS

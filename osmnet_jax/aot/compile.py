@@ -8,8 +8,8 @@ and batches are ShapeDtypeStructs, so a 256-px renderer for 256 chips costs no h
 Layouts: "dp" keeps the state replicated (the stages' default); "fsdp" puts every mesh device on
 the 'fsdp' axis and splits params and Adam moments with `runtime.sharding.fsdp_shardings`;
 "zero1" is dp with only the Adam moments split over every device
-(`runtime.sharding.optimizer_shardings`: config.mesh.shard_optimizer). The batch is split over
-all devices in each.
+(`runtime.sharding.optimizer_shardings`) and the explicit ZeRO-1 step of `runtime/zero1.py`
+(config.mesh.shard_optimizer). The batch is split over all devices in each.
 """
 from __future__ import annotations
 
@@ -70,8 +70,9 @@ def _jit_step(stage, mesh: Mesh, state, mode: str):
   """The stage's jit step in the layout of `mode` (dp: the state replicated)."""
   if mode == "dp":
     return stage.make_jit_step(mesh)
-  return stage.make_jit_step(mesh, stage.state_shardings(mesh, state,
-                                                         shard_optimizer=mode == "zero1"))
+  if mode == "zero1":
+    return stage.make_zero1_step(mesh, stage.state_shardings(mesh, state, shard_optimizer=True))
+  return stage.make_jit_step(mesh, stage.state_shardings(mesh, state))
 
 
 def _sds(shape, dtype) -> jax.ShapeDtypeStruct:

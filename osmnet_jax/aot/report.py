@@ -41,6 +41,8 @@ import numpy as np
 from osmnet_jax.aot import breakdown
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+_COMP_HEAD = re.compile(r"^(?:ENTRY\s+)?%([\w.\-]+)\s")  # a computation's first line
+_CALLS = re.compile(r"calls=%([\w.\-]+)")
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<type>.*?)\s*(?P<op>"
                     + "|".join(COLLECTIVES) + r")(?P<start>-start)?\(")
 _GROUPS_LIST = re.compile(r"replica_groups=\{(\{[\d,]*\}(?:,\{[\d,]*\})*)\}")
@@ -94,11 +96,22 @@ def collectives(hlo_text: str, num_devices: int) -> list[dict]:
   collective, so each side is a tuple. The result side is what the sizes below count: an
   all-gather's operands are 1/n of its results, a reduce-scatter's are n times its results.
   Record: op, result_bytes (per device), group_size, sent_bytes (ring algorithms), group (the
-  first replica group), tensors ([(bytes, elements)] of the result buffers)."""
-  out = []
-  for line in hlo_text.splitlines():
+  first replica group), tensors ([(bytes, elements)] of the result buffers).
+
+  The TPU compiler splits some collectives into an async-collective-start fusion, continuation
+  fusions (`async_collective_fusion.*`) and an async-collective-done fusion, each holding the
+  same collective instruction: it is counted once, in the start's computation."""
+  lines = hlo_text.splitlines()
+  later = {m.group(1) for line in lines if "async-collective-done" in line
+           for m in [_CALLS.search(line)] if m}
+  out, comp = [], ""
+  for line in lines:
+    head = _COMP_HEAD.match(line)
+    if head:
+      comp = head.group(1)
+      continue
     m = _INSTR.match(line)
-    if not m:
+    if not m or comp in later or comp.startswith("async_collective_fusion"):
       continue
     op, start = m.group("op"), bool(m.group("start"))
     groups = _groups(line, num_devices)

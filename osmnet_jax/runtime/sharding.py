@@ -6,9 +6,9 @@ unless a stage asks for FSDP (``fsdp_shardings``: each large parameter and its o
 split over ``fsdp``; XLA then all-gathers the weights where they are used and reduce-scatters
 their gradients). ``optimizer_shardings`` splits only the optimizer state, over every device
 (ZeRO stage 1): each device holds and updates 1/n of the Adam moments and computes 1/n of the new
-params, which are then all-gathered. XLA still all-reduces the whole gradient before slicing it
-(it does not form a reduce-scatter here), so the network carries DP's all-reduce plus that
-all-gather (BENCHMARKS.md "ZeRO-1").
+params, which are then all-gathered. The step for that layout is ``runtime/zero1.make_step``,
+which reduce-scatters the gradient explicitly (jit with these shardings alone all-reduces the
+whole gradient and slices it: BENCHMARKS.md "ZeRO-1").
 Axis types are ``Auto`` so plain ``jax.jit`` with NamedShardings propagates shardings
 (jax.make_mesh defaults to Explicit since 0.7).
 """

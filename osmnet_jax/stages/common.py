@@ -19,12 +19,14 @@ import os
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from osmnet_jax import checkpointing
 from osmnet_jax.runtime import sharding
+from osmnet_jax.runtime import zero1 as zero1_lib
 from osmnet_jax.stages import loop as train_loop
 
 
@@ -76,6 +78,11 @@ class CompiledSteps:
     (``state_shardings(mesh, state)`` for FSDP)."""
     return make_jit_step(self.train_step, mesh, state_sharding)
 
+  def make_zero1_step(self, mesh: Mesh, state_sharding: Any) -> Callable:
+    """The ZeRO-1 step (``runtime/zero1.make_step``) on ``state_shardings(mesh, state,
+    shard_optimizer=True)``: the gradient reduce-scattered, 1/n of the update per device."""
+    return zero1_lib.make_step(self.train_step, mesh, state_sharding)
+
   def make_pmap_step(self) -> Callable:
     """``make_pmap_step`` of this step (state from ``sharding.replicate``)."""
     return make_pmap_step(self.train_step)
@@ -88,8 +95,12 @@ def state_layout(stage: CompiledSteps, cfg, mesh: Mesh, state: Any) -> Any:
   restore straight into it (the restore target carries its shardings)."""
   if cfg.parallel != "jit":
     return None
-  zero1 = (cfg.get("mesh") or {}).get("shard_optimizer", False)  # configs without a mesh: off
-  return stage.state_shardings(mesh, state, shard_optimizer=bool(zero1))
+  return stage.state_shardings(mesh, state, shard_optimizer=uses_zero1(cfg))
+
+
+def uses_zero1(cfg) -> bool:
+  """config.mesh.shard_optimizer (configs without a mesh: off): train with the ZeRO-1 step."""
+  return bool((cfg.get("mesh") or {}).get("shard_optimizer", False))
 
 
 def make_pmap_step(train_step: Callable) -> Callable:
@@ -100,19 +111,27 @@ def make_pmap_step(train_step: Callable) -> Callable:
 
 
 def apply_gradients(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads: Any,
-                    metrics: dict, axis_name: Any = None) -> tuple[Any, Any, dict]:
-  """The tail every stage-B step shares: under pmap average gradients and metrics over
-  ``axis_name``; log the gradient norm; one optimizer update -> (params, opt_state, metrics)."""
+                    metrics: dict, axis_name: Any = None, zero1: bool = False,
+                    grad_clip: float | None = None) -> tuple[Any, Any, dict]:
+  """The tail every stage-B step shares: under pmap/shard_map average gradients and metrics
+  over ``axis_name``; log the gradient norm; one optimizer update -> (params, opt_state,
+  metrics). ``zero1``: the ZeRO-1 step's sharded update (runtime/zero1.py), which applies the
+  ``optax.clip_by_global_norm(grad_clip)`` that ``tx`` starts with on the whole gradient."""
+  if axis_name is not None:
+    metrics = jax.lax.pmean(metrics, axis_name)
+  if zero1:
+    params, opt_state, sq = zero1_lib.update(tx, params, opt_state, grads, axis_name, grad_clip)
+    return params, opt_state, {**metrics, "grad_norm": jnp.sqrt(sq)}
   if axis_name is not None:
     grads = jax.lax.pmean(grads, axis_name)
-    metrics = jax.lax.pmean(metrics, axis_name)
   metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
   updates, opt_state = tx.update(grads, opt_state, params)
   return optax.apply_updates(params, updates), opt_state, metrics
 
 
 def place(train_step: Callable, state: Any, mesh: Mesh, parallel: str,
-          state_sharding: Any = None) -> tuple[Any, Callable, Callable, Callable]:
+          state_sharding: Any = None,
+          zero1: bool = False) -> tuple[Any, Callable, Callable, Callable]:
   """(state on the devices, compiled step, to_host, to_devices) for ``parallel`` jit | pmap.
 
   ``to_host`` maps the device state to the saved form (no device axis); ``to_devices`` is its
@@ -127,7 +146,8 @@ def place(train_step: Callable, state: Any, mesh: Mesh, parallel: str,
   def put(s):
     return jax.device_put(s, sh)
 
-  return put(state), make_jit_step(train_step, mesh, sh), lambda s: s, put
+  step = zero1_lib.make_step(train_step, mesh, sh) if zero1 else make_jit_step(train_step, mesh, sh)
+  return put(state), step, lambda s: s, put
 
 
 def make_iterator_factory(cfg, builder, mesh, split: str, batch_size: int, num_frames: int,
@@ -160,7 +180,7 @@ def make_iterator_factory(cfg, builder, mesh, split: str, batch_size: int, num_f
 def fit(*, name: str, train_step: Callable, state: Any, mesh: Mesh, parallel: str,
         make_iterator: Callable[[int], Any], ckdir: str, num_steps: int, save_every: int,
         rng: jax.Array, log_every: int, writer=None, keep: int = 3, meta: dict | None = None,
-        state_sharding: Any = None, to_saved: Callable = lambda s: s,
+        state_sharding: Any = None, zero1: bool = False, to_saved: Callable = lambda s: s,
         from_saved: Callable = lambda s: s,
         on_log: Callable[[int, Any, dict], None] | None = None) -> tuple[Any, dict]:
   """Compile ``train_step``, resume from ``ckdir`` and train to ``num_steps`` (stages/loop.py).
@@ -168,7 +188,8 @@ def fit(*, name: str, train_step: Callable, state: Any, mesh: Mesh, parallel: st
   ``to_saved`` / ``from_saved`` drop / re-attach what the checkpoint need not hold (host form).
   ``on_log(step, host_state, batch)`` runs at every log step. Returns (host state, last
   logged metrics)."""
-  state, step_fn, to_host, to_devices = place(train_step, state, mesh, parallel, state_sharding)
+  state, step_fn, to_host, to_devices = place(train_step, state, mesh, parallel, state_sharding,
+                                              zero1)
 
   def export_state(s):
     return to_saved(to_host(s))

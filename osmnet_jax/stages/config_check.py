@@ -56,6 +56,10 @@ def check(cfg) -> None:
   elif zero1 and cfg.parallel != "jit":
     errors.append("config.mesh.shard_optimizer=True needs config.parallel='jit' (a pmap step "
                   "keeps a whole replica of the state on every device)")
+  elif zero1 and int((cfg.get("mesh") or {}).get("fsdp", 1)) != 1:
+    errors.append(f"config.mesh.shard_optimizer=True with config.mesh.fsdp={cfg.mesh.fsdp}: "
+                  "FSDP already splits the Adam moments (with the params); use one of them "
+                  "(the ZeRO-1 step keeps the params replicated: fsdp=1)")
   _one_of(errors, cfg, "data.name", DATASETS)
   _int_at_least(errors, cfg, "batch_size", 1)
   _int_at_least(errors, cfg, "log_every", 1)

@@ -177,7 +177,7 @@ class ExpressionStage(common.CompiledSteps):
     return loss, metrics
 
   def train_step(self, state: ExpressionState, batch: dict, rng: jax.Array,
-                 axis_name: str | None = None):
+                 axis_name: str | None = None, zero1: bool = False):
     """Pure: (state, batch, rng) -> (state, metrics). ``axis_name`` only under pmap.
 
     ``rng`` is unused today (no dropout/noise); it is part of the shared step signature."""
@@ -185,7 +185,8 @@ class ExpressionStage(common.CompiledSteps):
     grad_fn = jax.value_and_grad(self.loss, has_aux=True)
     (_, metrics), grads = grad_fn(state.params, state.renderer, batch)
     params, opt_state, metrics = common.apply_gradients(
-        self.tx, state.params, state.opt_state, grads, metrics, axis_name)
+        self.tx, state.params, state.opt_state, grads, metrics, axis_name, zero1,
+        self.cfg.grad_clip)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   @functools.partial(jax.jit, static_argnums=0)
@@ -307,7 +308,7 @@ def fit_and_evaluate(name: str, stage: ExpressionStage, state: ExpressionState, 
       name=name, train_step=stage.train_step, state=state, mesh=mesh, parallel=cfg.parallel,
       make_iterator=make_iterator, ckdir=ckdir, num_steps=ecfg.num_steps,
       save_every=ecfg.save_every, rng=rng, log_every=ecfg.log_every, writer=writer, meta=meta,
-      state_sharding=state_sh)
+      state_sharding=state_sh, zero1=common.uses_zero1(cfg))
   train_s = time.perf_counter() - t0
   state = jax.device_get(state)
   t1 = time.perf_counter()

@@ -159,7 +159,7 @@ class MotionStage(common.CompiledSteps):
     return loss, {"loss": loss, "l1": l1, "mse": l2}
 
   def train_step(self, state: MotionState, batch: dict, rng: jax.Array,
-                 axis_name: str | None = None):
+                 axis_name: str | None = None, zero1: bool = False):
     """Pure: (state, batch, rng) -> (state, metrics). ``axis_name`` only under pmap."""
     offset = 0
     if axis_name is not None:  # global index of this device's first example (noise keys)
@@ -167,7 +167,8 @@ class MotionStage(common.CompiledSteps):
     grad_fn = jax.value_and_grad(self.loss, has_aux=True)
     (_, metrics), grads = grad_fn(state.params, batch, rng, offset, axis_name)
     params, opt_state, metrics = common.apply_gradients(
-        self.tx, state.params, state.opt_state, grads, metrics, axis_name)
+        self.tx, state.params, state.opt_state, grads, metrics, axis_name, zero1,
+        self.cfg.grad_clip)
     return MotionState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -254,7 +255,7 @@ def run_motion(cfg, builder, mesh, workdir: str, writer) -> dict:
       parallel=cfg.parallel, make_iterator=make_iterator, ckdir=ckdir,
       num_steps=mcfg.num_steps, save_every=mcfg.save_every, rng=step_rng,
       log_every=mcfg.log_every, writer=writer, meta={"model": mcfg.model},
-      state_sharding=state_sh)
+      state_sharding=state_sh, zero1=common.uses_zero1(cfg))
   train_s = time.perf_counter() - t0
   params = jax.device_get(state.params)
   stats = estimate_sigma(stage, params, builder, seed=cfg.seed, passes=mcfg.sigma_passes)

@@ -69,7 +69,8 @@ def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
       ckdir=workdir_lib.checkpoint_dir(workdir, "renderer"), num_steps=rcfg.steps,
       save_every=rcfg.save_every, keep=rcfg.keep, rng=jax.random.fold_in(rng, 1),
       log_every=cfg.log_every, writer=writer, meta={"image_size": size},
-      state_sharding=state_sh, to_saved=lambda s: s.replace(loss_params={}),
+      state_sharding=state_sh, zero1=common.uses_zero1(cfg),
+      to_saved=lambda s: s.replace(loss_params={}),
       from_saved=lambda s: s.replace(loss_params=backbone),
       on_log=_grid_logger(writer, rcfg.grid_every, mcfg))
   written = []

@@ -28,6 +28,7 @@ import optax
 
 from osmnet_jax import renderer
 from osmnet_jax.losses import equivariance, gan, landmark_anchors, perceptual
+from osmnet_jax.runtime import zero1 as zero1_lib
 from osmnet_jax.stages import common
 
 GENERATOR_GROUPS = ("kp_detector", "generator")  # trained jointly by one loss
@@ -109,8 +110,10 @@ class RendererStage(common.CompiledSteps):
     )
 
   # --------------------------------------------------------------------------------------------
-  def train_step(self, state: RendererState, batch: dict, rng: jax.Array, axis_name=None):
-    """Pure: (state, batch, rng) -> (state, metrics). `axis_name` only under pmap/shard_map."""
+  def train_step(self, state: RendererState, batch: dict, rng: jax.Array, axis_name=None,
+                 zero1: bool = False):
+    """Pure: (state, batch, rng) -> (state, metrics). `axis_name` only under pmap/shard_map;
+    `zero1`: the ZeRO-1 step's sharded update (runtime/zero1.py; needs `axis_name`)."""
     source = batch["source"].astype(self.dtype) / 255.0  # [B,H,W,3]
     driving = batch["driving"].astype(self.dtype) / 255.0
     self._check_pyramid(source)
@@ -125,17 +128,15 @@ class RendererStage(common.CompiledSteps):
     grads, (losses, new_stats, pred, kp_drv_value) = jax.grad(loss_fn, has_aux=True)(
         {k: state.params[k] for k in GENERATOR_GROUPS})
     if axis_name is not None:
-      grads = jax.lax.pmean(grads, axis_name)
       losses = jax.lax.pmean(losses, axis_name)
-    params, opt_state = self._adam_update(state, grads)
+    params, opt_state = self._adam_update(state, grads, axis_name, zero1)
     stats = dict(state.batch_stats) | new_stats
     metrics = dict(losses)
     if self.use_gan:  # FOMM's DiscriminatorFullModel on the detached prediction.
       d_loss, d_stats, dgrads = self._discriminator_grads(state, driving, pred, kp_drv_value)
       if axis_name is not None:
-        dgrads = jax.lax.pmean(dgrads, axis_name)
         d_loss = jax.lax.pmean(d_loss, axis_name)
-      d_params, d_opt = self._adam_update(state, {"discriminator": dgrads})
+      d_params, d_opt = self._adam_update(state, {"discriminator": dgrads}, axis_name, zero1)
       params, opt_state = params | d_params, opt_state | d_opt
       stats["discriminator"] = d_stats
       metrics["disc_gan"] = d_loss
@@ -165,10 +166,18 @@ class RendererStage(common.CompiledSteps):
           f"{min(t.scales)}-scale image, empty at {source.shape[1]}x{source.shape[2]}; drop small "
           "train.scales or use fewer train.loss_weights.perceptual entries")
 
-  def _adam_update(self, state: RendererState, grads: dict) -> tuple[dict, dict]:
-    """One optimizer step per group in ``grads`` -> (new params, new opt states) of those."""
+  def _adam_update(self, state: RendererState, grads: dict, axis_name=None,
+                   zero1: bool = False) -> tuple[dict, dict]:
+    """One optimizer step per group in ``grads`` (this device's under pmap/shard_map: averaged
+    over ``axis_name`` here) -> (new params, new opt states) of those."""
     params, opt = {}, {}
     for k, g in grads.items():
+      if zero1:  # reduce-scatter, 1/n of the update, all-gather (runtime/zero1.py)
+        params[k], opt[k], _ = zero1_lib.update(self.txs[k], state.params[k], state.opt_state[k],
+                                                g, axis_name)
+        continue
+      if axis_name is not None:
+        g = jax.lax.pmean(g, axis_name)
       upd, opt[k] = self.txs[k].update(g, state.opt_state[k], state.params[k])
       params[k] = optax.apply_updates(state.params[k], upd)
     return params, opt
