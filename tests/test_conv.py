@@ -42,14 +42,16 @@ def test_im2col_conv_matches_xla_values_and_grads(hw, k, pad):
                                                (3, 6, 6, 2, ((1, 1), (1, 1))),
                                                (5, 4, 5, 2, ((0, 2), (1, 3))),
                                                (7, 5, 8, 2, ((0, 0), (0, 0))),
-                                               (5, 6, 3, 4, ((1, 0), (2, 0)))])
+                                               (5, 6, 3, 4, ((1, 0), (2, 0))),
+                                               (7, 108, 11, 2, ((3, 3), (3, 3)))])
 def test_width_packed_conv_is_the_same_conv(k, cin, cout, f, pad):
   """The TPU path (f pixels folded into channels, rearranged kernel): the plain conv's values
   and both gradients, on a width-16 map, for the 7x7 ends, a 3x3, an asymmetric padding, and
   paddings that narrow the map (FOMM's padding-0 keypoint heads)."""
   r = np.random.RandomState(k + cin)
   x = jnp.asarray(r.randn(2, 5, 16, cin).astype(np.float32))
-  w = jnp.asarray(r.randn(k, k, cin, cout).astype(np.float32))
+  # Unit-scale outputs, so the float32 tolerances below hold for the 5292-term sums too.
+  w = jnp.asarray(r.randn(k, k, cin, cout).astype(np.float32) / np.sqrt(k * k * cin / 49))
   _assert_same_conv(lambda x, w: conv_lib.width_packed_conv(x, w, pad, f), pad, x, w, r, 2e-5,
                     2e-4)
   with pytest.raises(ValueError, match="W % f == 0"):
@@ -70,6 +72,10 @@ def test_pack_rule_is_tpu_only_and_for_narrow_convs():
     assert conv_lib.pack_factor("auto", 35, 40, 64, 7, ((0, 0), (0, 0))) == 2  # FOMM kp heads
     assert conv_lib.pack_factor("auto", 35, 40, 16, 7, ((0, 0), (0, 0))) == 0  # ... at 16 px
     assert conv_lib.pack_factor("auto", 64, 64, 64, 3, ((2, 2), (2, 2))) == 0  # widens W
+    assert conv_lib.pack_factor("auto", 108, 11, 64, 7, same7) == 2   # dense-motion mask head
+    assert conv_lib.pack_factor("auto", 108, 1, 64, 7, same7) == 2    # ... occlusion head
+    assert conv_lib.pack_factor("auto", 108, 32, 64, 7, same7) == 0   # not a narrow head
+    assert conv_lib.pack_factor("auto", 256, 1, 64, 7, same7) == 0    # input too wide
     assert conv_lib.pack_factor("xla", 3, 64, 256, 7, same7) == 0
     # The module takes the packed path there: a fresh trace has the packed (f*C) operands.
     mod = conv_lib.Conv(64, (7, 7), padding=same7)

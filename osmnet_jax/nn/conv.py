@@ -46,6 +46,8 @@ import numpy as np
 
 # Largest H*W for which the im2col path is taken ("auto" mode, CPU backend).
 IM2COL_MAX_PIXELS = 64
+# Output channels up to which a conv on a 65-128-channel input packs by 2 on TPU (`pack_factor`).
+HEAD_MAX_COUT = 16
 
 # The backend "auto" decides for. Normally the default backend; the AOT path (osmnet_jax.aot)
 # traces on a CPU host for a TPU/GPU target and sets the target here, so the compiled program
@@ -193,18 +195,21 @@ def pack_factor(impl: str, cin: int, cout: int, width: int, kw: int,
   """Pixels per packed column for `width_packed_conv`, or 0 for the plain conv.
 
   'auto': on a TPU target only, for convs with <= 64 input and output channels: 4 when one side
-  has <= 16 channels (the 3-channel ends), else 2 (64 -> 64); never when W is not a multiple, the
-  padding widens the map, or it narrows it by more than W/8. 'packed' applies the same rule on
-  any backend (tests).
+  has <= 16 channels (the 3-channel ends), else 2 (64 -> 64); and by 2 for heads with at most
+  `HEAD_MAX_COUT` outputs on up to 128 input channels (the dense-motion mask and occlusion heads,
+  7x7 108 -> 11 and -> 1: the MXU passes one 128-row block per tap either way, so halving the
+  rows halves the work); never when W is not a multiple, the padding widens the map, or it
+  narrows it by more than W/8. 'packed' applies the same rule on any backend (tests).
   `chain`: the caller keeps the maps packed across several layers (VGG's first block).
   OSMNET_TPU_CONV_PACKING=0 in the environment, or a `no_packing()` block, turns 'auto'
   packing off (A/B comparisons; the AOT report's model-FLOP count); =chains keeps only the
   packed chains."""
-  if impl not in ("auto", "packed") or max(cin, cout) > 64:
+  head = cout <= HEAD_MAX_COUT and cin <= 2 * 64  # a narrow-output head on a wider input
+  if impl not in ("auto", "packed") or (max(cin, cout) > 64 and not head):
     return 0
   if impl == "auto" and not _auto_packs(chain):
     return 0
-  f = 4 if min(cin, cout) <= 16 else 2
+  f = 2 if cin > 64 else (4 if min(cin, cout) <= 16 else 2)
   (_, _), (pl, pr) = padding
   # A narrowing padding computes kw - 1 - pl - pr columns more and crops them: at most 1/8 of
   # the width (FOMM's 7x7 padding-0 keypoint heads at 64 px, not at the tiny configs' 16 px).
