@@ -1,11 +1,11 @@
 r"""Paper scale: talking_videos at 256 px, FOMM's vox-256 renderer and schedule, stage B at full
-width, laid out for accelerators (bf16 compute, data-parallel mesh, ZeRO-1 optimizer).
+width, laid out for accelerators (bf16 compute, data-parallel mesh).
 
 Commands:
   python -m data.prepare --videos VIDEOS --out DATA --size 256         # talking_videos/256px
   python train.py --workdir W --config configs/vox256.py --config.data.data_dir=DATA
   python -m osmnet_jax.aot --config configs/vox256.py --topology tpu:v5e:4x4 --out W/aot \
-      --modes dp,zero1,fsdp          # zero1 is this config's layout (mesh.shard_optimizer)
+      --modes dp,zero1,fsdp          # zero1: config.mesh.shard_optimizer=True
   python -m osmnet_jax.aot --config configs/vox256.py --topology cuda:h100:1x1x8
 
 Expected resources: the compiled-for-target fit and step-time report of every stage (memory per
@@ -39,11 +39,12 @@ def get_config():
   c.batch_size = 256
   c.parallel = "jit"
   # Data parallel: the renderer has ~60 M params (~1 GiB with Adam), far below HBM, and FSDP
-  # would all-gather every weight in every step (the aot report compares both layouts). ZeRO-1
-  # (runtime/zero1.py): each chip updates 1/n of the params and Adam moments, the gradient is
-  # reduce-scattered and the params all-gathered (DP's all-reduce in two halves); predicted
-  # 37 % MFU on v5e against DP's 36 % (BENCHMARKS.md "ZeRO-1 as an explicit shard_map step").
-  c.mesh.update({"data": -1, "fsdp": 1, "shard_optimizer": True})
+  # would all-gather every weight in every step (the aot report compares both layouts).
+  # shard_optimizer=True (ZeRO-1, runtime/zero1.py) is faster on 4 v5e chips (53.8 vs 54.8 ms
+  # predicted) and on 8 H100s, but not on 256 v5e chips, where the compiler reduces the float32
+  # gradient with an all-reduce (55.9 vs 55.3 ms): BENCHMARKS.md "ZeRO-1 as an explicit
+  # shard_map step". It saves 0.2-0.5 GiB per chip where memory binds.
+  c.mesh.update({"data": -1, "fsdp": 1, "shard_optimizer": False})
   c.log_every = 100
 
   epoch_steps = FOMM_REPEATS * TRAIN_CLIPS // c.batch_size
