@@ -22,9 +22,10 @@ collectives are those of DP's all-reduce split in its two halves.
 The step runs the stage's pure ``train_step(state, batch, rng, axis_name, zero1=True)`` per
 device (the pmap convention: the gradient is the local batch's, BatchNorm statistics and losses
 are ``pmean``ed over ``axis_name``), so its result equals the DP and pmap steps' to rounding
-(tests/test_zero1.py). The optimizer must be elementwise (Adam, SGD, decoupled weight decay)
-after an optional global-norm clip, which ``update`` applies itself on the whole gradient
-(``clip_norm``): a transform that reads the whole gradient would otherwise see one slice.
+(tests/test_renderer_train.py, test_motion_stage.py, test_expression_parallel.py). The
+optimizer must be elementwise (Adam, SGD, decoupled weight decay) after an optional global-norm
+clip, which ``update`` applies itself on the whole gradient (``clip_norm``): a transform that
+reads the whole gradient would otherwise see one slice.
 """
 from __future__ import annotations
 
@@ -61,40 +62,34 @@ def update(tx: optax.GradientTransformation, params: Any, opt_state: Any, grads:
   leaves them as they are."""
   n = jax.lax.axis_size(axis_name)
   me = jax.lax.axis_index(axis_name)
+  leaves, treedef = jax.tree.flatten(params)
+  dims = [split_dim(p.shape, n, min_size) for p in leaves]  # None: kept whole
 
-  def reduce(g):  # the global mean gradient, this device's slice of it where split
-    d = split_dim(g.shape, n, min_size)
+  def reduce(g, d):  # the global mean gradient, this device's slice of it where split
     if d is None:
       return jax.lax.pmean(g, axis_name)
     return jax.lax.psum_scatter(g, axis_name, scatter_dimension=d, tiled=True) / n
 
-  def mine(p):  # this device's slice of a replicated param
-    d = split_dim(p.shape, n, min_size)
+  def mine(p, d):  # this device's slice of a replicated param
     if d is None:
       return p
     size = p.shape[d] // n
     return jax.lax.dynamic_slice_in_dim(p, me * size, size, d)
 
-  def gather(new, p):
-    d = split_dim(p.shape, n, min_size)
-    return new if d is None else jax.lax.all_gather(new, axis_name, axis=d, tiled=True)
-
-  g = jax.tree.map(reduce, grads)
+  g = [reduce(x, d) for x, d in zip(treedef.flatten_up_to(grads), dims)]
   # ||mean gradient||^2: the split slices summed over the devices, the whole ones counted once.
-  split_sq, whole_sq = jnp.zeros(()), jnp.zeros(())
-  for x, p in zip(jax.tree.leaves(g), jax.tree.leaves(params)):
-    if split_dim(p.shape, n, min_size) is None:
-      whole_sq = whole_sq + jnp.sum(jnp.square(x))
-    else:
-      split_sq = split_sq + jnp.sum(jnp.square(x))
+  split_sq = sum((jnp.sum(jnp.square(x)) for x, d in zip(g, dims) if d is not None), jnp.zeros(()))
+  whole_sq = sum((jnp.sum(jnp.square(x)) for x, d in zip(g, dims) if d is None), jnp.zeros(()))
   sq = jax.lax.psum(split_sq, axis_name) + whole_sq
   if clip_norm is not None:
     norm = jnp.sqrt(sq)
-    g = jax.tree.map(lambda x: jnp.where(norm < clip_norm, x, (x / norm) * clip_norm), g)
-  local = jax.tree.map(mine, params)
-  updates, opt_state = tx.update(g, opt_state, local)
-  new = jax.tree.map(gather, optax.apply_updates(local, updates), params)
-  return new, opt_state, sq
+    g = [jnp.where(norm < clip_norm, x, (x / norm) * clip_norm) for x in g]
+  local = treedef.unflatten([mine(p, d) for p, d in zip(leaves, dims)])
+  updates, opt_state = tx.update(treedef.unflatten(g), opt_state, local)
+  new = jax.tree.leaves(optax.apply_updates(local, updates))
+  new = [x if d is None else jax.lax.all_gather(x, axis_name, axis=d, tiled=True)
+         for x, d in zip(new, dims)]
+  return treedef.unflatten(new), opt_state, sq
 
 
 def check_layout(state_sharding: Any) -> None:
