@@ -126,3 +126,17 @@ def tiny_synth(tmp_path_factory):
 
   data_dir = tmp_path_factory.mktemp("tfds")
   return builder.build(tiny_config(), str(data_dir))
+
+
+def relu_shapes(jaxpr) -> list[tuple[int, ...]]:
+  """Output shapes of every 4-D `max` (a ReLU) in a jaxpr, sub-jaxprs included."""
+  shapes = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "max" and len(eqn.outvars[0].aval.shape) == 4:
+      shapes.append(tuple(eqn.outvars[0].aval.shape))
+    for p in eqn.params.values():
+      for sub in (p if isinstance(p, (list, tuple)) else [p]):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          shapes.extend(relu_shapes(inner))
+  return shapes

@@ -2,7 +2,8 @@
 
 Accelerator targets trace a different program (nn/conv.target_backend): width-packed convs and
 chains, reduce-window pooling, BatchNorm's closed-form gradient with one-pass statistics, conv
-biases ahead of BatchNorm held out of the gradient, sub-pixel up blocks, packed keypoint heads.
+biases ahead of BatchNorm held out of the gradient, sub-pixel up blocks normalised on their phases,
+the down blocks' fused BatchNorm + ReLU + pool, packed keypoint heads.
 Each piece has its own test; this one runs them together, the way a TPU would, on a config large
 enough to take every one (128 px frames, the keypoint detector at 64 px), and compares one Adam
 step with the CPU program's: the same losses and BatchNorm statistics, the same update of every

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import relu_shapes
 from osmnet_jax.nn import batch_norm as bn_lib
 from osmnet_jax.nn import conv as conv_lib
 
@@ -175,3 +176,82 @@ def test_one_pass_statistics_around_the_running_mean_keep_their_digits():
   assert rel(two_pass) < 1e-4 and rel(near) < 1e-4
   assert rel(around_zero) > 1e-2  # the cancellation the shift avoids
   assert float(np.max(np.abs(np.asarray(mean) - x64.reshape(-1, C).mean(0)))) < 1e-4
+
+
+def _run_pool(x, closed: bool, packed: int, axis_name=None, w=None):
+  """`_run` for BatchNorm(relu_pool=True): the output is pool(relu(norm(x)))."""
+  m = bn_lib.BatchNorm(use_running_average=False, packed=packed, axis_name=axis_name,
+                       closed_form_grad=closed, relu_pool=True)
+  dtype = jnp.promote_types(x.dtype, jnp.float32)
+  rs = np.random.RandomState(2)
+  params = {"scale": jnp.asarray(1 + 0.3 * rs.randn(C), dtype),
+            "bias": jnp.asarray(0.2 * rs.randn(C), dtype)}
+  stats = {"mean": jnp.zeros((C,), dtype), "var": jnp.ones((C,), dtype)}
+  out_shape = jax.eval_shape(lambda: m.apply({"params": params, "batch_stats": stats}, x,
+                                             mutable=["batch_stats"])[0]).shape
+  w = jnp.asarray(_weights(out_shape) if w is None else w, x.dtype)
+
+  def loss(x, p):
+    y, upd = m.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"])
+    return jnp.sum((y * w).astype(dtype)), (y, upd["batch_stats"])
+
+  (_, (y, new_stats)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, params)
+  return y, new_stats, grads
+
+
+@pytest.mark.parametrize("packed,height", [(0, 8), (0, 7), (2, 8), (2, 5), (4, 6)])
+def test_fused_relu_pool_is_the_composed_norm_relu_pool(packed, height):
+  """BatchNorm(relu_pool=True) on the closed-form path (one fused pass, its own VJP) against
+  autodiff of norm -> ReLU -> 2x2 average pool: the same pooled output (odd sizes floored), running
+  statistics and gradients, plain and width-packed by 2 and 4."""
+  with jax.enable_x64():
+    x = _maps(jnp.float64, shape=(3, height, 6 if not packed else 4, C * max(packed, 1)),
+              mean=0.5)
+    ya, sa, ga = _run_pool(x, closed=False, packed=packed)
+    yc, sc, gc = _run_pool(x, closed=True, packed=packed)
+    hp = height // 2
+    assert ya.shape[1] == hp and yc.shape == ya.shape
+    assert _max_rel(yc, ya) < 1e-14 and _max_rel(sc, sa) < 1e-14
+    assert _max_rel(gc, ga) < 1e-12, (gc, ga)
+    # Not trivial: the ReLU cuts a good part of the normalised map, and every gradient moves.
+    y_norm, _, _ = _run(x, closed=False, packed=packed)
+    assert 0.2 < float(jnp.mean(y_norm < 0)) < 0.8
+    assert all(float(jnp.abs(g).max()) > 1e-2 for g in jax.tree.leaves(gc))
+    # Rows the pool drops (odd height) still shape the statistics, hence their gradient: the
+    # mean terms of the closed form, not zero.
+    if height % 2:
+      assert float(jnp.abs(gc[0][:, -1]).max()) > 1e-4
+
+
+def test_fused_relu_pool_with_statistics_over_a_named_axis():
+  with jax.enable_x64():
+    x = _maps(jnp.float64, shape=(8, 6, 4, 2 * C), mean=0.5)
+    y_all, s_all, g_all = _run_pool(x, closed=False, packed=2)
+    w = jnp.asarray(_weights(y_all.shape), jnp.float64)
+    y_all, s_all, g_all = _run_pool(x, closed=False, packed=2, w=w)
+    split = lambda a: a.reshape(4, 2, *a.shape[1:])
+    y, s, g = jax.vmap(lambda xs, ws: _run_pool(xs, closed=True, packed=2, axis_name="b", w=ws),
+                       axis_name="b")(split(x), split(w))
+    assert _max_rel(y.reshape(y_all.shape), y_all) < 1e-13
+    assert _max_rel(jax.tree.map(lambda v: v[0], s), s_all) < 1e-13
+    assert _max_rel(g[0].reshape(x.shape), g_all[0]) < 1e-12
+    assert _max_rel(jax.tree.map(lambda v: v.sum(0), g[1]), g_all[1]) < 1e-12
+
+
+def test_down_block_rectifies_the_pooled_subpixels_on_a_tpu_target():
+  """DownBlock2d's ReLU runs on the four half-resolution sub-pixel maps on a TPU target (the
+  fused pass), and on the full-resolution map on the CPU (the parity program, unchanged)."""
+  from osmnet_jax.nn import blocks
+
+  m = blocks.DownBlock2d(features=4, train=True)
+  x = jnp.asarray(np.random.RandomState(3).randn(2, 8, 8, 3), jnp.float32)
+  v = m.init(jax.random.PRNGKey(0), x)
+
+  def relus():
+    f = lambda p: m.apply({"params": p, "batch_stats": v["batch_stats"]}, x,
+                          mutable=["batch_stats"])[0].sum()
+    return relu_shapes(jax.make_jaxpr(f)(v["params"]).jaxpr)
+
+  assert relus() == [(2, 8, 8, 4)]
+  with conv_lib.target_backend("tpu"):
+    assert relus() == [(2, 4, 4, 4)] * 4

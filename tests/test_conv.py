@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import relu_shapes
 from osmnet_jax.losses import vgg
 from osmnet_jax.nn import conv as conv_lib
 from osmnet_jax.nn.blocks import AntiAliasInterpolation2d, antialias_kernel
@@ -320,7 +321,8 @@ def test_target_backend_retraces_an_already_traced_function():
 @pytest.mark.parametrize("packed", [0, 2])
 def test_subpixel_up_block_is_the_upsample_then_conv(packed):
   """UpBlock2d's sub-pixel form (accelerator targets) computes FOMM's nearest-2x upsample + 3x3
-  conv on the low-resolution map: the same parameters, output and gradients, plain and packed."""
+  conv on the low-resolution map, and its BatchNorm and ReLU on the phases: the same parameters,
+  output, statistics and gradients, plain and packed, train and eval mode."""
   from osmnet_jax.nn import blocks
 
   rs = np.random.RandomState(7)
@@ -343,6 +345,22 @@ def test_subpixel_up_block_is_the_upsample_then_conv(packed):
 
   for a, b in zip(jax.tree.leaves(run(ref)), jax.tree.leaves(run(sub))):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+  # A TPU target: BatchNorm's closed form, run on the four phases side by side (its ReLU on
+  # [B, h, w, 4*C]) before the depth-to-space; the same function.
+  with conv_lib.target_backend("tpu"):
+    for a, b in zip(jax.tree.leaves(run(ref)), jax.tree.leaves(run(sub))):
+      np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+    jaxpr = jax.make_jaxpr(lambda p: sub.apply({"params": p, "batch_stats": v["batch_stats"]}, x,
+                                               mutable=["batch_stats"])[0])(params)
+    assert relu_shapes(jaxpr.jaxpr) == [(2, 5, 6, 12)]
+  # Eval mode (running statistics, as generate renders): the same output too.
+  stats = jax.tree.map(lambda a: a + 0.5 * jnp.abs(jnp.asarray(rs.randn(*a.shape), a.dtype)),
+                       v["batch_stats"])
+  ev_ref, ev_sub = (blocks.UpBlock2d(features=3, train=False, packed=packed, subpixel=s)
+                    for s in (False, True))
+  np.testing.assert_allclose(
+      np.asarray(ev_sub.apply({"params": params, "batch_stats": stats}, x)),
+      np.asarray(ev_ref.apply({"params": params, "batch_stats": stats}, x)), rtol=1e-4, atol=1e-4)
   # Accelerator targets take it by default (3x3, padding 1); the CPU keeps FOMM's program.
   big, small = 64 * 64, 32 * 32
   assert not blocks._subpixel_default(3, 1, packed, big)

@@ -23,6 +23,14 @@ where autodiff of the two-pass statistics reduces the map more often (measured o
 BENCHMARKS.md "BatchNorm's closed-form gradient on accelerators"). The CPU keeps autodiff, so
 the CPU programs (and the FOMM parity tests) are unchanged; `closed_form_grad=True` forces it
 anywhere (tests/test_batch_norm_vjp.py).
+
+`relu_pool=True` (DownBlock2d's tail): the module returns avg_pool2x(relu(norm(x))) (packed:
+nn/pool.avg_pool2x_packed). On the closed-form path this is one custom VJP whose forward
+normalises, rectifies and averages the four sub-pixel maps of x (nn/pool.subpixels) in a single
+pass, where the composed ops wrote the full-resolution ReLU output and read it back to pool it
+(the TPU compiler does not fuse a producer into four strided slices of it). Its backward is the
+same as the composed ops': the pool's transpose, the ReLU mask (recomputed from x), the closed
+form. Measured: BENCHMARKS.md "BatchNorm, ReLU and pooling in one pass".
 """
 
 import functools
@@ -33,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from osmnet_jax.nn import conv as conv_lib
+from osmnet_jax.nn import pool as pool_lib
 
 
 def closed_form_default() -> bool:
@@ -50,6 +59,7 @@ class BatchNorm(nn.Module):
   axis_name: Any = None
   packed: int = 0  # > 0: x is width-packed by this factor (see the module docstring)
   closed_form_grad: bool | None = None  # None: on accelerator targets only (module docstring)
+  relu_pool: bool = False  # return pool(relu(norm(x))), 2x2 average (module docstring)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -74,15 +84,22 @@ class BatchNorm(nn.Module):
     if closed is None:
       closed = closed_form_default()
     training = not self.use_running_average and not self.is_initializing()
+    pf = self.packed if self.packed > 1 else 0  # the pool's pack factor (0: plain)
     if training and closed:
       shift = jax.lax.stop_gradient(ra_mean.value)
-      y, mean, var = _train_norm(x, scale, bias, shift, f, self.axis_name, self.epsilon)
+      if self.relu_pool:
+        y, mean, var = _train_norm_relu_pool(x, scale, bias, shift, f, self.axis_name,
+                                             self.epsilon)
+      else:
+        y, mean, var = _train_norm(x, scale, bias, shift, f, self.axis_name, self.epsilon)
     else:
       if self.use_running_average:
         xf, mean, var = x.astype(cdt), ra_mean.value, ra_var.value
       else:  # autodiff of the statistics (init: no axis to average over yet)
         xf, mean, var = _stats(x, f, self.axis_name if training else None)
       y = _normalize(xf, mean, var, scale, bias, f, self.epsilon, x.dtype)
+      if self.relu_pool:
+        y = pool_lib.pool(nn.relu(y), pf)
     if training:  # running averages with the unbiased batch variance, as torch
       n = x.size // c
       if self.axis_name is not None:
@@ -191,3 +208,43 @@ def _train_norm_bwd(f, axis_name, eps, res, cts):
 
 
 _train_norm.defvjp(_train_norm_fwd, _train_norm_bwd)
+
+
+# ------------------------------------------------------------------------------------------------
+# relu_pool: normalise + ReLU + 2x2 average pool in one pass (closed-form path).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _train_norm_relu_pool(x, scale, bias, shift, f: int, axis_name, eps: float):
+  """(pool(relu(y)) in x.dtype, batch mean [C], biased batch var [C]), y as `_train_norm`'s.
+  x: [B,H,W/f,f*C] (f = 1: plain [B,H,W,C]); the result [B,H/2,W/2,C] (packed by f/2 if f > 2)."""
+  return _train_norm_relu_pool_fwd(x, scale, bias, shift, f, axis_name, eps)[0]
+
+
+def _train_norm_relu_pool_fwd(x, scale, bias, shift, f, axis_name, eps):
+  xf, mean, var = _shifted_stats(x, shift, f, axis_name)
+  del xf
+  pf = f if f > 1 else 0
+  # Each sub-pixel map holds max(f/2, 1) pixels per lane block: the statistics tile to match.
+  # Normalised and rectified per sub-pixel (elementwise, so exactly the full map's values), then
+  # summed in the packed pool's order: one fusion reads x and writes only the pooled map.
+  fs = max(f // 2, 1)
+  s00, s01, s10, s11 = (jax.nn.relu(_normalize(s.astype(jnp.promote_types(s.dtype, jnp.float32)),
+                                               mean, var, scale, bias, fs, eps, x.dtype))
+                        for s in pool_lib.subpixels(x, pf))
+  y = ((s00 + s01) + (s10 + s11)) * jnp.asarray(0.25, x.dtype)
+  return (y, mean, var), (x, mean, var, scale, bias, shift)
+
+
+def _train_norm_relu_pool_bwd(f, axis_name, eps, res, cts):
+  x, mean, var, scale, bias, shift = res
+  pf = f if f > 1 else 0
+  # The pool is linear: its transpose (full resolution, as autodiff of the composed ops writes it).
+  (dz,) = jax.linear_transpose(lambda z: pool_lib.pool(z, pf),
+                               jax.ShapeDtypeStruct(x.shape, x.dtype))(cts[0].astype(x.dtype))
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  y = _normalize(xf, mean, var, scale, bias, f, eps, x.dtype)
+  dy = jnp.where(y > 0, dz, jnp.zeros((), dz.dtype))  # relu's derivative: 0 at 0, as jax.nn.relu
+  inv = jax.lax.rsqrt(var + eps)
+  return _train_norm_bwd(f, axis_name, eps, (x, mean, inv, scale, shift), (dy, None, None))
+
+
+_train_norm_relu_pool.defvjp(_train_norm_relu_pool_fwd, _train_norm_relu_pool_bwd)

@@ -26,6 +26,7 @@ import numpy as np
 
 from osmnet_jax.nn.batch_norm import BatchNorm, closed_form_default
 from osmnet_jax.nn.conv import Conv
+from osmnet_jax.nn.pool import avg_pool2x, avg_pool2x_packed  # noqa: F401 (re-exported)
 
 # torch's default Conv2d init: kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
 torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -66,11 +67,6 @@ def upsample_nearest2x(x: jax.Array) -> jax.Array:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def avg_pool2x(x: jax.Array) -> jax.Array:
-  """`nn.AvgPool2d(2)`: floor division of odd sizes, like torch."""
-  return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-
-
 def upsample_nearest2x_packed(x: jax.Array, f: int) -> jax.Array:
   """`upsample_nearest2x` with a width-packed result (f even, nn/conv.py): [B,h,w,C] ->
   [B,2h,2w/f,f*C]. Output pixel f*j + r reads input pixel (f/2)*j + r//2, so for f = 2 a packed
@@ -82,19 +78,6 @@ def upsample_nearest2x_packed(x: jax.Array, f: int) -> jax.Array:
                      f"got width {w}")
   x = jnp.repeat(x, 2, axis=1).reshape(b, 2 * h, w // g, g * c)  # packed by f/2
   return jnp.concatenate([x[..., r * c:(r + 1) * c] for r in range(g) for _ in range(2)], -1)
-
-
-def avg_pool2x_packed(x: jax.Array, f: int) -> jax.Array:
-  """`avg_pool2x` on a map width-packed by f (even): [B,H,W/f,f*C] -> [B,H/2,W/f,(f/2)*C],
-  packed by f/2 (f = 2: the plain [B,H/2,W/2,C]). The width pairs 2k, 2k+1 are sub-pixels of one
-  packed column, so they add along the channel axis (128-lane aligned slices for C = 128)."""
-  c = x.shape[-1] // f
-  if f % 2:
-    raise ValueError(f"packed pooling needs an even pack factor, got {f}")
-  x = jnp.concatenate([x[..., 2 * q * c:(2 * q + 1) * c] + x[..., (2 * q + 1) * c:(2 * q + 2) * c]
-                       for q in range(f // 2)], -1)
-  h = x.shape[1] // 2 * 2  # floor odd heights, like nn.AvgPool2d
-  return (x[:, 0:h:2] + x[:, 1:h:2]) * 0.25
 
 
 def antialias_kernel(scale: float) -> tuple[np.ndarray, int, int, int]:
@@ -211,6 +194,9 @@ class SubpixelUpConv(nn.Module):
   dtype: Any = None
   packed: int = 0
   bias_grad: bool = True
+  # True: return the four phases side by side, [B, h, w, 4*Cout] with channel (a, b, c), and
+  # leave the depth-to-space (`depth_to_space`) to the caller (UpBlock2d, below).
+  phase_layout: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -228,9 +214,19 @@ class SubpixelUpConv(nn.Module):
     phases = jnp.moveaxis(phases, 3, 5).reshape(3, 3, cin, 4 * c)  # channel (a, b, c)
     y = jax.lax.conv_general_dilated(x, phases, (1, 1), ((1, 1), (1, 1)),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    y = y.reshape(b, h, w, 2, 2 * c) + jnp.tile(bias, 2)  # [B, h, w, a, (b, c)]
-    y = jnp.swapaxes(y, 2, 3).reshape(b, 2 * h, w, 2 * c)  # rows interleaved: packed by 2
-    return y if self.packed else y.reshape(b, 2 * h, 2 * w, c)
+    if self.phase_layout:
+      return y + jnp.tile(bias, 4)
+    return depth_to_space(y + jnp.tile(bias, 4), self.packed)
+
+
+def depth_to_space(y: jax.Array, packed: int) -> jax.Array:
+  """`SubpixelUpConv`'s phases [B, h, w, 4*C] (channel (a, b, c)) -> the upsampled map
+  [B, 2h, 2w, C], or width-packed by 2 ([B, 2h, w, 2*C], packed=2: the column phases b are the
+  packed pixel pairs, so only the rows interleave)."""
+  b, h, w, c4 = y.shape
+  c = c4 // 4
+  y = jnp.swapaxes(y.reshape(b, h, w, 2, 2 * c), 2, 3).reshape(b, 2 * h, w, 2 * c)
+  return y if packed else y.reshape(b, 2 * h, 2 * w, c)
 
 
 # The sub-pixel form pays in weights (a 4x wider kernel, and its gradient) what it saves on the
@@ -273,12 +269,18 @@ class UpBlock2d(nn.Module):
     if sub:
       if (self.kernel_size, self.padding) != (3, 1):
         raise ValueError("UpBlock2d(subpixel=True) needs kernel_size 3 and padding 1")
+      # BatchNorm and ReLU run on the phases (a BatchNorm over [B,h,w,4C] folds its 4C lanes to
+      # C channels as on a map packed by 4: the same statistics), and the depth-to-space comes
+      # last. Normalising after it made the gradient's space-to-depth a layout copy of the whole
+      # map ahead of the conv's gradient (BENCHMARKS.md "BatchNorm, ReLU and pooling in one
+      # pass").
       out = SubpixelUpConv(self.features, self.dtype, f, name="conv",
-                           bias_grad=_bias_grad(self.train))(x)
-    else:
-      out = upsample_nearest2x_packed(x, f) if f else upsample_nearest2x(x)
-      out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
-                 packed_input=f, bias_grad=_bias_grad(self.train))(out)
+                           bias_grad=_bias_grad(self.train), phase_layout=True)(x)
+      out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=4, name="norm")(out)
+      return depth_to_space(nn.relu(out), f)
+    out = upsample_nearest2x_packed(x, f) if f else upsample_nearest2x(x)
+    out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
+               packed_input=f, bias_grad=_bias_grad(self.train))(out)
     out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=f, name="norm")(out)
     return nn.relu(out)
 
@@ -300,8 +302,9 @@ class DownBlock2d(nn.Module):
     f = self.packed
     out = conv(self.features, self.kernel_size, self.padding, "conv", dtype=self.dtype,
                packed_input=f, bias_grad=_bias_grad(self.train))(x)
-    out = BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=f, name="norm")(out)
-    return avg_pool2x_packed(nn.relu(out), f) if f else avg_pool2x(nn.relu(out))
+    # The norm returns pool(relu(norm(out))): on accelerators one fused pass (nn/batch_norm.py).
+    return BatchNorm(not self.train, axis_name=self.bn_axis_name, packed=f, relu_pool=True,
+                     name="norm")(out)
 
 
 class SameBlock2d(nn.Module):
