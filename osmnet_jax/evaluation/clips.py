@@ -19,7 +19,10 @@ def iter_clips(builder, split: str = "test", max_clips: int = 0, frames: str = "
   if max_clips < 0:
     raise ValueError(f"max_clips={max_clips}: use 0 (all clips) or a positive count")
   decoders = None if frames == "all" else {"frames": tfds.decode.SkipDecoding()}
-  ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+  # No auto-cache: TFDS caches a small split in memory when read whole, and take() reads only
+  # part of it, which tf.data reports as a cache the iterator did not fill.
+  ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
+                          read_config=tfds.ReadConfig(try_autocache=False))
   if max_clips:
     ds = ds.take(max_clips)
   if frames == "all":

@@ -110,15 +110,12 @@ def _grid_logger(writer, every: int, mcfg):
 
 def write_samples(variables, mcfg, builder, num_clips: int, out_dir: str) -> list[str]:
   """Held-out clips reconstructed from their first frame: mp4 (GT | prediction) with sound."""
-  import tensorflow_datasets as tfds
-
   from osmnet_jax import media
-  from osmnet_jax.evaluation import reconstruction
+  from osmnet_jax.evaluation import clips, reconstruction
 
   split = "test" if "test" in builder.info.splits else "train"
-  ds = builder.as_dataset(split=split, shuffle_files=False).take(num_clips)
   written = []
-  for i, ex in enumerate(tfds.as_numpy(ds)):
+  for i, ex in enumerate(clips.iter_clips(builder, split, max_clips=num_clips)):
     pred = reconstruction.reconstruct_clip(variables, mcfg, ex["frames"])
     side = np.concatenate([ex["frames"], media.to_uint8(pred)], axis=2)
     written.append(media.write_video(
