@@ -37,8 +37,8 @@ def get_config():
 
   # Global batch over all chips; the aot report gives the largest per-chip batch that fits.
   # 256 is 32 per chip on 8 chips: there Adam's update and the gradient's collectives, fixed
-  # per step, are spread over 4x the examples of 8 per chip (v5e predicted MFU 38 % vs 36.5 %,
-  # BENCHMARKS.md "32 per chip: the fixed costs amortised").
+  # per step, are spread over 4x the examples of 8 per chip (v5e predicted MFU: BENCHMARKS.md
+  # "32 per chip: the fixed costs amortised" and the section after it).
   c.batch_size = 256
   c.parallel = "jit"
   # Data parallel: the renderer has ~60 M params (~1 GiB with Adam), far below HBM, and FSDP
