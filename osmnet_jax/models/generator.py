@@ -14,10 +14,12 @@ leaves the decoder the occluded ones. It adds no parameters (FOMM checkpoints lo
 
 On a TPU target (``pack="auto"``) the two full-resolution ends run width-packed end to end
 (nn/conv.py): the image is folded to [B,H,W/2,2C] once; 'first' (conv, BatchNorm, ReLU) and
-down_blocks_0's conv, BatchNorm and ReLU read and write packed maps, and its pooling adds the
-packed pixel pairs, which unpacks; on the way up, the last up block's upsampling writes each
-pixel twice along the channel axis (packed), and its conv, BatchNorm, ReLU and 'final' (4
-pixels per column) stay packed until the logits are unfolded to [B,H,W,C]. Then FOMM's
+down_blocks_0's conv reads and writes packed maps, and its BatchNorm, ReLU and pooling (one
+fused pass on accelerators, nn/batch_norm.py) add the packed pixel pairs, which unpacks; on the
+way up, the last up block (a sub-pixel conv on accelerators, nn/blocks.SubpixelUpConv) writes
+its phases, whose column pairs are packed pixel pairs, and after its BatchNorm and ReLU the
+rows interleave into a map packed by 2; 'final' (4 pixels per column) stays packed until the
+logits are unfolded to [B,H,W,C]. Then FOMM's
 64-channel maps fill the TPU's 128 lanes, with no relayout between layers. The same function
 with the same parameters; CPU and GPU programs are unchanged (tests/test_conv.py checks the
 packed generator against the plain one).
