@@ -233,8 +233,9 @@ def depth_to_space(y: jax.Array, packed: int) -> jax.Array:
 # upsampled map: it wins on large maps with few channels (the generator's up blocks at vox256),
 # loses on the hourglasses' small maps with up to 1024 channels (BENCHMARKS.md "Conv biases
 # ahead of BatchNorm, one-pass statistics, sub-pixel up blocks, ..."). Input maps of at least
-# this many pixels take it.
-SUBPIXEL_MIN_PIXELS = 64 * 64
+# this many pixels take it: since the norm runs on the phases, the hourglasses' last up blocks
+# (32 x 32 inputs) gain too (BENCHMARKS.md "BatchNorm, ReLU and pooling in one pass").
+SUBPIXEL_MIN_PIXELS = 32 * 32
 
 
 def _subpixel_default(kernel_size: int, padding: int, packed: int, pixels: int) -> bool:
