@@ -23,16 +23,19 @@ def _weights(shape):
   return np.asarray(jnp.asarray(rs.randn(*shape), jnp.bfloat16).astype(jnp.float32))
 
 
-def _run(x, closed: bool, packed: int = 0, axis_name=None, w=None):
-  """(y, new running stats, grads of sum(y * w) wrt (x, scale, bias))."""
+def _run(x, closed: bool, packed: int = 0, axis_name=None, w=None, relu_pool: bool = False):
+  """(y, new running stats, grads of sum(y * w) wrt (x, scale, bias)); `relu_pool`: y is
+  pool(relu(norm(x)))."""
   m = bn_lib.BatchNorm(use_running_average=False, packed=packed, axis_name=axis_name,
-                       closed_form_grad=closed)
+                       closed_form_grad=closed, relu_pool=relu_pool)
   dtype = jnp.promote_types(x.dtype, jnp.float32)
   rs = np.random.RandomState(2)
   params = {"scale": jnp.asarray(1 + 0.3 * rs.randn(C), dtype),
             "bias": jnp.asarray(0.2 * rs.randn(C), dtype)}
   stats = {"mean": jnp.zeros((C,), dtype), "var": jnp.ones((C,), dtype)}
-  w = jnp.asarray(_weights(x.shape) if w is None else w, x.dtype)
+  out_shape = jax.eval_shape(lambda: m.apply({"params": params, "batch_stats": stats}, x,
+                                             mutable=["batch_stats"])[0]).shape
+  w = jnp.asarray(_weights(out_shape) if w is None else w, x.dtype)
 
   def loss(x, p):
     y, upd = m.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"])
@@ -178,27 +181,6 @@ def test_one_pass_statistics_around_the_running_mean_keep_their_digits():
   assert float(np.max(np.abs(np.asarray(mean) - x64.reshape(-1, C).mean(0)))) < 1e-4
 
 
-def _run_pool(x, closed: bool, packed: int, axis_name=None, w=None):
-  """`_run` for BatchNorm(relu_pool=True): the output is pool(relu(norm(x)))."""
-  m = bn_lib.BatchNorm(use_running_average=False, packed=packed, axis_name=axis_name,
-                       closed_form_grad=closed, relu_pool=True)
-  dtype = jnp.promote_types(x.dtype, jnp.float32)
-  rs = np.random.RandomState(2)
-  params = {"scale": jnp.asarray(1 + 0.3 * rs.randn(C), dtype),
-            "bias": jnp.asarray(0.2 * rs.randn(C), dtype)}
-  stats = {"mean": jnp.zeros((C,), dtype), "var": jnp.ones((C,), dtype)}
-  out_shape = jax.eval_shape(lambda: m.apply({"params": params, "batch_stats": stats}, x,
-                                             mutable=["batch_stats"])[0]).shape
-  w = jnp.asarray(_weights(out_shape) if w is None else w, x.dtype)
-
-  def loss(x, p):
-    y, upd = m.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"])
-    return jnp.sum((y * w).astype(dtype)), (y, upd["batch_stats"])
-
-  (_, (y, new_stats)), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, params)
-  return y, new_stats, grads
-
-
 @pytest.mark.parametrize("packed,height", [(0, 8), (0, 7), (2, 8), (2, 5), (4, 6)])
 def test_fused_relu_pool_is_the_composed_norm_relu_pool(packed, height):
   """BatchNorm(relu_pool=True) on the closed-form path (one fused pass, its own VJP) against
@@ -207,8 +189,8 @@ def test_fused_relu_pool_is_the_composed_norm_relu_pool(packed, height):
   with jax.enable_x64():
     x = _maps(jnp.float64, shape=(3, height, 6 if not packed else 4, C * max(packed, 1)),
               mean=0.5)
-    ya, sa, ga = _run_pool(x, closed=False, packed=packed)
-    yc, sc, gc = _run_pool(x, closed=True, packed=packed)
+    ya, sa, ga = _run(x, closed=False, packed=packed, relu_pool=True)
+    yc, sc, gc = _run(x, closed=True, packed=packed, relu_pool=True)
     hp = height // 2
     assert ya.shape[1] == hp and yc.shape == ya.shape
     assert _max_rel(yc, ya) < 1e-14 and _max_rel(sc, sa) < 1e-14
@@ -226,12 +208,11 @@ def test_fused_relu_pool_is_the_composed_norm_relu_pool(packed, height):
 def test_fused_relu_pool_with_statistics_over_a_named_axis():
   with jax.enable_x64():
     x = _maps(jnp.float64, shape=(8, 6, 4, 2 * C), mean=0.5)
-    y_all, s_all, g_all = _run_pool(x, closed=False, packed=2)
-    w = jnp.asarray(_weights(y_all.shape), jnp.float64)
-    y_all, s_all, g_all = _run_pool(x, closed=False, packed=2, w=w)
+    w = jnp.asarray(_weights((8, 3, 4, C)), jnp.float64)  # the pooled shape
+    y_all, s_all, g_all = _run(x, closed=False, packed=2, w=w, relu_pool=True)
     split = lambda a: a.reshape(4, 2, *a.shape[1:])
-    y, s, g = jax.vmap(lambda xs, ws: _run_pool(xs, closed=True, packed=2, axis_name="b", w=ws),
-                       axis_name="b")(split(x), split(w))
+    y, s, g = jax.vmap(lambda xs, ws: _run(xs, closed=True, packed=2, axis_name="b", w=ws,
+                                           relu_pool=True), axis_name="b")(split(x), split(w))
     assert _max_rel(y.reshape(y_all.shape), y_all) < 1e-13
     assert _max_rel(jax.tree.map(lambda v: v[0], s), s_all) < 1e-13
     assert _max_rel(g[0].reshape(x.shape), g_all[0]) < 1e-12

@@ -17,9 +17,10 @@ On a TPU target (``pack="auto"``) the two full-resolution ends run width-packed 
 down_blocks_0's conv reads and writes packed maps, and its BatchNorm, ReLU and pooling (one
 fused pass on accelerators, nn/batch_norm.py) add the packed pixel pairs, which unpacks; on the
 way up, the last up block writes a map packed by 2: as a sub-pixel conv (input maps of at
-least 64 x 64, nn/blocks.SubpixelUpConv) its phases' column pairs are packed pixel pairs and,
-after its BatchNorm and ReLU, the rows interleave; otherwise its nearest upsampling writes each
-pixel twice along the channel axis and its conv, BatchNorm and ReLU run packed. 'final' (4
+least nn/blocks.SUBPIXEL_MIN_PIXELS, nn/blocks.SubpixelUpConv) its phases' column pairs are
+packed pixel pairs and, after its BatchNorm and ReLU, the rows interleave; otherwise its nearest
+upsampling writes each pixel twice along the channel axis and its conv, BatchNorm and ReLU run
+packed. 'final' (4
 pixels per column) stays packed until the logits are unfolded to [B,H,W,C]. Then FOMM's
 64-channel maps fill the TPU's 128 lanes, with no relayout between layers. The same function
 with the same parameters; CPU and GPU programs are unchanged (tests/test_conv.py checks the

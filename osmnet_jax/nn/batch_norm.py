@@ -84,7 +84,6 @@ class BatchNorm(nn.Module):
     if closed is None:
       closed = closed_form_default()
     training = not self.use_running_average and not self.is_initializing()
-    pf = self.packed if self.packed > 1 else 0  # the pool's pack factor (0: plain)
     if training and closed:
       shift = jax.lax.stop_gradient(ra_mean.value)
       if self.relu_pool:
@@ -99,7 +98,7 @@ class BatchNorm(nn.Module):
         xf, mean, var = _stats(x, f, self.axis_name if training else None)
       y = _normalize(xf, mean, var, scale, bias, f, self.epsilon, x.dtype)
       if self.relu_pool:
-        y = pool_lib.pool(nn.relu(y), pf)
+        y = pool_lib.pool(nn.relu(y), f)
     if training:  # running averages with the unbiased batch variance, as torch
       n = x.size // c
       if self.axis_name is not None:
@@ -220,25 +219,22 @@ def _train_norm_relu_pool(x, scale, bias, shift, f: int, axis_name, eps: float):
 
 
 def _train_norm_relu_pool_fwd(x, scale, bias, shift, f, axis_name, eps):
-  xf, mean, var = _shifted_stats(x, shift, f, axis_name)
-  del xf
-  pf = f if f > 1 else 0
+  _, mean, var = _shifted_stats(x, shift, f, axis_name)
   # Each sub-pixel map holds max(f/2, 1) pixels per lane block: the statistics tile to match.
   # Normalised and rectified per sub-pixel (elementwise, so exactly the full map's values), then
   # summed in the packed pool's order: one fusion reads x and writes only the pooled map.
   fs = max(f // 2, 1)
   s00, s01, s10, s11 = (jax.nn.relu(_normalize(s.astype(jnp.promote_types(s.dtype, jnp.float32)),
                                                mean, var, scale, bias, fs, eps, x.dtype))
-                        for s in pool_lib.subpixels(x, pf))
+                        for s in pool_lib.subpixels(x, f))
   y = ((s00 + s01) + (s10 + s11)) * jnp.asarray(0.25, x.dtype)
   return (y, mean, var), (x, mean, var, scale, bias, shift)
 
 
 def _train_norm_relu_pool_bwd(f, axis_name, eps, res, cts):
   x, mean, var, scale, bias, shift = res
-  pf = f if f > 1 else 0
   # The pool is linear: its transpose (full resolution, as autodiff of the composed ops writes it).
-  (dz,) = jax.linear_transpose(lambda z: pool_lib.pool(z, pf),
+  (dz,) = jax.linear_transpose(lambda z: pool_lib.pool(z, f),
                                jax.ShapeDtypeStruct(x.shape, x.dtype))(cts[0].astype(x.dtype))
   xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   y = _normalize(xf, mean, var, scale, bias, f, eps, x.dtype)

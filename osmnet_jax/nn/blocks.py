@@ -26,7 +26,6 @@ import numpy as np
 
 from osmnet_jax.nn.batch_norm import BatchNorm, closed_form_default
 from osmnet_jax.nn.conv import Conv
-from osmnet_jax.nn.pool import avg_pool2x, avg_pool2x_packed  # noqa: F401 (re-exported)
 
 # torch's default Conv2d init: kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
 torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -288,7 +287,7 @@ class UpBlock2d(nn.Module):
 
 class DownBlock2d(nn.Module):
   """conv -> BN -> ReLU -> 2x2 average pool. `packed=f`: the input is width-packed by f, the
-  output by f/2 (f = 2: plain), see `avg_pool2x_packed`."""
+  output by f/2 (f = 2: plain), see `nn/pool.avg_pool2x_packed`."""
 
   features: int
   kernel_size: int = 3
