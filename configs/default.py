@@ -52,6 +52,20 @@ def get_config() -> ml_collections.ConfigDict:
   r.keep = 2                          # checkpoints kept
   r.grid_every = 100                  # TensorBoard image grid period (0: never)
   r.sample_clips = 1                  # held-out clips reconstructed into W/samples/
+  # [ours] After training, the first `clips` *train* clips are reconstructed and the motion is
+  # measured on the frames (evaluation/renderer_health.py); each measure must lie in its bounds
+  # (the issue's reconstruction targets but pitch, which no run meets). On a miss the stage
+  # trains again from seed + 1000 * attempt, up to `retries` times, and keeps the attempt that
+  # passed or missed by least (W/renderer_health.json). Why: 4 of 5 seeds of this renderer pass;
+  # in the fifth the keypoints drift and the head barely turns, with losses like the others'
+  # (BENCHMARKS.md "Renderer health check"). 16 clips: the real frames of the first 16 train
+  # clips read roll r 0.94 with this measure (of 8: 0.83, too near the 0.8 bound). Costs ~1 min
+  # per check and a whole renderer run per retry. clips = 0: no check.
+  r.health = ml_collections.ConfigDict(dict(
+      clips=16, retries=1,
+      bounds=ml_collections.ConfigDict(dict(
+          roll_r=(0.8, 1.0), roll_amplitude=(0.7, 1.3), yaw_r=(0.8, 1.0),
+          yaw_amplitude=(0.7, 1.3), mouth_landmark_r=(0.7, 1.0)))))
   r.num_kp = 10
   r.num_channels = 3
   r.estimate_jacobian = True

@@ -88,6 +88,7 @@ def check(cfg) -> None:
     if not scales or not all(0 < s <= 1 for s in scales):
       errors.append(f"config.renderer.train.scales={scales!r}: must be non-empty, each in (0, 1]")
     _landmark_terms(errors, cfg.renderer)
+    _renderer_health(errors, cfg.renderer)
   if "motion" in stages:
     models = tuple(cfg.motion_models)
     if not models or any(m not in motion.MODELS for m in models):
@@ -157,6 +158,31 @@ def check_devices(cfg, mesh) -> None:
                     f"multiple of {n}")
   if errors:
     raise ConfigError("\n".join(errors))
+
+
+def _renderer_health(errors: list, rcfg) -> None:
+  """renderer.health (evaluation/renderer_health.py): clips, retries, bounds per measure."""
+  from osmnet_jax.evaluation.renderer_health import MEASURES
+
+  h = rcfg.get("health")
+  if h is None:
+    return
+  for f in ("clips", "retries"):
+    v = h.get(f, 0)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+      errors.append(f"config.renderer.health.{f}={v!r}: must be an integer >= 0")
+  bounds = h.get("bounds", {})
+  if h.get("clips", 0) and not bounds:
+    errors.append("config.renderer.health.bounds is empty: name at least one measure, or set "
+                  "config.renderer.health.clips=0 to skip the check")
+  for k, b in bounds.items():
+    if k not in MEASURES:
+      errors.append(f"config.renderer.health.bounds.{k}: unknown measure; use one of {MEASURES}")
+    elif (not isinstance(b, (tuple, list)) or len(b) != 2
+          or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)
+          or b[0] > b[1]):
+      errors.append(f"config.renderer.health.bounds.{k}={b!r}: must be (low, high) with "
+                    "low <= high, e.g. (0.7, 1.3)")
 
 
 def _landmark_terms(errors: list, rcfg) -> None:

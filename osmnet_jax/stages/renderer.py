@@ -19,10 +19,12 @@ from absl import logging
 
 from osmnet_jax import renderer
 from osmnet_jax import workdir as workdir_lib
+from osmnet_jax.evaluation import renderer_health
 from osmnet_jax.stages import common
+from osmnet_jax.stages import renderer_health_record as health_record
 from osmnet_jax.stages import renderer_step as renderer_stage
 
-STAGE_FIELDS = ("steps", "save_every", "keep", "grid_every", "sample_clips")
+STAGE_FIELDS = ("steps", "save_every", "keep", "grid_every", "sample_clips", "health")
 
 
 def model_config(rcfg) -> ml_collections.ConfigDict:
@@ -48,22 +50,45 @@ def variables_from_state(state) -> dict:
 
 
 def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
-  """Train the renderer of ``cfg.renderer``, then write the sample reconstructions."""
+  """Train the renderer of ``cfg.renderer``, check its motion on the pixels (``health``), train
+  again from a new seed while it fails and retries are left, then write the sample
+  reconstructions of the attempt kept."""
   rcfg = cfg.renderer
   mcfg = model_config(rcfg)
   size = builder.info.features["frames"].shape[1]
   _check_pyramid(mcfg, size)
   common.write_json_once(os.path.join(workdir, workdir_lib.RENDERER_CONFIG),
                          {"model": mcfg.to_dict(), "image_size": size})
+  hcfg = rcfg.get("health")
+  if hcfg is None or not hcfg.clips:
+    state, metrics = _train(cfg, cfg.seed, mcfg, builder, mesh, workdir, writer, size)
+    return {"metrics": metrics, "samples": _samples(variables_from_state(state), mcfg, builder,
+                                                    rcfg, workdir)}
+  return _run_checked(cfg, hcfg, mcfg, builder, mesh, workdir, writer, size)
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+  """The seed of retry ``attempt`` (0 = the config's own): ``seed + 1000 * attempt``, so a retry
+  can be reproduced alone with ``--config.seed``."""
+  return seed + 1000 * attempt
+
+
+def _train(cfg, seed: int, mcfg, builder, mesh, workdir: str, writer, size: int):
+  """One training run of the renderer from ``seed`` (model init, data order, step rng), resumed
+  from W/checkpoints/renderer if it holds one. Returns (host state, last logged metrics)."""
+  rcfg = cfg.renderer
+  if seed != cfg.seed:
+    cfg = ml_collections.ConfigDict(cfg.to_dict())  # cfg is locked; the data order reads seed
+    cfg.seed = seed
   stage = renderer_stage.RendererStage(mcfg)
-  rng = jax.random.PRNGKey(cfg.seed)
+  rng = jax.random.PRNGKey(seed)
   state = stage.init_state(jax.random.fold_in(rng, 0), size)
   state_sh = common.state_layout(stage, cfg, mesh, state)  # FSDP / ZeRO-1 / replicated
   # Checkpoints leave out the frozen perceptual backbone: it is rebuilt from its source.
   backbone = state.loss_params
   make_iterator = common.make_iterator_factory(cfg, builder, mesh, "train", cfg.batch_size,
                                                num_frames=1, transform=_pairs)
-  state, metrics = common.fit(
+  return common.fit(
       name="renderer", train_step=stage.train_step, state=state, mesh=mesh,
       parallel=cfg.parallel, make_iterator=make_iterator,
       ckdir=workdir_lib.checkpoint_dir(workdir, "renderer"), num_steps=rcfg.steps,
@@ -73,11 +98,67 @@ def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
       to_saved=lambda s: s.replace(loss_params={}),
       from_saved=lambda s: s.replace(loss_params=backbone),
       on_log=_grid_logger(writer, rcfg.grid_every, mcfg))
-  written = []
-  if jax.process_index() == 0 and rcfg.sample_clips:
-    written = write_samples(variables_from_state(state), mcfg, builder, rcfg.sample_clips,
-                            os.path.join(workdir, "samples"))
-  return {"metrics": metrics, "samples": written}
+
+
+def _samples(variables, mcfg, builder, rcfg, workdir: str) -> list[str]:
+  if jax.process_index() != 0 or not rcfg.sample_clips:
+    return []
+  return write_samples(variables, mcfg, builder, rcfg.sample_clips,
+                       os.path.join(workdir, "samples"))
+
+
+def _run_checked(cfg, hcfg, mcfg, builder, mesh, workdir: str, writer, size: int) -> dict:
+  """The attempt loop behind ``health``; its record, W/renderer_health.json, makes it resumable:
+  a crash mid-attempt resumes that attempt (same seed, its checkpoint), a finished decision is
+  not re-measured."""
+  bounds, note = renderer_health.usable_bounds(
+      {k: tuple(float(x) for x in v) for k, v in hcfg.bounds.items()})
+  if note:
+    logging.warning("renderer health check: %s", note)
+  record = health_record.load(workdir, cfg.renderer.steps, bounds, cfg.seed)
+  health_record.finish_moves(record, workdir)
+  if (record.get("kept") is not None and not record["attempts"][record["kept"]]["passed"]
+      and len(record["attempts"]) <= hcfg.retries):  # retries raised after a failed decision
+    health_record.reopen(record, workdir)
+  if record.get("kept") is not None:  # decided by an earlier run: resume it (no steps left)
+    kept = record["attempts"][record["kept"]]
+    state, metrics = _train(cfg, kept["seed"], mcfg, builder, mesh, workdir, writer, size)
+    variables = variables_from_state(state)
+  else:
+    while True:
+      attempt = len(record["attempts"])
+      seed = attempt_seed(cfg.seed, attempt)
+      logging.info("renderer: attempt %d of %d, seed %d", attempt + 1, hcfg.retries + 1, seed)
+      state, metrics = _train(cfg, seed, mcfg, builder, mesh, workdir, writer, size)
+      variables = variables_from_state(state)
+      scores = renderer_health.measure(variables, mcfg, builder, hcfg.clips)
+      result = renderer_health.verdict(scores, bounds)
+      logging.info("renderer health, attempt %d (seed %d, %d train clips reconstructed, motion "
+                   "measured on the frames): %s\n%s", attempt + 1, seed, scores["num_clips"],
+                   "PASSED" if result["passed"] else "FAILED",
+                   renderer_health.describe(scores, result, bounds))
+      record["attempts"].append(dict(result, attempt=attempt, seed=seed, scores=scores,
+                                     checkpoint=health_record.CURRENT))
+      last = result["passed"] or attempt >= hcfg.retries
+      if last:
+        kept = renderer_health.best_attempt(record["attempts"])
+        if kept != attempt:  # every attempt failed and an earlier one missed by less
+          health_record.swap_in(record, workdir, kept)
+          variables, _ = workdir_lib.load_renderer(workdir)
+        record["kept"] = kept
+        health_record.save(record, workdir)
+        break
+      health_record.set_aside(record, workdir, attempt)  # record first, then the move
+    kept = record["attempts"][record["kept"]]
+    if not kept["passed"]:
+      logging.warning(
+          "renderer: no attempt passed the health check (%d tried); kept attempt %d (seed %d, "
+          "shortfall %.2f). Its head or mouth motion will show weakly in the videos. "
+          "W/renderer_health.json has every attempt's figures; more retries: "
+          "--config.renderer.health.retries=N", len(record["attempts"]), record["kept"] + 1,
+          kept["seed"], kept["shortfall"])
+  return {"metrics": metrics, "health": record,
+          "samples": _samples(variables, mcfg, builder, cfg.renderer, workdir)}
 
 
 def _check_pyramid(mcfg, size: int) -> None:
