@@ -55,14 +55,17 @@ def get_config() -> ml_collections.ConfigDict:
   # [ours] After training, the first `clips` *train* clips are reconstructed and the motion is
   # measured on the frames (evaluation/renderer_health.py); each measure must lie in its bounds
   # (the issue's reconstruction targets but pitch, which no run meets). On a miss the stage
-  # trains again from seed + 1000 * attempt, up to `retries` times, and keeps the attempt that
-  # passed or missed by least (W/renderer_health.json). Why: 4 of 5 seeds of this renderer pass;
-  # in the fifth the keypoints drift and the head barely turns, with losses like the others'
-  # (BENCHMARKS.md "Renderer health check"). 16 clips: the real frames of the first 16 train
-  # clips read roll r 0.94 with this measure (of 8: 0.83, too near the 0.8 bound). Costs ~1 min
-  # per check and a whole renderer run per retry. clips = 0: no check.
+  # trains again, up to `retries` times: retry="extend" continues the same run for `steps` more
+  # (800 -> 1600) and keeps it; "restart" trains a new run from seed + 1000 * attempt and keeps
+  # the attempt that passed or missed by least (W/renderer_health.json). Why: at 800 steps the
+  # renderer passes or misses by seed and by machine (4 of 5 seeds on one VM, 2 of 5 on another,
+  # same code), with losses that look alike. Measured (BENCHMARKS.md "Renderer health check"):
+  # the check agreed with the test-split evaluation in every run; continuing two failed seeds
+  # to 1600 steps passed both, a restart from seed 1001 failed. 16 clips: the real frames of the
+  # first 16 train clips read roll r 0.94 with this measure (of 8: 0.83, too near the 0.8
+  # bound). Costs ~30 s per check and `steps` more steps per retry. clips = 0: no check.
   r.health = ml_collections.ConfigDict(dict(
-      clips=16, retries=1,
+      clips=16, retries=1, retry="extend",
       bounds=ml_collections.ConfigDict(dict(
           roll_r=(0.8, 1.0), roll_amplitude=(0.7, 1.3), yaw_r=(0.8, 1.0),
           yaw_amplitude=(0.7, 1.3), mouth_landmark_r=(0.7, 1.0)))))

@@ -54,25 +54,18 @@ def test_journaled_moves_finish_after_a_crash(tmp_path):
 
 
 def test_record_for_other_settings_starts_afresh(tmp_path):
-  rec = record_lib.load(str(tmp_path), 800, BOUNDS, 0)
+  rec = record_lib.load(str(tmp_path), 800, BOUNDS, 0, "extend")
   rec["attempts"].append({"passed": True})
   rec["kept"] = 0
   record_lib.save(rec, str(tmp_path))
-  assert record_lib.load(str(tmp_path), 800, BOUNDS, 0)["kept"] == 0
-  assert record_lib.load(str(tmp_path), 1600, BOUNDS, 0)["attempts"] == []
-  assert record_lib.load(str(tmp_path), 800, BOUNDS, 1)["attempts"] == []
+  assert record_lib.load(str(tmp_path), 800, BOUNDS, 0, "extend")["kept"] == 0
+  assert record_lib.load(str(tmp_path), 1600, BOUNDS, 0, "extend")["attempts"] == []
+  assert record_lib.load(str(tmp_path), 800, BOUNDS, 1, "extend")["attempts"] == []
+  assert record_lib.load(str(tmp_path), 800, BOUNDS, 0, "restart")["attempts"] == []
 
 
-def test_failed_attempts_retrain_from_a_new_seed_and_keep_the_nearest_miss(
-    tiny_synth, tmp_path, monkeypatch):
-  """Two attempts of the tiny renderer, measured for real on a train clip; the verdicts are
-  scripted (a 2-step renderer shows no motion): attempt 0 misses by less, so after attempt 1
-  also fails, attempt 0's checkpoint goes back to W/checkpoints/renderer. A rerun resumes the
-  decision without training or measuring again; a rerun with more retries trains a third."""
+def _tiny_checked_config(retry: str):
   from configs import tiny_test
-  from osmnet_jax import workdir as workdir_lib
-  from osmnet_jax.runtime import sharding
-  from osmnet_jax.stages import renderer as renderer_stage
 
   cfg = tiny_test.get_config()
   cfg.stages = ("renderer",)
@@ -80,16 +73,22 @@ def test_failed_attempts_retrain_from_a_new_seed_and_keep_the_nearest_miss(
   cfg.renderer.grid_every = 0
   cfg.renderer.health.clips = 1
   cfg.renderer.health.retries = 1
+  cfg.renderer.health.retry = retry
   cfg.seed = 3
-  mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
-  wd = str(tmp_path / "w")
+  return cfg
+
+
+def _spies(monkeypatch):
+  """Wrap stages.renderer._train and renderer_health.measure: (trained [(seed, steps, params)],
+  measured [scores])."""
+  from osmnet_jax.stages import renderer as renderer_stage
 
   trained, measured = [], []
   real_train, real_measure = renderer_stage._train, renderer_health.measure
 
   def spy_train(cfg_, seed, *a, **k):
     state, metrics = real_train(cfg_, seed, *a, **k)
-    trained.append((seed, jax.tree.map(np.asarray, state.params)))
+    trained.append((seed, int(state.step), jax.tree.map(np.asarray, state.params)))
     return state, metrics
 
   def spy_measure(*a, **k):
@@ -97,15 +96,64 @@ def test_failed_attempts_retrain_from_a_new_seed_and_keep_the_nearest_miss(
     measured.append(scores)
     return scores
 
-  shortfalls = iter([0.3, 0.9])
   monkeypatch.setattr(renderer_stage, "_train", spy_train)
   monkeypatch.setattr(renderer_health, "measure", spy_measure)
-  monkeypatch.setattr(renderer_health, "verdict",
-                      lambda s, b: {"passed": False, "failed": [["roll_r", 0.0, 0.8, 1.0]],
-                                    "shortfall": next(shortfalls)})
+  return trained, measured
+
+
+def _script_verdicts(monkeypatch, verdicts):
+  it = iter(verdicts)
+  monkeypatch.setattr(renderer_health, "verdict", lambda s, b: next(it))
+
+
+FAIL = {"passed": False, "failed": [["roll_r", 0.0, 0.8, 1.0]], "shortfall": 0.5}
+PASS = {"passed": True, "failed": [], "shortfall": 0.0}
+
+
+def test_extend_continues_the_failed_run_and_keeps_it(tiny_synth, tmp_path, monkeypatch):
+  """retry="extend" (the default): a failed 2-step run is trained to 4 steps in place, checked
+  again (measured for real, verdict scripted) and kept; a rerun resumes at step 4 without
+  training or measuring."""
+  from osmnet_jax.runtime import sharding
+  from osmnet_jax.stages import renderer as renderer_stage
+
+  cfg = _tiny_checked_config("extend")
+  mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+  wd = str(tmp_path / "w")
+  trained, measured = _spies(monkeypatch)
+  _script_verdicts(monkeypatch, [FAIL, PASS])
+  out = renderer_stage.run_renderer(cfg, tiny_synth, mesh, wd, None)
+  assert [(s, n) for s, n, _ in trained] == [(3, 2), (3, 4)]
+  assert len(measured) == 2 and measured[1]["num_clips"] == 1
+  rec = json.loads(open(os.path.join(wd, record_lib.FILE)).read())
+  assert out["health"]["kept"] == rec["kept"] == 1
+  assert [(a["seed"], a["steps"], a["passed"]) for a in rec["attempts"]] == [
+      (3, 2, False), (3, 4, True)]
+  assert not os.path.exists(os.path.join(wd, record_lib.aside(0)))
+  trained.clear()
+  measured.clear()
+  renderer_stage.run_renderer(cfg, tiny_synth, mesh, wd, None)
+  assert measured == [] and [(s, n) for s, n, _ in trained] == [(3, 4)]
+
+
+def test_restart_retrains_from_a_new_seed_and_keeps_the_nearest_miss(
+    tiny_synth, tmp_path, monkeypatch):
+  """Two attempts of the tiny renderer, measured for real on a train clip; the verdicts are
+  scripted (a 2-step renderer shows no motion): attempt 0 misses by less, so after attempt 1
+  also fails, attempt 0's checkpoint goes back to W/checkpoints/renderer. A rerun resumes the
+  decision without training or measuring again; a rerun with more retries trains a third."""
+  from osmnet_jax import workdir as workdir_lib
+  from osmnet_jax.runtime import sharding
+  from osmnet_jax.stages import renderer as renderer_stage
+
+  cfg = _tiny_checked_config("restart")
+  mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+  wd = str(tmp_path / "w")
+  trained, measured = _spies(monkeypatch)
+  _script_verdicts(monkeypatch, [dict(FAIL, shortfall=0.3), dict(FAIL, shortfall=0.9)])
   out = renderer_stage.run_renderer(cfg, tiny_synth, mesh, wd, None)
 
-  assert [s for s, _ in trained] == [3, 1003]
+  assert [(s, n) for s, n, _ in trained] == [(3, 2), (1003, 2)]
   assert len(measured) == 2 and measured[0]["num_clips"] == 1
   assert set(measured[0]) >= {"roll_r", "yaw_r", "mouth_landmark_r"}
   rec = json.loads(open(os.path.join(wd, record_lib.FILE)).read())
@@ -119,7 +167,7 @@ def test_failed_attempts_retrain_from_a_new_seed_and_keep_the_nearest_miss(
   variables, _ = workdir_lib.load_renderer(wd)
   for name in ("kp_detector", "generator"):
     got = jax.tree.leaves(variables[name]["params"])
-    for want, other in ((trained[0][1][name], True), (trained[1][1][name], False)):
+    for want, other in ((trained[0][2][name], True), (trained[1][2][name], False)):
       same = all(np.array_equal(np.asarray(a), b) for a, b in zip(got, jax.tree.leaves(want)))
       assert same is other
 
@@ -127,17 +175,16 @@ def test_failed_attempts_retrain_from_a_new_seed_and_keep_the_nearest_miss(
   trained.clear()
   measured.clear()
   out = renderer_stage.run_renderer(cfg, tiny_synth, mesh, wd, None)
-  assert measured == [] and [s for s, _ in trained] == [3]
+  assert measured == [] and [s for s, _, _ in trained] == [3]
   assert out["health"]["kept"] == 0 and len(out["health"]["attempts"]) == 2
 
   # More retries allowed after every attempt failed: the decision reopens, attempt 0 is set
   # aside and attempt 2 trains; it passes and is kept.
   cfg.renderer.health.retries = 2
   trained.clear()
-  monkeypatch.setattr(renderer_health, "verdict",
-                      lambda s, b: {"passed": True, "failed": [], "shortfall": 0.0})
+  _script_verdicts(monkeypatch, [PASS])
   out = renderer_stage.run_renderer(cfg, tiny_synth, mesh, wd, None)
-  assert [s for s, _ in trained] == [2003] and out["health"]["kept"] == 2
+  assert [s for s, _, _ in trained] == [2003] and out["health"]["kept"] == 2
   rec = json.loads(open(os.path.join(wd, record_lib.FILE)).read())
   assert [a["checkpoint"] for a in rec["attempts"]] == [
       record_lib.aside(0), record_lib.aside(1), record_lib.CURRENT]
@@ -145,7 +192,7 @@ def test_failed_attempts_retrain_from_a_new_seed_and_keep_the_nearest_miss(
   variables, _ = workdir_lib.load_renderer(wd)
   got = jax.tree.leaves(variables["generator"]["params"])
   assert all(np.array_equal(np.asarray(a), b)
-             for a, b in zip(got, jax.tree.leaves(trained[0][1]["generator"])))
+             for a, b in zip(got, jax.tree.leaves(trained[0][2]["generator"])))
 
 
 def test_config_check_names_bad_health_values():
@@ -154,11 +201,13 @@ def test_config_check_names_bad_health_values():
 
   c = default.get_config()
   c.renderer.health.retries = -1
+  c.renderer.health.retry = "again"
   c.renderer.health.bounds.roll_r = (0.9, 0.8)
   with pytest.raises(config_check.ConfigError) as e:
     config_check.check(c)
   msg = str(e.value)
   assert "renderer.health.retries=-1" in msg and "renderer.health.bounds.roll_r" in msg
+  assert "renderer.health.retry='again'" in msg
 
 
 def test_yaw_and_pitch_bounds_drop_only_without_the_mesh_package(monkeypatch):

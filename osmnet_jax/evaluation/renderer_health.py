@@ -15,8 +15,9 @@ This check measures it the way `eval.py --mode reconstruction` does, on the fram
 - each measure in ``bounds`` (name -> (low, high)) must lie in its range. Pitch is reported and
   not checked by default: no run here reaches the issue's r >= 0.8 (README, BENCHMARKS.md).
 
-stages/renderer.py runs it after training and, with ``retries`` > 0, trains again from a new seed
-when it fails, keeping the attempt with the smallest shortfall.
+stages/renderer.py runs it after training and, with ``retries`` > 0, trains again when it
+fails: by default the same run for ``renderer.steps`` more (``retry="extend"``), or a new run
+from another seed, keeping the attempt with the smallest shortfall (``retry="restart"``).
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ import math
 
 import numpy as np
 
+# How stages/renderer.py retries a failed run: "extend" trains the same run renderer.steps
+# further, "restart" trains a new run from another seed.
+RETRY_MODES = ("extend", "restart")
 # The measures a bound may name: clip_scores' keys.
 MEASURES = tuple(f"{k}_{m}" for k in ("yaw", "pitch", "roll", "tx", "ty")
                  for m in ("r", "amplitude")) + ("mouth_landmark_r", "mouth_audio_r")

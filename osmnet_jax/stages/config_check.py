@@ -162,7 +162,7 @@ def check_devices(cfg, mesh) -> None:
 
 def _renderer_health(errors: list, rcfg) -> None:
   """renderer.health (evaluation/renderer_health.py): clips, retries, bounds per measure."""
-  from osmnet_jax.evaluation.renderer_health import MEASURES
+  from osmnet_jax.evaluation.renderer_health import MEASURES, RETRY_MODES
 
   h = rcfg.get("health")
   if h is None:
@@ -171,6 +171,10 @@ def _renderer_health(errors: list, rcfg) -> None:
     v = h.get(f, 0)
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
       errors.append(f"config.renderer.health.{f}={v!r}: must be an integer >= 0")
+  if h.get("retry", "restart") not in RETRY_MODES:
+    errors.append(f"config.renderer.health.retry={h.retry!r}: use one of {RETRY_MODES} ('extend': "
+                  "train the same run renderer.steps further; 'restart': a new run from another "
+                  "seed)")
   bounds = h.get("bounds", {})
   if h.get("clips", 0) and not bounds:
     errors.append("config.renderer.health.bounds is empty: name at least one measure, or set "

@@ -67,15 +67,20 @@ def run_renderer(cfg, builder, mesh, workdir: str, writer) -> dict:
   return _run_checked(cfg, hcfg, mcfg, builder, mesh, workdir, writer, size)
 
 
-def attempt_seed(seed: int, attempt: int) -> int:
-  """The seed of retry ``attempt`` (0 = the config's own): ``seed + 1000 * attempt``, so a retry
-  can be reproduced alone with ``--config.seed``."""
-  return seed + 1000 * attempt
+def attempt_plan(seed: int, steps: int, attempt: int, mode: str) -> tuple[int, int]:
+  """(seed, total steps) of ``attempt`` (0 = the config's run). "extend": the same run trained
+  ``steps`` further per retry (800 -> 1600 -> ...); "restart": a new run of ``steps`` from seed
+  ``seed + 1000 * attempt``, reproducible alone with ``--config.seed``."""
+  if mode == "extend":
+    return seed, steps * (attempt + 1)
+  return seed + 1000 * attempt, steps
 
 
-def _train(cfg, seed: int, mcfg, builder, mesh, workdir: str, writer, size: int):
-  """One training run of the renderer from ``seed`` (model init, data order, step rng), resumed
-  from W/checkpoints/renderer if it holds one. Returns (host state, last logged metrics)."""
+def _train(cfg, seed: int, mcfg, builder, mesh, workdir: str, writer, size: int,
+           num_steps: int | None = None):
+  """One training run of the renderer from ``seed`` (model init, data order, step rng) to
+  ``num_steps`` (default ``renderer.steps``), resumed from W/checkpoints/renderer if it holds
+  one. Returns (host state, last logged metrics)."""
   rcfg = cfg.renderer
   if seed != cfg.seed:
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # cfg is locked; the data order reads seed
@@ -91,7 +96,7 @@ def _train(cfg, seed: int, mcfg, builder, mesh, workdir: str, writer, size: int)
   return common.fit(
       name="renderer", train_step=stage.train_step, state=state, mesh=mesh,
       parallel=cfg.parallel, make_iterator=make_iterator,
-      ckdir=workdir_lib.checkpoint_dir(workdir, "renderer"), num_steps=rcfg.steps,
+      ckdir=workdir_lib.checkpoint_dir(workdir, "renderer"), num_steps=num_steps or rcfg.steps,
       save_every=rcfg.save_every, keep=rcfg.keep, rng=jax.random.fold_in(rng, 1),
       log_every=cfg.log_every, writer=writer, meta={"image_size": size},
       state_sharding=state_sh, zero1=common.uses_zero1(cfg),
@@ -110,26 +115,31 @@ def _samples(variables, mcfg, builder, rcfg, workdir: str) -> list[str]:
 def _run_checked(cfg, hcfg, mcfg, builder, mesh, workdir: str, writer, size: int) -> dict:
   """The attempt loop behind ``health``; its record, W/renderer_health.json, makes it resumable:
   a crash mid-attempt resumes that attempt (same seed, its checkpoint), a finished decision is
-  not re-measured."""
+  not re-measured. "extend" keeps the last attempt (the longest-trained: in every run measured,
+  more steps never lowered a passing run below the bounds; BENCHMARKS.md "Renderer health
+  check"); "restart" keeps the first that passed, else the nearest miss."""
+  mode = hcfg.get("retry", "restart")
   bounds, note = renderer_health.usable_bounds(
       {k: tuple(float(x) for x in v) for k, v in hcfg.bounds.items()})
   if note:
     logging.warning("renderer health check: %s", note)
-  record = health_record.load(workdir, cfg.renderer.steps, bounds, cfg.seed)
+  record = health_record.load(workdir, cfg.renderer.steps, bounds, cfg.seed, mode)
   health_record.finish_moves(record, workdir)
   if (record.get("kept") is not None and not record["attempts"][record["kept"]]["passed"]
       and len(record["attempts"]) <= hcfg.retries):  # retries raised after a failed decision
-    health_record.reopen(record, workdir)
+    health_record.reopen(record, workdir, move=mode == "restart")
   if record.get("kept") is not None:  # decided by an earlier run: resume it (no steps left)
     kept = record["attempts"][record["kept"]]
-    state, metrics = _train(cfg, kept["seed"], mcfg, builder, mesh, workdir, writer, size)
+    state, metrics = _train(cfg, kept["seed"], mcfg, builder, mesh, workdir, writer, size,
+                            kept["steps"])
     variables = variables_from_state(state)
   else:
     while True:
       attempt = len(record["attempts"])
-      seed = attempt_seed(cfg.seed, attempt)
-      logging.info("renderer: attempt %d of %d, seed %d", attempt + 1, hcfg.retries + 1, seed)
-      state, metrics = _train(cfg, seed, mcfg, builder, mesh, workdir, writer, size)
+      seed, steps = attempt_plan(cfg.seed, cfg.renderer.steps, attempt, mode)
+      logging.info("renderer: attempt %d of %d (%s), seed %d, %d steps", attempt + 1,
+                   hcfg.retries + 1, mode, seed, steps)
+      state, metrics = _train(cfg, seed, mcfg, builder, mesh, workdir, writer, size, steps)
       variables = variables_from_state(state)
       scores = renderer_health.measure(variables, mcfg, builder, hcfg.clips)
       result = renderer_health.verdict(scores, bounds)
@@ -137,18 +147,22 @@ def _run_checked(cfg, hcfg, mcfg, builder, mesh, workdir: str, writer, size: int
                    "measured on the frames): %s\n%s", attempt + 1, seed, scores["num_clips"],
                    "PASSED" if result["passed"] else "FAILED",
                    renderer_health.describe(scores, result, bounds))
-      record["attempts"].append(dict(result, attempt=attempt, seed=seed, scores=scores,
-                                     checkpoint=health_record.CURRENT))
+      record["attempts"].append(dict(result, attempt=attempt, seed=seed, steps=steps,
+                                     scores=scores, checkpoint=health_record.CURRENT))
       last = result["passed"] or attempt >= hcfg.retries
       if last:
-        kept = renderer_health.best_attempt(record["attempts"])
+        kept = attempt if mode == "extend" else renderer_health.best_attempt(record["attempts"])
         if kept != attempt:  # every attempt failed and an earlier one missed by less
           health_record.swap_in(record, workdir, kept)
           variables, _ = workdir_lib.load_renderer(workdir)
         record["kept"] = kept
         health_record.save(record, workdir)
         break
-      health_record.set_aside(record, workdir, attempt)  # record first, then the move
+      if mode == "restart":
+        health_record.set_aside(record, workdir, attempt)  # record first, then the move
+      else:  # the next attempt continues this checkpoint in place
+        record["attempts"][-1]["checkpoint"] = "continued by the next attempt"
+        health_record.save(record, workdir)
     kept = record["attempts"][record["kept"]]
     if not kept["passed"]:
       logging.warning(

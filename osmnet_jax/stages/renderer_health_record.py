@@ -1,14 +1,16 @@
 """W/renderer_health.json: the renderer stage's attempts and which one is kept (stages/renderer.py).
 
-A failed attempt's checkpoint folder is set aside as W/checkpoints/renderer_attempt<i> before the
-next attempt trains in W/checkpoints/renderer, the folder every later stage and eval.py read.
+In "restart" mode a failed attempt's checkpoint folder is set aside as
+W/checkpoints/renderer_attempt<i> before the next attempt trains in W/checkpoints/renderer, the
+folder every later stage and eval.py read.
 Folder moves are journaled: the record lists them under "pending" and is written (atomically)
 before they run, and ``finish_moves`` completes them on the next start, so a crash between two
 moves never leaves a checkpoint in the wrong place or an attempt counted twice.
 
-Record: {"steps", "bounds", "seed", "attempts": [{"attempt", "seed", "passed", "shortfall",
-"failed", "scores", "checkpoint"}], "kept": index or absent, "pending": [[src, dst], ...]}
-(folders relative to W).
+Record: {"steps", "bounds", "seed", "retry", "attempts": [{"attempt", "seed", "steps",
+"passed", "shortfall", "failed", "scores", "checkpoint"}], "kept": index or absent,
+"pending": [[src, dst], ...]} (folders relative to W). In "extend" mode nothing moves: each
+attempt continues the last one's checkpoint.
 """
 from __future__ import annotations
 
@@ -26,21 +28,24 @@ def aside(attempt: int) -> str:
   return os.path.join("checkpoints", f"renderer_attempt{attempt}")
 
 
-def load(workdir: str, steps: int, bounds: dict, seed: int) -> dict:
-  """The record for this run's steps, bounds and seed; a fresh one where there is none or it was
-  written for other settings (then the kept checkpoint is resumed as attempt 0: e.g. more steps
-  continue it)."""
+SETTINGS = ("steps", "bounds", "seed", "retry")
+
+
+def load(workdir: str, steps: int, bounds: dict, seed: int, retry: str) -> dict:
+  """The record for this run's steps, bounds, seed and retry mode; a fresh one where there is
+  none or it was written for other settings (then the checkpoint in W/checkpoints/renderer is
+  resumed as attempt 0: e.g. more steps continue it)."""
   fresh = {"steps": steps, "bounds": {k: list(v) for k, v in bounds.items()}, "seed": seed,
-           "attempts": [], "pending": []}
+           "retry": retry, "attempts": [], "pending": []}
   path = os.path.join(workdir, FILE)
   if not os.path.exists(path):
     return fresh
   with open(path) as f:
     old = json.load(f)
-  if all(old.get(k) == fresh[k] for k in ("steps", "bounds", "seed")):
+  if all(old.get(k) == fresh[k] for k in SETTINGS):
     return old
-  logging.info("renderer: %s was written for other settings (steps, bounds or seed); starting a "
-               "new health record", path)
+  logging.info("renderer: %s was written for other settings (steps, bounds, seed or retry); "
+               "starting a new health record", path)
   finish_moves(old, workdir)
   return fresh
 
@@ -94,10 +99,15 @@ def swap_in(record: dict, workdir: str, kept: int) -> None:
   _journal(record, workdir, [(CURRENT, aside(last)), (aside(kept), CURRENT)])
 
 
-def reopen(record: dict, workdir: str) -> None:
-  """Undo a decision in which every attempt failed (more retries were allowed since): the kept
-  attempt's checkpoint is set aside like the others and the next attempt can train."""
+def reopen(record: dict, workdir: str, move: bool) -> None:
+  """Undo a decision in which every attempt failed (more retries were allowed since) so the next
+  attempt can train: ``move`` (restart mode) sets the kept attempt's checkpoint aside like the
+  others; else (extend mode) the next attempt continues it in place."""
   kept = record.pop("kept")
+  if not move:
+    record["attempts"][kept]["checkpoint"] = "continued by the next attempt"
+    save(record, workdir)
+    return
   record["attempts"][kept]["checkpoint"] = aside(kept)
   _journal(record, workdir, [(CURRENT, aside(kept))])
 
