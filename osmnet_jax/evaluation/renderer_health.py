@@ -131,8 +131,12 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   cfg = ml_collections.ConfigDict(workdir_lib.load_config(args.workdir))
   hcfg = cfg.renderer.get("health")
-  if hcfg is None or not hcfg.get("bounds"):
-    from configs import default
+  if hcfg is None or not hcfg.get("bounds"):  # a workdir trained before the check existed
+    try:
+      from configs import default
+    except ImportError:
+      p.error(f"{args.workdir}'s config has no renderer.health and configs/default.py (its "
+              "default bounds) is not importable here: run from the repository root")
     hcfg = default.get_config().renderer.health
   clips = args.clips or hcfg.clips or 8
   bounds, note = usable_bounds({k: tuple(float(x) for x in v) for k, v in hcfg.bounds.items()})
