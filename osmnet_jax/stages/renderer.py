@@ -119,8 +119,7 @@ def _run_checked(cfg, hcfg, mcfg, builder, mesh, workdir: str, writer, size: int
   more steps never lowered a passing run below the bounds; BENCHMARKS.md "Renderer health
   check"); "restart" keeps the first that passed, else the nearest miss."""
   mode = hcfg.get("retry", "restart")
-  bounds, note = renderer_health.usable_bounds(
-      {k: tuple(float(x) for x in v) for k, v in hcfg.bounds.items()})
+  bounds, note = renderer_health.usable_bounds(hcfg.bounds)
   if note:
     logging.warning("renderer health check: %s", note)
   record = health_record.load(workdir, cfg.renderer.steps, bounds, cfg.seed, mode)
@@ -160,9 +159,8 @@ def _run_checked(cfg, hcfg, mcfg, builder, mesh, workdir: str, writer, size: int
         break
       if mode == "restart":
         health_record.set_aside(record, workdir, attempt)  # record first, then the move
-      else:  # the next attempt continues this checkpoint in place
-        record["attempts"][-1]["checkpoint"] = "continued by the next attempt"
-        health_record.save(record, workdir)
+      else:
+        health_record.continue_in_place(record, workdir, attempt)
     kept = record["attempts"][record["kept"]]
     if not kept["passed"]:
       logging.warning(

@@ -99,14 +99,19 @@ def swap_in(record: dict, workdir: str, kept: int) -> None:
   _journal(record, workdir, [(CURRENT, aside(last)), (aside(kept), CURRENT)])
 
 
+def continue_in_place(record: dict, workdir: str, attempt: int) -> None:
+  """Extend mode: the next attempt trains on from ``attempt``'s checkpoint, in place."""
+  record["attempts"][attempt]["checkpoint"] = "continued by the next attempt"
+  save(record, workdir)
+
+
 def reopen(record: dict, workdir: str, move: bool) -> None:
   """Undo a decision in which every attempt failed (more retries were allowed since) so the next
   attempt can train: ``move`` (restart mode) sets the kept attempt's checkpoint aside like the
   others; else (extend mode) the next attempt continues it in place."""
   kept = record.pop("kept")
   if not move:
-    record["attempts"][kept]["checkpoint"] = "continued by the next attempt"
-    save(record, workdir)
+    continue_in_place(record, workdir, kept)
     return
   record["attempts"][kept]["checkpoint"] = aside(kept)
   _journal(record, workdir, [(CURRENT, aside(kept))])
