@@ -11,6 +11,13 @@ reconstruction` reports) against the clip's true pose and landmarks:
   similarity frame 0's keypoints and Jacobians moved by the image-plane similarity (rotation,
              scale, shift) that best maps frame 0's rigid landmarks (jaw, brows, nose, eyes: no
              mouth) onto frame t's. In-plane motion only: no yaw, pitch or mouth.
+  local      each anchored keypoint (renderer.train.anchor_landmarks) and its Jacobian moved by
+             the affine map that best carries the landmarks *around its own landmark* (Gaussian
+             weights, std ``--local-sigma`` in frame widths) from frame 0 to frame t; the others
+             by the similarity. Keypoints whose motion and local deformation equal the true
+             face's: yaw, pitch and the mouth included. If this video shows the nod and the
+             detector video does not, the keypoints (or their Jacobians) lose it, not the
+             generator.
 
 If the similarity video shows the roll at its true amplitude while the detector video falls
 short, the renderer can render the turn and the loss is in the keypoints; that is the case for
@@ -39,10 +46,22 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray
   return a, md - a @ ms
 
 
+def local_affine(src: np.ndarray, dst: np.ndarray, center: np.ndarray,
+                 sigma: float) -> tuple[np.ndarray, np.ndarray]:
+  """Weighted least-squares x -> A x + b from point sets [N, 2] (weights: a Gaussian of std
+  ``sigma`` around ``center`` [2]) -> (A [2, 2], b [2])."""
+  w = np.exp(-((src - center) ** 2).sum(-1) / (2.0 * sigma ** 2))
+  x = np.concatenate([src, np.ones((len(src), 1))], 1)  # [N, 3]
+  sol = np.linalg.lstsq(x * w[:, None] ** 0.5, dst * w[:, None] ** 0.5, rcond=None)[0]  # [3, 2]
+  return sol[:2].T, sol[2]
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True, help="a train.py workdir with a renderer checkpoint")
   p.add_argument("--clips", type=int, default=16, help="held-out clips (0 = all)")
+  p.add_argument("--local-sigma", type=float, default=0.1,
+                 help="'local' variant: std of the landmark weights, in frame widths")
   args = p.parse_args(argv)
 
   import jax
@@ -62,7 +81,8 @@ def main(argv=None) -> None:
     cfg = ml_collections.ConfigDict(json.load(f))
   builder = datasets.get_builder(cfg.data)
   rend = render.sequence_renderer(mcfg, uint8=False)
-  rows = {"detector": [], "similarity": []}
+  anchors = list(cfg.renderer.train.get("anchor_landmarks", ()))[:mcfg.num_kp]
+  rows = {"detector": [], "similarity": [], "local": []}
   for ex in clips.iter_clips(builder, "test", args.clips):
     frames = ex["frames"]
     kp_det = render.detect_sequence(variables, mcfg, frames)      # [T, K, ...]
@@ -74,7 +94,17 @@ def main(argv=None) -> None:
     kp_sim = {"value": jnp.asarray(np.stack([v0 @ a.T + b for a, b in maps]), jnp.float32),
               "jacobian": jnp.asarray(np.stack([np.einsum("ij,kjl->kil", a, j0)
                                                 for a, _ in maps]), jnp.float32)}
-    for name, kp in (("detector", kp_det), ("similarity", kp_sim)):
+    values, jacobians = np.array(kp_sim["value"], np.float64), np.array(kp_sim["jacobian"],
+                                                                            np.float64)
+    # Unit coordinates span 2 per frame width: sigma in widths -> * 2.
+    for t in range(len(frames)):
+      for k, i in enumerate(anchors):
+        a, b = local_affine(lm[0], lm[t], lm[0, i], 2.0 * args.local_sigma)
+        values[t, k] = a @ v0[k] + b
+        jacobians[t, k] = a @ j0[k]
+    kp_local = {"value": jnp.asarray(values, jnp.float32),
+                "jacobian": jnp.asarray(jacobians, jnp.float32)}
+    for name, kp in (("detector", kp_det), ("similarity", kp_sim), ("local", kp_local)):
       video = media.to_uint8(np.asarray(rend(variables, frames[0], kp_src, kp, 16)))
       rows[name].append(pm.clip_scores(video, ex["pose"], ex["landmarks"], ex.get("audio")))
   keys = ("roll_r", "roll_amplitude", "ty_r", "ty_amplitude", "yaw_r", "yaw_amplitude",

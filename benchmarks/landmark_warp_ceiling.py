@@ -14,6 +14,9 @@ frame 0), plus the 8 frame-border points held fixed. Rows:
                     (config.renderer.train.anchor_landmarks: what its keypoints are tied to);
   ... + noise       the same with independent Gaussian noise of that many pixels on every
                     driving point, frame by frame (a keypoint detector's jitter);
+  warp, keypoints   through the renderer's own detector keypoints (frame 0's -> frame t's):
+                    the same keypoints the renderer reconstruction is driven by, with the
+                    dense-motion network's flow replaced by an exact interpolation of them;
   renderer          the workdir's renderer reconstruction (as `eval.py --mode reconstruction`).
 
 Each is scored by `metrics.pixel_motion.clip_scores` (roll by ECC registration, yaw / pitch by
@@ -98,6 +101,7 @@ def main(argv=None) -> int:
   from osmnet_jax import media
   from osmnet_jax import workdir as workdir_lib
   from osmnet_jax.evaluation import clips, reconstruction
+  from osmnet_jax.inference import render
   from osmnet_jax.input import datasets
   from osmnet_jax.metrics import pixel_motion
 
@@ -114,6 +118,7 @@ def main(argv=None) -> int:
     variables = None
   rows: dict[str, list] = {"real": [], **{k: [] for k in variants}}
   if variables is not None:
+    rows["warp, keypoints"] = []
     rows["renderer"] = []
   rng = np.random.default_rng(0)
   for ex in clips.iter_clips(datasets.get_builder(cfg.data), args.split, args.clips):
@@ -122,6 +127,11 @@ def main(argv=None) -> int:
     for name, (pts, noise) in variants.items():
       movies[name] = warp_clip(fr, lm, pts, noise, rng)
     if variables is not None:
+      # Keypoints are FOMM's normalised (x, y), pixel j at 2 j / (S - 1) - 1.
+      kp = (np.asarray(render.detect_sequence(variables, mcfg, fr)["value"], np.float64) + 1.0
+            ) * (fr.shape[1] - 1) / 2.0
+      movies["warp, keypoints"] = np.stack(
+          [fr[0]] + [warp_through_points(fr[0], kp[0], kp[t]) for t in range(1, len(fr))])
       pred = reconstruction.reconstruct_clip(variables, mcfg, fr)
       movies["renderer"] = media.to_uint8(pred)
     for name, movie in movies.items():

@@ -215,3 +215,24 @@ def test_ceiling_benchmark_recovers_a_known_similarity():
   got_a, got_b = ceiling.similarity(pts[ceiling.RIGID], pts[ceiling.RIGID] @ a.T + b)
   np.testing.assert_allclose(got_a, a, atol=1e-9)
   np.testing.assert_allclose(got_b, b, atol=1e-9)
+
+
+def test_local_affine_recovers_an_affine_and_stays_local():
+  """benchmarks/inplane_keypoint_ceiling.py's 'local' fit: points moved by one affine map give
+  it back at every centre; a deformation confined to the mouth is seen at the mouth's centre and
+  not at the eyes'."""
+  pts = (fg.project(fg.MEAN_FACE, np.array([0.1, -0.05, 0.0, 0.0, 0.05, 0.6]), 2)[0] - 0.5)
+  a = np.array([[1.05, 0.08], [-0.04, 0.93]])
+  b = np.array([0.02, -0.03])
+  for i in (30, 36, 62):
+    got_a, got_b = ceiling.local_affine(pts, pts @ a.T + b, pts[i], 0.2)
+    np.testing.assert_allclose(got_a, a, atol=1e-9)
+    np.testing.assert_allclose(got_b, b, atol=1e-9)
+  opened = pts.copy()
+  lips = np.arange(48, 68)
+  centre = pts[lips].mean(0)
+  opened[lips, 1] = centre[1] + 1.5 * (pts[lips, 1] - centre[1])  # mouth opens 1.5x vertically
+  at_mouth, _ = ceiling.local_affine(pts, opened, pts[62], 0.05)
+  at_eye, _ = ceiling.local_affine(pts, opened, pts[36], 0.05)
+  assert at_mouth[1, 1] > 1.2                     # the opening, near its full 1.5x
+  np.testing.assert_allclose(at_eye, np.eye(2), atol=0.02)  # the eye region does not move
