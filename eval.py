@@ -35,9 +35,10 @@ import shlex
 import sys
 import time
 
-from osmnet_jax.runtime import xla_cpu_tuning
+from osmnet_jax.runtime import accelerator_probe, xla_cpu_tuning
 
 xla_cpu_tuning.apply()  # XLA:CPU options, before JAX starts (see osmnet_jax/xla_cpu_tuning.py)
+accelerator_probe.apply()  # CPU-only machine with accelerator plugins: the CPU, no tracebacks
 
 from absl import app, flags, logging  # noqa: E402
 

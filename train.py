@@ -24,9 +24,10 @@ import sys
 import tempfile
 import time
 
-from osmnet_jax.runtime import xla_cpu_tuning
+from osmnet_jax.runtime import accelerator_probe, xla_cpu_tuning
 
 xla_cpu_tuning.apply()  # XLA:CPU options, before JAX starts (osmnet_jax/runtime/xla_cpu_tuning.py)
+accelerator_probe.apply()  # CPU-only machine with accelerator plugins: the CPU, no tracebacks
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

@@ -19,7 +19,8 @@ frame 0), plus the 8 frame-border points held fixed. Rows:
                     dense-motion network's flow replaced by an exact interpolation of them;
   renderer          the workdir's renderer reconstruction (as `eval.py --mode reconstruction`).
 
-Each is scored by `metrics.pixel_motion.clip_scores` (roll by ECC registration, yaw / pitch by
+Each is scored by PSNR against the true frames (frames 1.., mean per clip) and by
+`metrics.pixel_motion.clip_scores` (roll by ECC registration, yaw / pitch by
 the independent face mesh, mouth by the registered mouth region), median over clips. Nothing
 here trains. Output: a markdown table on stdout.
 """
@@ -35,8 +36,15 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-KEYS = ("yaw_r", "yaw_amplitude", "pitch_r", "pitch_amplitude", "roll_r", "roll_amplitude",
-        "mouth_landmark_r", "mouth_audio_r")
+KEYS = ("psnr", "yaw_r", "yaw_amplitude", "pitch_r", "pitch_amplitude", "roll_r",
+        "roll_amplitude", "mouth_landmark_r", "mouth_audio_r")
+
+
+def psnr(frames: np.ndarray, truth: np.ndarray) -> float:
+  """Mean PSNR (dB, uint8 frames [T, S, S, 3]) of frames 1.. against the true ones (frame 0 is
+  the source itself in every row)."""
+  err = (frames[1:].astype(np.float64) - truth[1:].astype(np.float64)) ** 2
+  return float(np.mean(10.0 * np.log10(255.0 ** 2 / np.maximum(err.mean(axis=(1, 2, 3)), 1e-10))))
 
 
 def border_points(size: int) -> np.ndarray:
@@ -135,7 +143,9 @@ def main(argv=None) -> int:
       pred = reconstruction.reconstruct_clip(variables, mcfg, fr)
       movies["renderer"] = media.to_uint8(pred)
     for name, movie in movies.items():
-      rows[name].append(pixel_motion.clip_scores(movie, pose, lm, audio))
+      row = pixel_motion.clip_scores(movie, pose, lm, audio)
+      row["psnr"] = None if name == "real" else psnr(movie, fr)
+      rows[name].append(row)
   print(f"anchors: {anchors}; {len(rows['real'])} {args.split} clips; median over clips")
   print("| frames | " + " | ".join(KEYS) + " |")
   print("|---|" + "---:|" * len(KEYS))

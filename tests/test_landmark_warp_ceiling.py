@@ -45,3 +45,13 @@ def test_warp_through_rendered_landmarks_carries_a_known_roll():
   # Frozen landmarks: no motion reaches the frames.
   still = lwc.warp_clip(frames, np.broadcast_to(lm[:1], lm.shape), list(range(68)))
   assert np.abs(still.astype(int) - frames[0]).max() <= 1
+
+
+def test_psnr_of_a_known_error():
+  """The PSNR column: frames off by a constant 16 grey levels read 10 log10(255^2 / 16^2) dB, and
+  frame 0 (the source in every row) does not count."""
+  truth = np.full((3, 8, 8, 3), 100, np.uint8)
+  frames = truth.copy()
+  frames[0] = 0          # ignored
+  frames[1:] += 16
+  np.testing.assert_allclose(lwc.psnr(frames, truth), 10 * np.log10(255.0 ** 2 / 256.0), rtol=1e-9)

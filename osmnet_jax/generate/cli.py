@@ -67,8 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-  from osmnet_jax.runtime import xla_cpu_tuning  # pylint: disable=g-import-not-at-top
+  from osmnet_jax.runtime import accelerator_probe, xla_cpu_tuning  # pylint: disable=g-import-not-at-top
   xla_cpu_tuning.apply()  # before the first computation initialises the backend
+  accelerator_probe.apply()
   args = parse_args(argv)
   try:
     check_args(args)  # before any model work

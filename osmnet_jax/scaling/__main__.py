@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from osmnet_jax.runtime import xla_cpu_tuning
+from osmnet_jax.runtime import accelerator_probe, xla_cpu_tuning
 
 
 def parse_args(argv=None):
@@ -151,4 +151,5 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
   xla_cpu_tuning.apply()
+  accelerator_probe.apply()
   sys.exit(main())

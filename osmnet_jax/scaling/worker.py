@@ -136,7 +136,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  from osmnet_jax.runtime import xla_cpu_tuning
+  from osmnet_jax.runtime import accelerator_probe, xla_cpu_tuning
 
   xla_cpu_tuning.apply()
+  accelerator_probe.apply()
   sys.exit(main())
