@@ -21,6 +21,7 @@ re-estimated track against the pose the frames were drawn with (metrics/pixel_mo
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import cv2
@@ -73,11 +74,16 @@ def still(num: int) -> None:
           f"pitch {np.rad2deg(seen['pitch'].std()):.2f} deg", flush=True)
 
 
-def clips(num: int) -> None:
+@functools.cache
+def _test_clips(num: int) -> tuple[dict, ...]:
+  """The first ``num`` synth_talk test clips, generated once for the checks that read them."""
   spec = synth_clips.SynthSpec()
+  return tuple(synth_clips.generate_clip(spec, "test", i) for i in range(num))
+
+
+def clips(num: int) -> None:
   rows = []
-  for i in range(num):
-    ex = synth_clips.generate_clip(spec, "test", i)
+  for ex in _test_clips(num):
     row = pm.clip_scores(ex["frames"], ex["pose"], ex["landmarks"], ex["audio"])
     row["asked_pitch_std_deg"] = float(np.rad2deg(ex["pose"][:, 1].std()))
     rows.append(row)
@@ -91,11 +97,9 @@ def clips(num: int) -> None:
 
 
 def blurred(num: int, sigmas: list[float]) -> None:
-  spec = synth_clips.SynthSpec()
-  exs = [synth_clips.generate_clip(spec, "test", i) for i in range(num)]
   for sigma in sigmas:
     rows = [pm.clip_scores(np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in ex["frames"]]),
-                           ex["pose"], ex["landmarks"], ex["audio"]) for ex in exs]
+                           ex["pose"], ex["landmarks"], ex["audio"]) for ex in _test_clips(num)]
     med = pm.median_scores(rows)
     print(f"blurred true frames, sigma {sigma:.2f} px ({num} clips): yaw r {med['yaw_r']:.2f} "
           f"ratio {med['yaw_amplitude']:.2f}; pitch r {med['pitch_r']:.2f} ratio "

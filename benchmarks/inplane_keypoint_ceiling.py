@@ -91,11 +91,12 @@ def main(argv=None) -> None:
     v0 = np.asarray(kp_src["value"][0], np.float64)
     j0 = np.asarray(kp_src["jacobian"][0], np.float64)
     maps = [similarity(lm[0, RIGID], lm[t, RIGID]) for t in range(len(frames))]
-    kp_sim = {"value": jnp.asarray(np.stack([v0 @ a.T + b for a, b in maps]), jnp.float32),
-              "jacobian": jnp.asarray(np.stack([np.einsum("ij,kjl->kil", a, j0)
-                                                for a, _ in maps]), jnp.float32)}
-    values, jacobians = np.array(kp_sim["value"], np.float64), np.array(kp_sim["jacobian"],
-                                                                            np.float64)
+    sim_values = np.stack([v0 @ a.T + b for a, b in maps])                     # [T, K, 2]
+    sim_jacobians = np.stack([np.einsum("ij,kjl->kil", a, j0) for a, _ in maps])  # [T, K, 2, 2]
+    kp_sim = {"value": jnp.asarray(sim_values, jnp.float32),
+              "jacobian": jnp.asarray(sim_jacobians, jnp.float32)}
+    # local: the similarity's keypoints with the anchored ones replaced.
+    values, jacobians = sim_values.copy(), sim_jacobians.copy()
     # Unit coordinates span 2 per frame width: sigma in widths -> * 2.
     for t in range(len(frames)):
       for k, i in enumerate(anchors):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import sys
 from typing import Callable, MutableMapping
 
 OPT_OUT_ENV = "OSMNET_ACCELERATOR_PROBE"
@@ -58,7 +59,6 @@ def apply(environ: MutableMapping[str, str] | None = None, dev_root: str = "/dev
   if not plugins or device_nodes(dev_root):
     return None
   environ["JAX_PLATFORMS"] = "cpu"
-  import sys
   if environ is os.environ and "jax" in sys.modules:
     # jax read JAX_PLATFORMS when it was imported; its backends start at the first use, so the
     # config still takes the choice here.
