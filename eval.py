@@ -81,7 +81,7 @@ def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) ->
   n_frames = n_clips = 0
   for ex in clips.iter_clips(builder, split, max_clips):
     gt = jnp.asarray(ex["frames"], jnp.float32) / 255.0  # [T, H, W, 3]
-    pred = reconstruction.reconstruct_clip(variables, mcfg, ex["frames"])
+    pred = reconstruction.reconstruct_clip(variables, mcfg, ex["frames"], landmarks=ex["landmarks"])
     preds = {"renderer": jnp.asarray(pred),
              "copy_source": jnp.broadcast_to(gt[:1], gt.shape)}
     for name, pred in preds.items():

@@ -140,7 +140,7 @@ def main(argv=None) -> int:
             ) * (fr.shape[1] - 1) / 2.0
       movies["warp, keypoints"] = np.stack(
           [fr[0]] + [warp_through_points(fr[0], kp[0], kp[t]) for t in range(1, len(fr))])
-      pred = reconstruction.reconstruct_clip(variables, mcfg, fr)
+      pred = reconstruction.reconstruct_clip(variables, mcfg, fr, landmarks=lm)
       movies["renderer"] = media.to_uint8(pred)
     for name, movie in movies.items():
       row = pixel_motion.clip_scores(movie, pose, lm, audio)

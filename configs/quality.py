@@ -12,7 +12,8 @@ What changes against configs/default.py, and why:
     heatmaps and the flow at 64 x 64 (at 16 x 16 the flow cannot follow a lip to a pixel).
   - widths x2 (kp detector, generator, dense motion) and 8,000 renderer steps with a 10x lr decay
     at 6,000: the default's 800 steps stop while the renderer is still improving.
-  - the landmark terms stay on (configs/default.py); stage B is unchanged except its frame size.
+  - the landmark terms and the landmark spline in the flow stay on (configs/default.py); stage B
+    is unchanged except its frame size.
 
 Runtime, measured as a ratio (benchmarks/bench_config_step.py, BENCHMARKS.md "quality.py: its
 cost"): one renderer step costs 7.6x the default's on a 2-core CPU, so its 8,000 steps are ~76x
@@ -45,8 +46,8 @@ def get_config():
   r.grid_every = 500
   r.kp_detector.update(block_expansion=16, max_features=128, num_blocks=4, scale_factor=0.5)
   r.generator.update(block_expansion=16, max_features=128, num_bottleneck_blocks=3)
-  r.generator.dense_motion_params = dict(block_expansion=16, max_features=128, num_blocks=4,
-                                         scale_factor=0.5)
+  r.generator.dense_motion_params.update(block_expansion=16, max_features=128, num_blocks=4,
+                                         scale_factor=0.5)  # landmark_motion as in default
   r.train.lr_milestones = (6000,)
   r.train.scales = (1.0, 0.5, 0.25, 0.125)
   # The health check still runs and reports (W/renderer_health.json); a retry would be another

@@ -6,6 +6,7 @@ synth_talk at 128 px (its largest); for real 256-px videos set --config.data.nam
 --config.data.data_dir=DIR. Results: BENCHMARKS.md.
 """
 from configs import default
+from osmnet_jax import renderer
 
 
 def get_config():
@@ -21,9 +22,9 @@ def get_config():
   r.generator.max_features = 512
   r.generator.num_bottleneck_blocks = 6
   r.generator.output_blend = "none"
-  r.generator.dense_motion_params.block_expansion = 64
-  r.generator.dense_motion_params.max_features = 1024
-  r.generator.dense_motion_params.num_blocks = 5
+  # FOMM's dense motion network exactly: its K+1 motions, without the default's landmark spline
+  # (whose fields the FOMM configs and converters do not carry; absent means "none").
+  r.generator.dense_motion_params = renderer.vox256_config().generator.dense_motion_params
   r.discriminator.block_expansion = 32
   r.discriminator.max_features = 512
   r.discriminator.num_blocks = 4

@@ -185,6 +185,20 @@ def make_generator(cfg, train: bool = False, bn_axis_name: Any = None) -> Occlus
   )
 
 
+def uses_landmarks(cfg) -> bool:
+  """Whether the generator's flow reads landmarks (dense_motion_params.landmark_motion [ours]):
+  then every keypoint dict it renders from carries 'landmarks' (``with_landmarks``)."""
+  dmp = cfg.generator.get("dense_motion_params", None)
+  return dmp is not None and dict(dmp).get("landmark_motion", "none") != "none"
+
+
+def with_landmarks(kp: dict, landmarks, size: int) -> dict:
+  """kp plus 'landmarks': pixel landmarks [..., 68, 2] of an S x S frame (pixel j at j, the
+  datasets' convention) in the keypoints' normalised coordinates (x = 2 j / (S - 1) - 1)."""
+  lm = jnp.asarray(landmarks, jnp.float32) * (2.0 / (size - 1)) - 1.0
+  return dict(kp) | {"landmarks": lm}
+
+
 def make_discriminator(cfg, train: bool = False) -> MultiScaleDiscriminator:
   d = cfg.discriminator
   params = dict(
@@ -223,6 +237,10 @@ def _init(rng, cfg, image_size, with_discriminator) -> dict:
       "value": jnp.zeros((1, cfg.num_kp, 2), jnp.float32),
       "jacobian": jnp.broadcast_to(jnp.eye(2, dtype=jnp.float32), (1, cfg.num_kp, 2, 2)),
   }
+  if uses_landmarks(cfg):  # distinct points (a spline through one repeated point is singular)
+    angle = jnp.linspace(0.0, 2.0 * jnp.pi, 68, endpoint=False)
+    ring = 0.5 * jnp.stack([jnp.cos(angle), jnp.sin(angle)], -1)[None]  # [1, 68, 2]
+    kp = kp | {"landmarks": ring}
   v_gen = make_generator(cfg).init(k_gen, x, kp, kp)
   variables = {"kp_detector": _with_stats(v_kp), "generator": _with_stats(v_gen)}
   if with_discriminator:

@@ -172,6 +172,9 @@ def _generate(cfg, mesh: Mesh, b: int, mode: str) -> Program:
   fn = jax.jit(render, in_shardings=(rvars_sh, repl, repl, frames_sh), out_shardings=frames_sh)
   kp_src = {"value": _sds((1, k, 2), jnp.float32), "jacobian": _sds((1, k, 2, 2), jnp.float32)}
   kp_drv = {"value": _sds((b, k, 2), jnp.float32), "jacobian": _sds((b, k, 2, 2), jnp.float32)}
+  if renderer.uses_landmarks(rcfg):  # the landmark motion [ours] reads 68 points per frame
+    kp_src["landmarks"] = _sds((1, 68, 2), jnp.float32)
+    kp_drv["landmarks"] = _sds((b, 68, 2), jnp.float32)
   source = _sds((1, size, size, 3), jnp.float32)
   return Program("generate", mode, fn, (rvars, source, kp_src, kp_drv), rcfg.compute_dtype,
                  b // mesh.size)

@@ -14,10 +14,18 @@ from osmnet_jax import media, renderer
 from osmnet_jax.inference import render
 
 
-def reconstruct_clip(variables: dict, cfg, frames: np.ndarray, batch: int = 16) -> np.ndarray:
+def reconstruct_clip(variables: dict, cfg, frames: np.ndarray, batch: int = 16,
+                     landmarks: np.ndarray | None = None) -> np.ndarray:
   """frames uint8 [T, H, W, 3] -> predictions float32 [T, H, W, 3] in [0, 1]: frame 0 moved to
-  every frame's own keypoints, ``batch`` frames per jitted call (inference/render.py)."""
+  every frame's own keypoints, ``batch`` frames per jitted call (inference/render.py).
+  ``landmarks`` [T, 68, 2] px: the frames' landmarks, needed (and only read) by a renderer with
+  a landmark motion (renderer.uses_landmarks), which the clip's landmarks then drive as well."""
   kp = render.detect_sequence(variables, cfg, frames, batch)  # [T, K, ...]
+  if renderer.uses_landmarks(cfg):
+    if landmarks is None:
+      raise ValueError("this renderer's flow reads landmarks (dense_motion_params."
+                       "landmark_motion): pass the clip's landmarks [T, 68, 2] px")
+    kp = renderer.with_landmarks(kp, landmarks, frames.shape[1])
   kp_src = jax.tree.map(lambda x: x[:1], kp)
   return render.sequence_renderer(cfg, uint8=False)(variables, frames[0], kp_src, kp, batch)
 
@@ -38,10 +46,11 @@ def _draw_keypoints(img: np.ndarray, kp: np.ndarray) -> np.ndarray:
 
 
 def renderer_grid(variables: dict, cfg, source: np.ndarray, driving: np.ndarray,
-                  max_rows: int = 4) -> np.ndarray:
+                  max_rows: int = 4, landmarks: tuple | None = None) -> np.ndarray:
   """TensorBoard grid, one row per example: source+kp | driving+kp | deformed | occlusion | pred.
 
-  source, driving: uint8 [B, H, W, 3]. Returns uint8 [rows*H, 5*W, 3].
+  source, driving: uint8 [B, H, W, 3]; landmarks: (source, driving) [B, 68, 2] px, for a
+  renderer with a landmark motion. Returns uint8 [rows*H, 5*W, 3].
   """
   from osmnet_jax.nn.grid_sample import grid_sample, resize_bilinear
 
@@ -49,6 +58,10 @@ def renderer_grid(variables: dict, cfg, source: np.ndarray, driving: np.ndarray,
   drv = jnp.asarray(driving[:max_rows], jnp.float32) / 255.0
   kp_s = renderer.detect_keypoints(variables, cfg, src)
   kp_d = renderer.detect_keypoints(variables, cfg, drv)
+  if renderer.uses_landmarks(cfg):
+    size = src.shape[1]
+    kp_s = renderer.with_landmarks(kp_s, np.asarray(landmarks[0])[:max_rows], size)
+    kp_d = renderer.with_landmarks(kp_d, np.asarray(landmarks[1])[:max_rows], size)
   out = renderer.render(variables, cfg, src, kp_s, kp_d)
   h, w = src.shape[1:3]
   deformed = grid_sample(src, resize_bilinear(out["deformation"], (h, w)))

@@ -43,7 +43,7 @@ def measure(variables: dict, mcfg, builder, num_clips: int, split: str = "train"
 
   rows = []
   for ex in clips.iter_clips(builder, split, max_clips=num_clips):
-    pred = reconstruction.reconstruct_clip(variables, mcfg, ex["frames"])
+    pred = reconstruction.reconstruct_clip(variables, mcfg, ex["frames"], landmarks=ex["landmarks"])
     rows.append(pixel_motion.clip_scores(media.to_uint8(pred), ex["pose"], ex["landmarks"],
                                          ex.get("audio")))
   if not rows:

@@ -8,6 +8,8 @@
   # kp     {'value' [B,T,K,2], 'jacobian' [B,T,K,2,2]}: KeypointPredictor(kp_src, expression, pose)
   #        (models/keypoint_predictor.predict: with the in-plane pose moved geometrically when
   #        cfg.inplane_pose='geometric')
+  # With a renderer whose flow reads landmarks (renderer.uses_landmarks) both dicts also carry
+  # 'landmarks': the source's [B,68,2] and the expression model's predicted [B,T,68,2].
 
 The ExpressionEncoder and the KeypointPredictor are per-frame layers plus SAME-padded temporal
 convs with no positional input, so one pass over a whole sequence equals the training-time
@@ -40,6 +42,11 @@ def make_keypoints_fn(expression_cfg, renderer_cfg):
     kp_src = detector.apply(renderer_variables["kp_detector"], source)
     kp = kp_lib.predict(predictor, params["keypoints"], kp_src, out["expression"], pose,
                         expression_cfg)
+    if renderer.uses_landmarks(renderer_cfg):  # the landmark motion [ours]: predicted landmarks
+      size = source.shape[1]
+      kp_src = renderer.with_landmarks(kp_src, batch["source_landmarks"], size)
+      kp = renderer.with_landmarks(
+          kp, expression_lib.denormalise_landmarks(out["landmarks"], size), size)
     return kp_src, kp
 
   return fn

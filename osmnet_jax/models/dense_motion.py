@@ -11,6 +11,12 @@ Mixed precision (`dtype=jnp.bfloat16`): only the hourglass computes in bf16. The
 the warped sources (grid_sample coordinates), the 'mask' / 'occlusion' heads, the softmax and
 the flow stay float32: the flow is a coordinate field read by grid_sample, where bf16 would
 misplace pixels (see grid_sample.py), and the heads are cheap.
+
+``landmark_motion="tps"`` [ours; "none" in every FOMM config, whose checkpoints and parity are
+unchanged]: one more motion, appended last (index K+1): the thin-plate spline that carries the
+driving frame's landmarks exactly onto the source's (nn/tps.py says why). The keypoint dicts then
+carry 'landmarks' [B,N,2] in the keypoints' normalised coordinates; its heatmap channel is the
+max over the landmarks' Gaussians (driving - source). The mask has K+2 channels.
 """
 
 from typing import Any
@@ -20,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from osmnet_jax.nn import keypoints as kp_lib
+from osmnet_jax.nn import tps as tps_lib
 from osmnet_jax.nn.blocks import AntiAliasInterpolation2d, Hourglass, conv
 from osmnet_jax.nn.grid_sample import grid_sample
 
@@ -39,6 +46,22 @@ def sparse_motions(kp_src: dict, kp_drv: dict, h: int, w: int) -> jax.Array:
   driving_to_source = z + kp_src["value"][:, :, None, None, :]
   background = jnp.broadcast_to(identity[None, None], (b, 1, h, w, 2))
   return jnp.concatenate([background, driving_to_source], axis=1)
+
+
+LANDMARK_MOTIONS = ("none", "tps")
+
+
+def landmark_motion(kp_src: dict, kp_drv: dict, h: int, w: int, reg: float) -> jax.Array:
+  """[B, 1, h, w, 2]: the spline from the driving landmarks to the source landmarks on the
+  (h, w) grid ('landmarks' [B,N,2] of both dicts)."""
+  for name, kp in (("kp_src", kp_src), ("kp_drv", kp_drv)):
+    if "landmarks" not in kp:
+      raise ValueError(
+          f"landmark_motion='tps' needs {name}['landmarks'] [B,N,2] (normalised like the "
+          "keypoints): renderer.with_landmarks adds them; or set "
+          "generator.dense_motion_params.landmark_motion='none'")
+  grid = kp_lib.make_coordinate_grid(h, w, jnp.float32)
+  return tps_lib.grid_motion(kp_drv["landmarks"], kp_src["landmarks"], grid, reg)[:, None]
 
 
 def deformed_sources(source: jax.Array, motions: jax.Array) -> jax.Array:
@@ -64,11 +87,16 @@ class DenseMotionNetwork(nn.Module):
   bn_axis_name: Any = None
   dtype: Any = None  # hourglass compute dtype (None: float32)
   remat: bool = False  # nn.remat on the hourglass blocks
+  landmark_motion: str = "none"  # [ours] "tps": one more motion from the landmarks (module doc)
+  landmark_tps_reg: float = 1e-6  # the spline regulariser (nn/tps.py): 0.01 px off at 64 px
 
   @nn.compact
   def __call__(self, source: jax.Array, kp_drv: dict, kp_src: dict) -> dict[str, jax.Array]:
-    """source [B,H,W,C] -> dict of mask [B,h,w,K+1], deformation [B,h,w,2],
-    sparse_deformed [B,K+1,h,w,C], occlusion_map [B,h,w,1]."""
+    """source [B,H,W,C] -> dict of mask [B,h,w,M], deformation [B,h,w,2],
+    sparse_deformed [B,M,h,w,C], occlusion_map [B,h,w,1]; M = K+1 motions (K+2 with
+    landmark_motion)."""
+    if self.landmark_motion not in LANDMARK_MOTIONS:
+      raise ValueError(f"landmark_motion={self.landmark_motion!r}: use one of {LANDMARK_MOTIONS}")
     if self.scale_factor != 1:
       source = AntiAliasInterpolation2d(self.scale_factor, name="down")(source)
     b, h, w, c = source.shape
@@ -79,14 +107,21 @@ class DenseMotionNetwork(nn.Module):
     heatmaps = jnp.concatenate([jnp.zeros((b, h, w, 1), gauss.dtype), gauss], axis=-1)
 
     motions = sparse_motions(kp_src, kp_drv, h, w)  # [B,K+1,h,w,2]
-    deformed = deformed_sources(source, motions)  # [B,K+1,h,w,C]
+    if self.landmark_motion == "tps":
+      motions = jnp.concatenate(
+          [motions, landmark_motion(kp_src, kp_drv, h, w, self.landmark_tps_reg)], axis=1)
+      lm_heat = (kp_lib.kp2gaussian(kp_drv["landmarks"], h, w, self.kp_variance).max(-1)
+                 - kp_lib.kp2gaussian(kp_src["landmarks"], h, w, self.kp_variance).max(-1))
+      heatmaps = jnp.concatenate([heatmaps, lm_heat[..., None].astype(heatmaps.dtype)], -1)
+    num_motions = motions.shape[1]
+    deformed = deformed_sources(source, motions)  # [B,M,h,w,C]
 
     # torch: cat([heatmap [B,K+1,1,h,w], deformed [B,K+1,C,h,w]], 2).view(B, -1, h, w), so the
     # channel index is m * (C+1) + c. Build [B,h,w,K+1,C+1] and flatten the last two.
     per_motion = jnp.concatenate(
         [heatmaps[..., None], jnp.transpose(deformed, (0, 2, 3, 1, 4))], axis=-1
     )
-    inp = per_motion.reshape(b, h, w, (self.num_kp + 1) * (c + 1))
+    inp = per_motion.reshape(b, h, w, num_motions * (c + 1))
 
     prediction = Hourglass(
         self.block_expansion,
@@ -99,7 +134,7 @@ class DenseMotionNetwork(nn.Module):
         name="hourglass",
     )(inp)
     # Heads without a dtype: bf16 'prediction' is promoted to the float32 params (float32 out).
-    mask = jax.nn.softmax(conv(self.num_kp + 1, 7, 3, "mask")(prediction), axis=-1)
+    mask = jax.nn.softmax(conv(num_motions, 7, 3, "mask")(prediction), axis=-1)
     deformation = jnp.einsum(
         "bhwm,bmhwi->bhwi", mask, motions, precision=jax.lax.Precision.HIGHEST
     )

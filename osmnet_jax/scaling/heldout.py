@@ -36,7 +36,8 @@ def _renderer(run_dir: str, builder, cfg) -> dict:
   l1, lp = [], []
   for clip in clips_lib.iter_clips(builder, split, max_clips=HELDOUT_CLIPS):
     gt = clip["frames"].astype(np.float32) / 255.0        # [T, H, W, 3]
-    pred = reconstruction.reconstruct_clip(variables, mcfg, clip["frames"])
+    pred = reconstruction.reconstruct_clip(variables, mcfg, clip["frames"],
+                                           landmarks=clip["landmarks"])
     l1.append(np.abs(pred - gt).mean())
     lp.append(np.asarray(lpips_lib.lpips(pred, gt)).mean())
   return {"heldout_loss": float(np.mean(l1)), "heldout_l1": float(np.mean(l1)),

@@ -226,3 +226,16 @@ def _landmark_terms(errors: list, rcfg) -> None:
   m = t.get("mouth_margin", 0.35)
   if not isinstance(m, (int, float)) or m < 0:
     errors.append(f"config.renderer.train.mouth_margin={m!r}: must be a number >= 0")
+  dmp = rcfg.generator.get("dense_motion_params", None)
+  if dmp is not None:
+    from osmnet_jax.models.dense_motion import LANDMARK_MOTIONS
+
+    lm = dmp.get("landmark_motion", "none")
+    if lm not in LANDMARK_MOTIONS:
+      errors.append(f"config.renderer.generator.dense_motion_params.landmark_motion={lm!r}: use "
+                    f"one of {LANDMARK_MOTIONS} ('tps': a spline through the 68 landmarks as one "
+                    "more motion, models/dense_motion.py)")
+    reg = dmp.get("landmark_tps_reg", 1e-6)
+    if isinstance(reg, bool) or not isinstance(reg, (int, float)) or reg < 0:
+      errors.append(f"config.renderer.generator.dense_motion_params.landmark_tps_reg={reg!r}: "
+                    "must be a number >= 0 (0: the spline meets every landmark exactly)")

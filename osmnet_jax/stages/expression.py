@@ -126,6 +126,12 @@ class ExpressionStage(common.CompiledSteps):
     kp_src = self.detect(renderer_vars, source)  # [B,K,2], [B,K,2,2]
     kp = kp_lib.predict(self.kp_predictor, params["keypoints"], kp_src, out["expression"], pose,
                         self.cfg)
+    if renderer.uses_landmarks(self.rcfg):  # the renderer's landmark motion [ours]: its
+      # driving landmarks are the predicted ones (differentiable: the joint stage's pixel loss
+      # reaches the landmark head through the spline).
+      kp_src = renderer.with_landmarks(kp_src, batch["source_landmarks"], size)
+      kp = renderer.with_landmarks(
+          kp, expression_lib.denormalise_landmarks(out["landmarks"], size), size)
     return {"landmarks": out["landmarks"], "expression": out["expression"], "kp_src": kp_src,
             "kp": kp, "source": source}
 

@@ -194,7 +194,10 @@ def _grid_logger(writer, every: int, mcfg):
       return
     source, driving = (np.asarray(batch[k]).reshape((-1,) + batch[k].shape[-3:])
                        for k in ("source", "driving"))  # pmap: [n_dev, b] -> [B]
-    grid = reconstruction.renderer_grid(variables_from_state(state), mcfg, source, driving)
+    marks = tuple(np.asarray(batch[k]).reshape((-1, 68, 2))
+                  for k in ("source_landmarks", "driving_landmarks"))
+    grid = reconstruction.renderer_grid(variables_from_state(state), mcfg, source, driving,
+                                        landmarks=marks)
     writer.add_image("renderer/source_driving_deformed_occlusion_prediction", grid, step,
                      dataformats="HWC")
 
@@ -209,7 +212,8 @@ def write_samples(variables, mcfg, builder, num_clips: int, out_dir: str) -> lis
   split = "test" if "test" in builder.info.splits else "train"
   written = []
   for i, ex in enumerate(clips.iter_clips(builder, split, max_clips=num_clips)):
-    pred = reconstruction.reconstruct_clip(variables, mcfg, ex["frames"])
+    pred = reconstruction.reconstruct_clip(variables, mcfg, ex["frames"],
+                                           landmarks=ex["landmarks"])
     side = np.concatenate([ex["frames"], media.to_uint8(pred)], axis=2)
     written.append(media.write_video(
         os.path.join(out_dir, f"renderer_reconstruction_{i}.mp4"), side, audio=ex["audio"]))

@@ -148,14 +148,18 @@ class RendererStage(common.CompiledSteps):
   def _landmarks(self, batch: dict) -> dict | None:
     """The batch's {'source', 'driving'} landmarks [B, 68, 2] when a landmark term is on."""
     w = self.cfg.train.loss_weights
-    if not any(w.get(k, 0.0) for k in LANDMARK_TERMS):
+    terms = [k for k in LANDMARK_TERMS if w.get(k, 0.0)]
+    flow = renderer.uses_landmarks(self.cfg)
+    if not (terms or flow):
       return None
     missing = [k for k in ("source_landmarks", "driving_landmarks") if k not in batch]
     if missing:
+      why = (f"loss weights {terms}" if terms else "") + (
+          " and " if terms and flow else "") + ("the landmark motion" if flow else "")
       raise ValueError(
-          f"renderer: loss weights {[k for k in LANDMARK_TERMS if w.get(k, 0.0)]} need "
-          f"{missing} in the batch (stages/renderer.py adds them from the dataset's landmarks); "
-          "set those weights to 0 to train without landmarks")
+          f"renderer: {why} need {missing} in the batch (stages/renderer.py adds them from the "
+          "dataset's landmarks); set those weights to 0 and "
+          "generator.dense_motion_params.landmark_motion='none' to train without landmarks")
     return {"source": batch["source_landmarks"], "driving": batch["driving_landmarks"]}
 
   def _check_pyramid(self, source):
@@ -207,6 +211,9 @@ class RendererStage(common.CompiledSteps):
 
     kp_src, s_kp = kp_apply(source, state.batch_stats["kp_detector"], keep_logits=True)
     kp_drv, s_kp = kp_apply(driving, s_kp, keep_logits=True)
+    if renderer.uses_landmarks(cfg):  # the landmark motion [ours] reads them from the kp dicts
+      kp_src = renderer.with_landmarks(kp_src, marks["source"], source.shape[1])
+      kp_drv = renderer.with_landmarks(kp_drv, marks["driving"], source.shape[1])
     gen_out, upd = gen_mod.apply(
         {"params": params["generator"], "batch_stats": state.batch_stats["generator"]},
         source, kp_drv, kp_src, mutable=["batch_stats"])
@@ -227,7 +234,7 @@ class RendererStage(common.CompiledSteps):
       kp_tr, s_kp = kp_apply(equivariance.transform_frame(tps, driving), s_kp)
       losses.update(equivariance.equivariance_losses(
           tps, kp_drv, kp_tr, w.equivariance_value, w.equivariance_jacobian))
-    if marks is not None:
+    if any(w.get(k, 0.0) for k in LANDMARK_TERMS):
       # Each mask term [ours] reads either the generator's mask or, with its *_detach_kp flag,
       # the same mask from a second dense-motion pass on stop_gradient keypoints (one pass
       # serves both), so that term shapes the mask and cannot pull keypoints off landmarks.
