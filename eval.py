@@ -69,6 +69,7 @@ def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) ->
   import numpy as np
 
   from osmnet_jax import media
+  from osmnet_jax import renderer as renderer_lib
   from osmnet_jax import workdir as workdir_lib
   from osmnet_jax.evaluation import clips, reconstruction
   from osmnet_jax.metrics import cpbd, image, lpips, pixel_motion
@@ -81,7 +82,8 @@ def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) ->
   n_frames = n_clips = 0
   for ex in clips.iter_clips(builder, split, max_clips):
     gt = jnp.asarray(ex["frames"], jnp.float32) / 255.0  # [T, H, W, 3]
-    pred = reconstruction.reconstruct_clip(variables, mcfg, ex["frames"], landmarks=ex["landmarks"])
+    pred = reconstruction.reconstruct_clip(variables, mcfg, ex["frames"],
+                                           landmarks=ex["landmarks"])
     preds = {"renderer": jnp.asarray(pred),
              "copy_source": jnp.broadcast_to(gt[:1], gt.shape)}
     for name, pred in preds.items():
@@ -108,7 +110,9 @@ def reconstruction_metrics(workdir: str, builder, split: str, max_clips: int) ->
     out[name] = {"image": {k: v / n_frames for k, v in s.items()},
                  "motion_in_pixels": pixel_motion.median_scores(motion[name]),
                  "meta": {"split": split, "num_clips": n_clips, "num_frames": n_frames,
-                          "protocol": "reconstruction (first frame + the clip's own keypoints)",
+                          "protocol": "reconstruction (first frame + the clip's own keypoints"
+                                      + (" and landmarks)" if renderer_lib.uses_landmarks(mcfg)
+                                         else ")"),
                           "checkpoint": workdir_lib.checkpoint_dir(workdir, "renderer")}}
   return out
 

@@ -68,7 +68,7 @@ def main(argv=None) -> None:
   import jax.numpy as jnp
   import ml_collections
 
-  from osmnet_jax import media
+  from osmnet_jax import media, renderer
   from osmnet_jax import workdir as workdir_lib
   from osmnet_jax.evaluation import clips
   from osmnet_jax.inference import render
@@ -106,7 +106,11 @@ def main(argv=None) -> None:
     kp_local = {"value": jnp.asarray(values, jnp.float32),
                 "jacobian": jnp.asarray(jacobians, jnp.float32)}
     for name, kp in (("detector", kp_det), ("similarity", kp_sim), ("local", kp_local)):
-      video = media.to_uint8(np.asarray(rend(variables, frames[0], kp_src, kp, 16)))
+      src_kp = kp_src
+      if renderer.uses_landmarks(mcfg):  # a landmark-spline renderer: the clip's true landmarks
+        src_kp = renderer.with_landmarks(kp_src, ex["landmarks"][:1], frames.shape[1])
+        kp = renderer.with_landmarks(kp, ex["landmarks"], frames.shape[1])
+      video = media.to_uint8(np.asarray(rend(variables, frames[0], src_kp, kp, 16)))
       rows[name].append(pm.clip_scores(video, ex["pose"], ex["landmarks"], ex.get("audio")))
   keys = ("roll_r", "roll_amplitude", "ty_r", "ty_amplitude", "yaw_r", "yaw_amplitude",
           "pitch_r", "pitch_amplitude", "mouth_landmark_r")

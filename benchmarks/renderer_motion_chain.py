@@ -127,6 +127,8 @@ def chain(workdir: str, clips_n: int, split: str = "test") -> dict:
     fr = jnp.asarray(frames[::4], jnp.float32) / 255.0
     marks = jnp.asarray(ex["landmarks"][::4], jnp.float32)
     kp_d = jax.tree.map(lambda x: jnp.asarray(x[::4]), kp_all)
+    if renderer.uses_landmarks(mcfg):  # a landmark-spline renderer reads the clip's landmarks
+      kp_d = renderer.with_landmarks(kp_d, marks, size)
     kp_s = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), kp_d)
     out = renderer.render(variables, mcfg, jnp.broadcast_to(fr[:1], fr.shape), kp_s, kp_d)
     d = out["deformation"][1:]

@@ -1,8 +1,10 @@
 """Renderer reconstruction: animate a clip's first frame with the clip's own keypoints.
 
 This is FOMM's reconstruction protocol (the renderer's upper bound in OSM-Net: motion comes from
-the ground-truth frames), used by ``eval.py --mode reconstruction``, by the sample video that
-``train.py`` writes after the renderer stage, and by TensorBoard image grids.
+the ground-truth frames); a renderer with the landmark spline (renderer.uses_landmarks) is also
+driven by the clip's landmarks (synth_talk: exact; prepared videos: the landmark backend's).
+Used by ``eval.py --mode reconstruction``, by the sample video that ``train.py`` writes after
+the renderer stage, and by TensorBoard image grids.
 """
 from __future__ import annotations
 
