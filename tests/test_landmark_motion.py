@@ -117,3 +117,15 @@ def test_config_check_names_a_bad_landmark_motion():
   cfg.renderer.generator.dense_motion_params.landmark_motion = "spline"
   with pytest.raises(ValueError, match="landmark_motion='spline'"):
     config_check.check(cfg)
+
+
+def test_generate_program_for_accelerators_carries_the_landmarks():
+  """`python -m osmnet_jax.aot`'s generate program of a spline renderer takes landmarks in both
+  keypoint dicts, and lowers (traces through the spline)."""
+  from configs import tiny_test
+  from osmnet_jax.aot import compile as aot_compile
+
+  prog = aot_compile.build("generate", tiny_test.get_config(), jax.devices("cpu")[:1], 4, "dp")
+  _, _, kp_src, kp_drv = prog.args
+  assert kp_src["landmarks"].shape == (1, 68, 2) and kp_drv["landmarks"].shape == (4, 68, 2)
+  prog.fn.lower(*prog.args)
