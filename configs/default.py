@@ -291,6 +291,13 @@ def get_config() -> ml_collections.ConfigDict:
   e.w_rec = 0.0                       # rendered-frame L1; > 0 renders B*T frames per step
   e.w_rec_mouth = 0.0                 # rendered-frame L1 inside the true mouth box
   e.render_frames_per_call = 0        # 0: all B*T frames in one generator call; n: chunks of n
+  # [ours] With the renderer's landmark spline, whether the rendered-frame terms (w_rec,
+  # w_rec_mouth: the joint stage) reach the landmark head through the spline. Off: the landmark
+  # head learns from the landmark loss alone and the pixel terms tune the keypoints. Measured on
+  # the generated test videos (BENCHMARKS.md "A landmark spline in the flow"): with the gradient
+  # pitch r fell from 0.89 (no joint stage) to 0.78; without it 0.87, mouth-audio r on the
+  # pixels 0.55 (with: 0.51), PSNR 20.84 (20.79).
+  e.render_landmark_grad = False
   # Renderer: "auto" = the renderer stage's checkpoint in the workdir if present, else a
   # randomly initialised renderer of config.renderer; "init" = always initialise.
   e.renderer_source = "auto"

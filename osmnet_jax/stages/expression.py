@@ -127,11 +127,13 @@ class ExpressionStage(common.CompiledSteps):
     kp = kp_lib.predict(self.kp_predictor, params["keypoints"], kp_src, out["expression"], pose,
                         self.cfg)
     if renderer.uses_landmarks(self.rcfg):  # the renderer's landmark motion [ours]: its
-      # driving landmarks are the predicted ones (differentiable: the joint stage's pixel loss
-      # reaches the landmark head through the spline).
+      # driving landmarks are the predicted ones; the rendered-frame terms reach the landmark
+      # head through the spline only with cfg.render_landmark_grad.
+      marks = out["landmarks"]
+      if not self.cfg.get("render_landmark_grad", False):
+        marks = jax.lax.stop_gradient(marks)
       kp_src = renderer.with_landmarks(kp_src, batch["source_landmarks"], size)
-      kp = renderer.with_landmarks(
-          kp, expression_lib.denormalise_landmarks(out["landmarks"], size), size)
+      kp = renderer.with_landmarks(kp, expression_lib.denormalise_landmarks(marks, size), size)
     return {"landmarks": out["landmarks"], "expression": out["expression"], "kp_src": kp_src,
             "kp": kp, "source": source}
 
