@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from osmnet_jax.losses import landmark_anchors
 from osmnet_jax.models.discriminator import MultiScaleDiscriminator
 from osmnet_jax.models.generator import OcclusionAwareGenerator
 from osmnet_jax.models.keypoint_detector import KPDetector
@@ -195,8 +196,7 @@ def uses_landmarks(cfg) -> bool:
 def with_landmarks(kp: dict, landmarks, size: int) -> dict:
   """kp plus 'landmarks': pixel landmarks [..., 68, 2] of an S x S frame (pixel j at j, the
   datasets' convention) in the keypoints' normalised coordinates (x = 2 j / (S - 1) - 1)."""
-  lm = jnp.asarray(landmarks, jnp.float32) * (2.0 / (size - 1)) - 1.0
-  return dict(kp) | {"landmarks": lm}
+  return dict(kp) | {"landmarks": landmark_anchors.to_unit(jnp.asarray(landmarks), size)}
 
 
 def make_discriminator(cfg, train: bool = False) -> MultiScaleDiscriminator:

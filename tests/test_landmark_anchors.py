@@ -272,6 +272,12 @@ def _shift_dense_motion_bias(state, head: str, shift):
   return state.replace(params=p)
 
 
+def _step_batch() -> dict:
+  """Four posed faces as a renderer train-step batch: each frame drives the reversed one."""
+  x, lm = _posed_frames(np.random.default_rng(5), [0.0, 10.0, -10.0, 5.0])
+  return {"source": x, "driving": x[::-1], "source_landmarks": lm, "driving_landmarks": lm[::-1]}
+
+
 def test_anchored_keypoints_follow_a_known_rotation():
   """The mechanism: a keypoint detector trained with keypoint_anchor alone (FOMM's detector,
   tiny, 32 px) puts its keypoints where a rotated face's landmarks went. The keypoints of an
@@ -323,9 +329,7 @@ def test_train_step_adds_the_landmark_terms_and_needs_landmarks():
   cfg.train.heatmap_floor = 0.0  # the tiny detector's heatmaps are a few cells: all of it counts
   stage = rs.RendererStage(cfg)
   state = stage.init_state(jax.random.PRNGKey(0), SIZE)
-  x, lm = _posed_frames(np.random.default_rng(5), [0.0, 10.0, -10.0, 5.0])
-  batch = {"source": x, "driving": x[::-1], "source_landmarks": lm,
-           "driving_landmarks": lm[::-1]}
+  batch = _step_batch()
   new, metrics = jax.jit(stage.train_step)(state, batch, jax.random.PRNGKey(1))
   assert set(rs.OURS_KEYPOINT_TERMS) <= set(metrics)
   assert all(np.isfinite(float(v)) and float(v) > 0 for v in metrics.values())

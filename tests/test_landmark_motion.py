@@ -13,7 +13,7 @@ from osmnet_jax.nn import tps
 from osmnet_jax.nn.keypoints import make_coordinate_grid
 from osmnet_jax.stages import config_check
 from osmnet_jax.stages import renderer_step as rs
-from tests.test_landmark_anchors import SIZE, _posed_frames, _rot, _small_renderer_cfg
+from tests.test_landmark_anchors import SIZE, _posed_frames, _rot, _small_renderer_cfg, _step_batch
 
 
 def test_spline_meets_its_points_and_keeps_an_affine_map_affine():
@@ -87,9 +87,8 @@ def test_train_step_feeds_the_landmarks_to_the_flow_and_reconstruction_needs_the
   cfg.train.loss_weights.update(flow_anchor=10.0)
   stage = rs.RendererStage(cfg)
   state = stage.init_state(jax.random.PRNGKey(0), SIZE)
-  x, lm = _posed_frames(np.random.default_rng(5), [0.0, 10.0, -10.0, 5.0])
-  batch = {"source": x, "driving": x[::-1], "source_landmarks": lm,
-           "driving_landmarks": lm[::-1]}
+  batch = _step_batch()
+  x, lm = batch["source"], batch["source_landmarks"]
   new, metrics = jax.jit(stage.train_step)(state, batch, jax.random.PRNGKey(1))
   assert int(new.step) == 1 and all(np.isfinite(float(v)) for v in metrics.values())
   grads_reach = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),

@@ -42,14 +42,21 @@ def make_keypoints_fn(expression_cfg, renderer_cfg):
     kp_src = detector.apply(renderer_variables["kp_detector"], source)
     kp = kp_lib.predict(predictor, params["keypoints"], kp_src, out["expression"], pose,
                         expression_cfg)
-    if renderer.uses_landmarks(renderer_cfg):  # the landmark motion [ours]: predicted landmarks
-      size = source.shape[1]
-      kp_src = renderer.with_landmarks(kp_src, batch["source_landmarks"], size)
-      kp = renderer.with_landmarks(
-          kp, expression_lib.denormalise_landmarks(out["landmarks"], size), size)
-    return kp_src, kp
+    return with_predicted_landmarks(renderer_cfg, kp_src, kp, batch["source_landmarks"],
+                                    out["landmarks"], source.shape[1])
 
   return fn
+
+
+def with_predicted_landmarks(renderer_cfg, kp_src: dict, kp: dict, source_landmarks,
+                             predicted, size: int) -> tuple[dict, dict]:
+  """(kp_src, kp) plus 'landmarks' when the renderer's flow reads them (the landmark motion
+  [ours], renderer.uses_landmarks): the source's pixel landmarks [B,68,2] and the expression
+  model's predicted ones [B,T,68,2] in its [-1, 1] crop coordinates; else unchanged."""
+  if not renderer.uses_landmarks(renderer_cfg):
+    return kp_src, kp
+  return (renderer.with_landmarks(kp_src, source_landmarks, size),
+          renderer.with_landmarks(kp, expression_lib.denormalise_landmarks(predicted, size), size))
 
 
 def check(expr) -> None:

@@ -42,6 +42,7 @@ from absl import logging
 from osmnet_jax import renderer
 from osmnet_jax import workdir as workdir_lib
 from osmnet_jax.face import geometry as fg
+from osmnet_jax.inference import keypoints as keypoints_lib
 from osmnet_jax.inference import render as render_lib
 from osmnet_jax.losses import landmark_anchors
 from osmnet_jax.models import expression as expression_lib
@@ -126,14 +127,13 @@ class ExpressionStage(common.CompiledSteps):
     kp_src = self.detect(renderer_vars, source)  # [B,K,2], [B,K,2,2]
     kp = kp_lib.predict(self.kp_predictor, params["keypoints"], kp_src, out["expression"], pose,
                         self.cfg)
-    if renderer.uses_landmarks(self.rcfg):  # the renderer's landmark motion [ours]: its
-      # driving landmarks are the predicted ones; the rendered-frame terms reach the landmark
-      # head through the spline only with cfg.render_landmark_grad.
-      marks = out["landmarks"]
-      if not self.cfg.get("render_landmark_grad", False):
-        marks = jax.lax.stop_gradient(marks)
-      kp_src = renderer.with_landmarks(kp_src, batch["source_landmarks"], size)
-      kp = renderer.with_landmarks(kp, expression_lib.denormalise_landmarks(marks, size), size)
+    # The renderer's landmark motion [ours] is driven by the predicted landmarks; the rendered-
+    # frame terms reach the landmark head through the spline only with cfg.render_landmark_grad.
+    marks = out["landmarks"]
+    if not self.cfg.get("render_landmark_grad", False):
+      marks = jax.lax.stop_gradient(marks)
+    kp_src, kp = keypoints_lib.with_predicted_landmarks(self.rcfg, kp_src, kp,
+                                                        batch["source_landmarks"], marks, size)
     return {"landmarks": out["landmarks"], "expression": out["expression"], "kp_src": kp_src,
             "kp": kp, "source": source}
 

@@ -154,8 +154,8 @@ class RendererStage(common.CompiledSteps):
       return None
     missing = [k for k in ("source_landmarks", "driving_landmarks") if k not in batch]
     if missing:
-      why = (f"loss weights {terms}" if terms else "") + (
-          " and " if terms and flow else "") + ("the landmark motion" if flow else "")
+      why = " and ".join(([f"loss weights {terms}"] if terms else [])
+                         + (["the landmark motion"] if flow else []))
       raise ValueError(
           f"renderer: {why} need {missing} in the batch (stages/renderer.py adds them from the "
           "dataset's landmarks); set those weights to 0 and "
